@@ -1,0 +1,376 @@
+"""The `s3kms` command: `s3kms server` runs the KMS; the other commands talk to one.
+
+Client commands find the endpoint and credentials in flags, then `S3KMS_ENDPOINT` /
+`S3KMS_ACCESS_KEY` / `S3KMS_SECRET_KEY`, then the local data directory's `credentials` file.
+Tables for people, `--json` for scripts; on failure a non-zero exit with the error code and message.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from s3kms import __version__, credentials
+from s3kms.client import Client
+from s3kms.config import Settings, VaultSettings, parse_vault_addresses, read_toml
+from s3kms.errors import KMSError
+
+F = TypeVar("F", bound=Callable[..., Any])
+console = Console()
+err_console = Console(stderr=True)
+
+
+# -- server -----------------------------------------------------------------------------------------
+
+_VAULT_OPTIONS = {
+    "vault_address": "addresses",
+    "vault_token": "token",
+    "vault_namespace": "namespace",
+    "vault_mount_path": "mount_path",
+    "vault_kv_mount": "kv_mount",
+    "vault_kv_prefix": "kv_prefix",
+    "vault_app_role_id": "app_role_id",
+    "vault_app_role_secret_id": "app_role_secret_id",
+    "vault_timeout_seconds": "timeout_seconds",
+    "vault_ca_cert": "ca_cert",
+    "vault_skip_tls_verify": "skip_tls_verify",
+}
+
+
+def resolve_settings(flags: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
+    """Flags win over `S3KMS_*` environment variables, which win over the TOML config file."""
+    config_file = flags.get("config") or env.get("S3KMS_CONFIG")
+    merged: dict[str, Any] = dict(read_toml(Path(config_file))) if config_file else {}
+    names = [f.name for f in dataclasses.fields(Settings) if f.name != "vault"]
+    for name in [*names, *_VAULT_OPTIONS]:
+        value = env.get(f"S3KMS_{name.upper()}")
+        if value is not None and value != "":
+            merged[name] = value
+    for name, value in flags.items():
+        if value is not None and name != "config":
+            merged[name] = value
+    if "address" in merged:
+        host, _, port = str(merged.pop("address")).rpartition(":")
+        if not host or not port.isdigit():
+            raise click.BadParameter("address must be HOST:PORT", param_hint="--address")
+        merged["host"], merged["port"] = host.strip("[]"), int(port)
+    vault_fields = {v: merged.pop(k) for k, v in _VAULT_OPTIONS.items() if k in merged}
+    unknown = set(merged) - set(names)
+    if unknown:
+        raise click.UsageError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    for name in ("data_dir", "master_key_file", "tls_cert", "tls_key"):
+        if merged.get(name) is not None:
+            merged[name] = Path(merged[name])
+    for name in ("port", "workers"):
+        if name in merged:
+            merged[name] = int(merged[name])
+    if "addresses" in vault_fields:
+        vault_fields["addresses"] = parse_vault_addresses(str(vault_fields["addresses"]))
+        if "timeout_seconds" in vault_fields:
+            vault_fields["timeout_seconds"] = float(vault_fields["timeout_seconds"])
+        if "skip_tls_verify" in vault_fields:
+            vault_fields["skip_tls_verify"] = str(vault_fields["skip_tls_verify"]).lower() in (
+                "1",
+                "true",
+                "yes",
+            )
+        merged["vault"] = VaultSettings(**vault_fields)
+    return Settings(**merged)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="s3kms")
+def main() -> None:
+    """s3kms: a key management service for S3-compatible object stores."""
+
+
+@main.command()
+@click.option("--address", help="HOST:PORT to listen on (default 127.0.0.1:9000).")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory (./s3kms-data).")
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "vault", "none"]),
+    help="Key backend (default: the persisted configuration, else local).",
+)
+@click.option("--region", help="Region in SigV4 scopes and ARNs (us-east-1).")
+@click.option("--account-id", help="Account id in ARNs (000000000000).")
+@click.option(
+    "--master-key-file",
+    type=click.Path(path_type=Path),
+    help="File holding the Local backend's master key (base64 of 32 bytes).",
+)
+@click.option("--default-key-id", help="Default key id reported by /kms/status.")
+@click.option("--workers", type=int, help="Worker processes on one port (1).")
+@click.option("--tls-cert", type=click.Path(path_type=Path), help="PEM certificate: serve HTTPS.")
+@click.option("--tls-key", type=click.Path(path_type=Path), help="PEM private key for --tls-cert.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--config", type=click.Path(path_type=Path, exists=True), help="TOML settings file.")
+@click.option("--vault-address", help="Vault/OpenBao address(es), comma-separated.")
+@click.option("--vault-token", help="Vault token (prefer S3KMS_VAULT_TOKEN).")
+@click.option("--vault-namespace")
+@click.option("--vault-mount-path", help="Transit mount (transit).")
+@click.option("--vault-kv-mount", help="KV v2 mount for metadata (secret).")
+@click.option("--vault-kv-prefix", help="Path prefix in KV (s3kms).")
+@click.option("--vault-app-role-id")
+@click.option("--vault-app-role-secret-id", help="Prefer S3KMS_VAULT_APP_ROLE_SECRET_ID.")
+@click.option("--vault-timeout-seconds", type=float)
+@click.option("--vault-ca-cert", type=click.Path())
+def server(**flags: Any) -> None:
+    """Run the KMS server."""
+    from s3kms.server import serve
+
+    try:
+        settings = resolve_settings(flags, os.environ)
+    except (ValueError, TypeError, KMSError) as exc:
+        raise click.UsageError(str(exc)) from None
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    serve(settings)
+
+
+# -- client commands --------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ClientOptions:
+    endpoint: str | None
+    access_key: str | None
+    secret_key: str | None
+    data_dir: Path
+    region: str
+    ca_cert: str | None
+    json: bool
+
+    def client(self) -> Client:
+        endpoint = self.endpoint or "http://127.0.0.1:9000"
+        access, secret = self.access_key, self.secret_key
+        if not (access and secret):
+            stored = credentials.read_file(self.data_dir)
+            if stored is None:
+                raise click.UsageError(
+                    "no credentials: pass --access-key/--secret-key, set S3KMS_ACCESS_KEY/"
+                    f"S3KMS_SECRET_KEY, or run next to the data directory ({self.data_dir})"
+                )
+            access, secret = stored.access_key, stored.secret_key
+        return Client(endpoint, access, secret, region=self.region, ca_cert=self.ca_cert)
+
+
+def client_options(fn: F) -> F:
+    options = [
+        click.option("--endpoint", envvar="S3KMS_ENDPOINT", help="http(s)://HOST:PORT"),
+        click.option("--access-key", envvar="S3KMS_ACCESS_KEY"),
+        click.option("--secret-key", envvar="S3KMS_SECRET_KEY"),
+        click.option(
+            "--data-dir",
+            envvar="S3KMS_DATA_DIR",
+            default="s3kms-data",
+            type=click.Path(path_type=Path),
+            help="Where to find the credentials file.",
+        ),
+        click.option("--region", envvar="S3KMS_REGION", default="us-east-1"),
+        click.option("--ca-cert", envvar="S3KMS_CA_CERT", help="CA bundle to verify HTTPS."),
+        click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _opts(kw: dict[str, Any]) -> ClientOptions:
+    return ClientOptions(
+        kw.pop("endpoint"),
+        kw.pop("access_key"),
+        kw.pop("secret_key"),
+        kw.pop("data_dir"),
+        kw.pop("region"),
+        kw.pop("ca_cert"),
+        kw.pop("as_json"),
+    )
+
+
+def _run(opts: ClientOptions, call: Callable[[Client], Any]) -> Any:
+    try:
+        with opts.client() as kms:
+            return call(kms)
+    except KMSError as exc:
+        err_console.print(f"[red]error[/red] {exc.code}: {exc.message}", highlight=False)
+        sys.exit(1)
+    except OSError as exc:  # connection refused, TLS failures
+        err_console.print(f"[red]error[/red] cannot reach {opts.endpoint}: {exc}", highlight=False)
+        sys.exit(2)
+
+
+def _emit(opts: ClientOptions, value: Any, title: str | None = None) -> None:
+    items = value if isinstance(value, list) else [value]
+    rows = [
+        dataclasses.asdict(v) if dataclasses.is_dataclass(v) and not isinstance(v, type) else v
+        for v in items
+    ]
+    if opts.json:
+        click.echo(json.dumps(rows if isinstance(value, list) else rows[0], indent=2))
+        return
+    table = Table(title=title)
+    columns = list(rows[0]) if rows else ["key_id"]
+    for column in columns:
+        table.add_column(column.replace("_", " "))
+    for row in rows:
+        table.add_row(*("" if row[c] is None else str(row[c]) for c in columns))
+    console.print(table)
+
+
+@main.group()
+def key() -> None:
+    """Create, list, inspect and change keys."""
+
+
+@key.command("create")
+@click.argument("name", required=False)
+@client_options
+def key_create(name: str | None, **kw: Any) -> None:
+    """Create a key (a UUID name when NAME is left out)."""
+    opts = _opts(kw)
+    _emit(opts, _run(opts, lambda kms: kms.create_key(name)))
+
+
+@key.command("list")
+@click.option("--pattern", help="Shell-style glob over key ids (*, ?, [...]).")
+@client_options
+def key_list(pattern: str | None, **kw: Any) -> None:
+    """List keys, sorted by key id."""
+    opts = _opts(kw)
+    _emit(opts, _run(opts, lambda kms: kms.list_keys(pattern)), title="keys")
+
+
+@key.command("status")
+@click.argument("name")
+@client_options
+def key_status(name: str, **kw: Any) -> None:
+    """Show one key."""
+    opts = _opts(kw)
+    _emit(opts, _run(opts, lambda kms: kms.key_status(name)))
+
+
+def _key_change(command: str, method: str, doc: str) -> None:
+    @key.command(command, help=doc)
+    @click.argument("name")
+    @client_options
+    def change(name: str, **kw: Any) -> None:
+        opts = _opts(kw)
+        _emit(opts, _run(opts, lambda kms: getattr(kms, method)(name)))
+
+
+_key_change("enable", "enable_key", "Enable a key.")
+_key_change("disable", "disable_key", "Disable a key.")
+_key_change("rotate", "rotate_key", "Make new key material; old versions still decrypt.")
+_key_change(
+    "cancel-deletion", "cancel_key_deletion", "Cancel a scheduled deletion (key stays disabled)."
+)
+
+
+@key.command("delete")
+@click.argument("name")
+@click.option("--days", type=int, default=30, show_default=True, help="Pending window, 7-30.")
+@client_options
+def key_delete(name: str, days: int, **kw: Any) -> None:
+    """Schedule a key for deletion after a waiting period."""
+    opts = _opts(kw)
+    _emit(opts, _run(opts, lambda kms: kms.schedule_key_deletion(name, days)))
+
+
+@main.command()
+@client_options
+def status(**kw: Any) -> None:
+    """Show the KMS status."""
+    opts = _opts(kw)
+    _emit(opts, _run(opts, lambda kms: kms.status()))
+
+
+@main.command()
+@click.option("--kms-type", type=click.Choice(["local", "vault"]), required=True)
+@click.option("--default-key-id")
+@click.option("--vault-address")
+@click.option("--vault-token", envvar="S3KMS_VAULT_TOKEN")
+@click.option("--vault-namespace")
+@click.option("--vault-mount-path")
+@click.option("--vault-kv-mount")
+@click.option("--vault-kv-prefix")
+@click.option("--vault-app-role-id")
+@click.option("--vault-app-role-secret-id", envvar="S3KMS_VAULT_APP_ROLE_SECRET_ID")
+@click.option("--vault-timeout-seconds", type=float)
+@click.option("--vault-ca-cert")
+@client_options
+def configure(**kw: Any) -> None:
+    """Switch the KMS backend (checked before it switches)."""
+    opts = _opts(kw)
+    body = {k: v for k, v in kw.items() if v is not None}
+    message = _run(opts, lambda kms: kms.configure(**body))
+    _emit(opts, {"status": "success", "message": message})
+
+
+@main.command()
+@click.argument("name")
+@click.option("--bytes", "size", type=int, default=32, show_default=True)
+@click.option("--context", multiple=True, help="Encryption context entry KEY=VALUE (repeatable).")
+@client_options
+def datakey(name: str, size: int, context: tuple[str, ...], **kw: Any) -> None:
+    """Generate a data key under NAME: plaintext and ciphertext, base64."""
+    opts = _opts(kw)
+    dk = _run(
+        opts,
+        lambda kms: kms.generate_data_key(name, number_of_bytes=size, context=_context(context)),
+    )
+    _emit(
+        opts,
+        {
+            "key_id": dk.key_id,
+            "plaintext": base64.b64encode(dk.plaintext).decode(),
+            "ciphertext": base64.b64encode(dk.ciphertext).decode(),
+        },
+    )
+
+
+@main.command()
+@click.argument("name")
+@click.option("--context", multiple=True, help="Encryption context entry KEY=VALUE (repeatable).")
+@client_options
+def encrypt(name: str, context: tuple[str, ...], **kw: Any) -> None:
+    """Encrypt stdin (at most 4096 bytes) under NAME; prints the ciphertext as base64."""
+    opts = _opts(kw)
+    data = sys.stdin.buffer.read()
+    blob = _run(opts, lambda kms: kms.encrypt(name, data, _context(context)))
+    click.echo(base64.b64encode(blob).decode())
+
+
+@main.command()
+@click.option("--context", multiple=True, help="Encryption context entry KEY=VALUE (repeatable).")
+@click.option("--key", "key_ref", help="Expected key (refused if the ciphertext names another).")
+@client_options
+def decrypt(context: tuple[str, ...], key_ref: str | None, **kw: Any) -> None:
+    """Decrypt a base64 ciphertext read from stdin; writes the plaintext to stdout."""
+    opts = _opts(kw)
+    try:
+        blob = base64.b64decode(sys.stdin.read().strip(), validate=True)
+    except ValueError:
+        raise click.UsageError("stdin is not base64") from None
+    plaintext = _run(opts, lambda kms: kms.decrypt(blob, _context(context), key_ref))
+    sys.stdout.buffer.write(plaintext)
+
+
+def _context(entries: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for entry in entries:
+        name, sep, value = entry.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{entry!r} is not KEY=VALUE", param_hint="--context")
+        out[name] = value
+    return out

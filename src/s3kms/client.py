@@ -1,0 +1,258 @@
+"""The Python client: one method per route, typed results, errors raised as the error tree.
+
+    from s3kms import Client
+    with Client("http://127.0.0.1:9000", "ACCESS", "SECRET") as kms:
+        kms.create_key("my-key")
+        dk = kms.generate_data_key("my-key", context={"bucket": "b/obj"})
+
+Admin routes are signed S3-style (service `s3`); the AWS KMS operations are signed like boto3
+(service `kms`, generic flavour). Both use the server's own SigV4 module.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import httpx
+
+from s3kms import errors
+from s3kms.http import sigv4
+
+ADMIN_PREFIX = "/rustfs/admin/v3/kms"
+
+
+def _error_classes() -> tuple[dict[str, type[errors.KMSError]], dict[str, type[errors.KMSError]]]:
+    by_code: dict[str, type[errors.KMSError]] = {}
+    by_type: dict[str, type[errors.KMSError]] = {}
+    pending: list[type[errors.KMSError]] = [errors.KMSError]
+    while pending:
+        cls = pending.pop()
+        by_code.setdefault(cls.code, cls)
+        by_type.setdefault(cls.aws_type, cls)
+        pending.extend(cls.__subclasses__())
+    return by_code, by_type
+
+
+_BY_CODE, _BY_TYPE = _error_classes()
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    key_id: str
+    status: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class KeyStatus:
+    key_id: str
+    status: str
+    created_at: str
+    algorithm: str
+    current_version: int | None = None
+    deletion_date: str | None = None
+
+
+@dataclass(frozen=True)
+class KeyChange:
+    key_id: str
+    status: str
+    message: str
+
+
+@dataclass(frozen=True)
+class KMSStatus:
+    status: str
+    kms_type: str | None
+    endpoint: str | None
+    key_count: int | None
+    default_key_id: str | None
+
+
+@dataclass(frozen=True)
+class GeneratedDataKey:
+    key_id: str
+    ciphertext: bytes
+    plaintext: bytes
+
+    def __repr__(self) -> str:
+        return f"GeneratedDataKey(key_id={self.key_id!r}, plaintext=<{len(self.plaintext)} bytes>)"
+
+
+class Client:
+    def __init__(
+        self,
+        endpoint: str,
+        access_key: str,
+        secret_key: str,
+        *,
+        region: str = "us-east-1",
+        ca_cert: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self.access_key = access_key
+        self._secret_key = secret_key
+        self.region = region
+        self._http = httpx.Client(timeout=timeout, verify=ca_cert or True)
+
+    def __repr__(self) -> str:
+        return f"Client(endpoint={self.endpoint!r}, access_key={self.access_key!r})"
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- transport --------------------------------------------------------------------------------
+
+    def _admin(
+        self, method: str, route: str, query: Mapping[str, str] | None = None, body: Any = None
+    ) -> Any:
+        url = f"{self.endpoint}{ADMIN_PREFIX}/{route}"
+        if query:
+            url += "?" + urlencode(query, quote_via=quote, safe="-_.~")
+        data = b"" if body is None else json.dumps(body).encode()
+        headers = {"content-type": "application/json"} if body is not None else {}
+        signed = sigv4.sign_headers(
+            method,
+            url,
+            headers,
+            data,
+            access_key=self.access_key,
+            secret_key=self._secret_key,
+            region=self.region,
+            service="s3",
+            now=time.time(),
+            s3_flavour=True,
+        )
+        response = self._http.request(method, url, headers=signed, content=data)
+        payload = _json(response)
+        if response.status_code != 200:
+            err = payload.get("error", {}) if isinstance(payload, dict) else {}
+            cls = _BY_CODE.get(err.get("code", ""), errors.KMSError)
+            raise cls(err.get("message") or f"HTTP {response.status_code}")
+        return payload
+
+    def _aws(self, operation: str, body: Mapping[str, Any]) -> Any:
+        url = f"{self.endpoint}/"
+        data = json.dumps(body).encode()
+        headers = {
+            "content-type": "application/x-amz-json-1.1",
+            "x-amz-target": f"TrentService.{operation}",
+        }
+        signed = sigv4.sign_headers(
+            "POST",
+            url,
+            headers,
+            data,
+            access_key=self.access_key,
+            secret_key=self._secret_key,
+            region=self.region,
+            service="kms",
+            now=time.time(),
+            s3_flavour=False,
+        )
+        response = self._http.post(url, headers=signed, content=data)
+        payload = _json(response)
+        if response.status_code != 200:
+            kind = payload.get("__type", "") if isinstance(payload, dict) else ""
+            cls = _BY_TYPE.get(kind.rsplit("#", 1)[-1], errors.KMSError)
+            message = payload.get("message") if isinstance(payload, dict) else None
+            raise cls(message or kind or f"HTTP {response.status_code}")
+        return payload
+
+    # -- admin API --------------------------------------------------------------------------------
+
+    def configure(self, **fields: Any) -> str:
+        return str(self._admin("POST", "configure", body=fields)["message"])
+
+    def status(self) -> KMSStatus:
+        p = self._admin("GET", "status")
+        return KMSStatus(p["status"], p["kmsType"], p["endpoint"], p["keyCount"], p["defaultKeyId"])
+
+    def create_key(self, name: str | None = None) -> KeyInfo:
+        p = self._admin("POST", "key/create", {"keyName": name} if name else None)
+        return KeyInfo(p["keyId"], p["status"], p["createdAt"])
+
+    def list_keys(self, pattern: str | None = None) -> list[KeyInfo]:
+        p = self._admin("GET", "key/list", {"pattern": pattern} if pattern else None)
+        return [KeyInfo(k["keyId"], k["status"], k["createdAt"]) for k in p["keys"]]
+
+    def key_status(self, name: str) -> KeyStatus:
+        p = self._admin("GET", "key/status", {"keyName": name})
+        return KeyStatus(
+            p["keyId"],
+            p["status"],
+            p["createdAt"],
+            p["algorithm"],
+            p.get("currentVersion"),
+            p.get("deletionDate"),
+        )
+
+    def _change(self, route: str, name: str, extra: Mapping[str, str] | None = None) -> KeyChange:
+        p = self._admin("POST", route, {"keyName": name, **(extra or {})})
+        return KeyChange(p["keyId"], p["status"], p["message"])
+
+    def enable_key(self, name: str) -> KeyChange:
+        return self._change("key/enable", name)
+
+    def disable_key(self, name: str) -> KeyChange:
+        return self._change("key/disable", name)
+
+    def rotate_key(self, name: str) -> KeyChange:
+        return self._change("key/rotate", name)
+
+    def schedule_key_deletion(self, name: str, pending_window_days: int = 30) -> KeyChange:
+        return self._change("key/delete", name, {"pendingWindowDays": str(pending_window_days)})
+
+    def cancel_key_deletion(self, name: str) -> KeyChange:
+        return self._change("key/cancel-deletion", name)
+
+    # -- AWS KMS operations -----------------------------------------------------------------------
+
+    def generate_data_key(
+        self, key: str, *, number_of_bytes: int = 32, context: Mapping[str, str] | None = None
+    ) -> GeneratedDataKey:
+        body: dict[str, Any] = {"KeyId": key, "NumberOfBytes": number_of_bytes}
+        if context:
+            body["EncryptionContext"] = dict(context)
+        p = self._aws("GenerateDataKey", body)
+        return GeneratedDataKey(
+            p["KeyId"], base64.b64decode(p["CiphertextBlob"]), base64.b64decode(p["Plaintext"])
+        )
+
+    def encrypt(
+        self, key: str, plaintext: bytes, context: Mapping[str, str] | None = None
+    ) -> bytes:
+        body: dict[str, Any] = {"KeyId": key, "Plaintext": base64.b64encode(plaintext).decode()}
+        if context:
+            body["EncryptionContext"] = dict(context)
+        return base64.b64decode(self._aws("Encrypt", body)["CiphertextBlob"])
+
+    def decrypt(
+        self, ciphertext: bytes, context: Mapping[str, str] | None = None, key: str | None = None
+    ) -> bytes:
+        body: dict[str, Any] = {"CiphertextBlob": base64.b64encode(ciphertext).decode()}
+        if context:
+            body["EncryptionContext"] = dict(context)
+        if key:
+            body["KeyId"] = key
+        return base64.b64decode(self._aws("Decrypt", body)["Plaintext"])
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return {}

@@ -1,0 +1,228 @@
+"""Configuration: the server's start-up settings and the KMS configuration the admin API changes.
+
+`Settings` is read once at start from flags, environment variables and an optional TOML file
+(flags win over the environment, which wins over the file). `KMSConfig` is what `/kms/configure`
+sets; it persists in `<data-dir>/kms-config.json` (mode 0600, written atomically) so it survives a
+restart. Secrets in either are hidden from `repr()`.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from s3kms.errors import InvalidRequest
+from s3kms.fsutil import write_private_file
+from s3kms.model import KEY_NAME_RE
+
+KMS_CONFIG_FILE = "kms-config.json"
+
+
+def _hidden(value: object) -> str:
+    return "<hidden>" if value else "None"
+
+
+@dataclass(frozen=True)
+class VaultSettings:
+    """How to reach the Vault/OpenBao cluster that holds the keys."""
+
+    addresses: tuple[str, ...]
+    token: str | None = field(default=None, repr=False)
+    namespace: str | None = None
+    mount_path: str = "transit"
+    kv_mount: str = "secret"
+    kv_prefix: str = "s3kms"
+    app_role_id: str | None = None
+    app_role_secret_id: str | None = field(default=None, repr=False)
+    timeout_seconds: float = 10.0
+    ca_cert: str | None = None
+    skip_tls_verify: bool = False
+
+    @property
+    def endpoint(self) -> str:
+        return ",".join(self.addresses)
+
+    def __repr__(self) -> str:
+        return (
+            f"VaultSettings(addresses={self.addresses!r}, token={_hidden(self.token)}, "
+            f"namespace={self.namespace!r}, mount_path={self.mount_path!r}, "
+            f"app_role_id={self.app_role_id!r}, "
+            f"app_role_secret_id={_hidden(self.app_role_secret_id)})"
+        )
+
+
+@dataclass(frozen=True)
+class KMSConfig:
+    """The configured backend: `local`, `vault`, or `none` (not configured)."""
+
+    kms_type: str
+    default_key_id: str | None = None
+    vault: VaultSettings | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kms_type": self.kms_type, "default_key_id": self.default_key_id}
+        if self.vault is not None:
+            v = asdict(self.vault)
+            v["addresses"] = list(self.vault.addresses)
+            out["vault"] = v
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> KMSConfig:
+        vault = None
+        if data.get("vault"):
+            v = dict(data["vault"])
+            v["addresses"] = tuple(v["addresses"])
+            vault = VaultSettings(**v)
+        return cls(data["kms_type"], data.get("default_key_id"), vault)
+
+
+def load_kms_config(data_dir: Path) -> KMSConfig | None:
+    path = data_dir / KMS_CONFIG_FILE
+    if not path.exists():
+        return None
+    return KMSConfig.from_json(json.loads(path.read_text()))
+
+
+def save_kms_config(data_dir: Path, config: KMSConfig) -> None:
+    payload = json.dumps(config.to_json(), indent=2, sort_keys=True).encode()
+    write_private_file(data_dir / KMS_CONFIG_FILE, payload)
+
+
+# -- the configure body ---------------------------------------------------------------------------
+
+_CONFIGURE_FIELDS = {
+    "kms_type",
+    "default_key_id",
+    "vault_address",
+    "vault_token",
+    "vault_namespace",
+    "vault_mount_path",
+    "vault_kv_mount",
+    "vault_kv_prefix",
+    "vault_app_role_id",
+    "vault_app_role_secret_id",
+    "vault_timeout_seconds",
+    "vault_ca_cert",
+    "vault_skip_tls_verify",
+    "allow_insecure",
+}
+
+
+def _opt_str(body: Mapping[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{name} must be a string")
+    return value
+
+
+def parse_vault_addresses(raw: str) -> tuple[str, ...]:
+    addresses = tuple(a.strip().rstrip("/") for a in raw.split(",") if a.strip())
+    if not addresses:
+        raise InvalidRequest("vault_address is required")
+    for address in addresses:
+        parts = urlsplit(address)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise InvalidRequest(f"vault_address {address!r} is not an http(s) URL")
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise InvalidRequest(f"vault_address {address!r} has an invalid port") from None
+    return addresses
+
+
+def parse_configure_body(body: Any) -> KMSConfig:
+    """Validate a `/kms/configure` body into a KMSConfig; every problem is KMSInvalidRequest."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    unknown = sorted(set(body) - _CONFIGURE_FIELDS)
+    if unknown:
+        raise InvalidRequest(f"unknown field(s): {', '.join(unknown)}")
+    kms_type = body.get("kms_type")
+    if kms_type not in ("local", "vault"):
+        raise InvalidRequest("kms_type must be 'local' or 'vault'")
+    default_key_id = _opt_str(body, "default_key_id")
+    if default_key_id is not None and not KEY_NAME_RE.fullmatch(default_key_id):
+        raise InvalidRequest("default_key_id is not a valid key name")
+    if kms_type == "local":
+        extra = sorted(k for k in body if k.startswith("vault_"))
+        if extra:
+            raise InvalidRequest(f"field(s) {', '.join(extra)} apply only to kms_type vault")
+        return KMSConfig("local", default_key_id)
+
+    address = _opt_str(body, "vault_address")
+    if address is None:
+        raise InvalidRequest("vault_address is required for kms_type vault")
+    token = _opt_str(body, "vault_token")
+    role_id = _opt_str(body, "vault_app_role_id")
+    secret_id = _opt_str(body, "vault_app_role_secret_id")
+    if (role_id is None) != (secret_id is None):
+        raise InvalidRequest("vault_app_role_id and vault_app_role_secret_id go together")
+    if token is None and role_id is None:
+        raise InvalidRequest(
+            "vault_token or vault_app_role_id/vault_app_role_secret_id is required"
+        )
+    timeout = body.get("vault_timeout_seconds", 10)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 300:
+        raise InvalidRequest("vault_timeout_seconds must be a number in (0, 300]")
+    skip_verify = body.get("vault_skip_tls_verify", False)
+    allow_insecure = body.get("allow_insecure", False)
+    if not isinstance(skip_verify, bool) or not isinstance(allow_insecure, bool):
+        raise InvalidRequest("vault_skip_tls_verify and allow_insecure must be booleans")
+    if skip_verify and not allow_insecure:
+        raise InvalidRequest("vault_skip_tls_verify requires allow_insecure: true")
+    settings = VaultSettings(
+        addresses=parse_vault_addresses(address),
+        token=token,
+        namespace=_opt_str(body, "vault_namespace"),
+        mount_path=(_opt_str(body, "vault_mount_path") or "transit").strip("/"),
+        kv_mount=(_opt_str(body, "vault_kv_mount") or "secret").strip("/"),
+        kv_prefix=(_opt_str(body, "vault_kv_prefix") or "s3kms").strip("/"),
+        app_role_id=role_id,
+        app_role_secret_id=secret_id,
+        timeout_seconds=float(timeout),
+        ca_cert=_opt_str(body, "vault_ca_cert"),
+        skip_tls_verify=skip_verify,
+    )
+    return KMSConfig("vault", default_key_id, settings)
+
+
+# -- start-up settings ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything `s3kms server` needs, resolved once at start."""
+
+    host: str = "127.0.0.1"
+    port: int = 9000
+    data_dir: Path = Path("s3kms-data")
+    backend: str | None = None  # local | vault | none; None = the persisted config, else local
+    region: str = "us-east-1"
+    account_id: str = "000000000000"
+    master_key_file: Path | None = None
+    master_key: str | None = field(default=None, repr=False)
+    root_user: str | None = None
+    root_password: str | None = field(default=None, repr=False)
+    workers: int = 1
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    log_level: str = "info"
+    default_key_id: str | None = None
+    vault: VaultSettings | None = None
+
+
+# The TOML file uses the flag names with underscores; environment variables are S3KMS_<NAME>.
+SETTING_NAMES = tuple(f.name for f in fields(Settings) if f.name != "vault")
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    with path.open("rb") as fh:
+        return tomllib.load(fh)

@@ -1,0 +1,229 @@
+"""The error tree of s3kms.
+
+Every failure a client can see is one of these classes. Each carries the code and HTTP status of the
+admin API (the document's `{"error": {"code", "message", "resource"}}` envelope) and the `__type` of
+the AWS KMS JSON API (`{"__type", "message"}`); each API surface renders the same exception in its own
+envelope, and no handler builds error JSON by hand.
+
+    KMSError
+    +-- AuthError                      authentication and authorisation (S3 codes on the admin API)
+    |   +-- AccessDenied                 403
+    |   +-- SignatureDoesNotMatch        403
+    |   +-- InvalidAccessKeyId           403
+    |   +-- RequestTimeTooSkewed         403
+    |   +-- AuthorizationHeaderMalformed 400
+    |   +-- MissingSecurityHeader        400
+    |   +-- ContentSHA256Mismatch        400
+    +-- InvalidRequest                 KMSInvalidRequest 400 (bad parameters, bad JSON, bad names)
+    |   +-- ValidationError              AWS ValidationException with the AWS message template
+    |   +-- InvalidMarker                AWS InvalidMarkerException
+    |   +-- UnsupportedOperation         AWS UnsupportedOperationException
+    +-- KeyNotFound                    KMSKeyNotFound 404 / NotFoundException
+    +-- AliasNotFound                  KMSKeyNotFound 404 / NotFoundException
+    +-- KeyAlreadyExists               KMSKeyAlreadyExists 409 / AlreadyExistsException
+    +-- KeyDisabled                    KMSKeyDisabled 400 / DisabledException
+    +-- KeyInvalidState                KMSInvalidState 400 / KMSInvalidStateException
+    +-- InvalidCiphertext              KMSInvalidCiphertext 400 / InvalidCiphertextException (no message)
+    +-- IncorrectKey                   KMSIncorrectKey 400 / IncorrectKeyException
+    +-- NotConfigured                  KMSNotConfigured 503
+    +-- BackendUnavailable             KMSConnectionError 503 / DependencyTimeoutException
+    +-- RouteNotFound                  404 / UnknownOperationException
+    +-- MethodNotAllowed               405
+    +-- RequestTooLarge                413
+    +-- SlowDown                       429
+    +-- InternalError                  500 / KMSInternalException
+"""
+
+from __future__ import annotations
+
+
+class KMSError(Exception):
+    """Root of every error a client can see."""
+
+    code = "InternalError"
+    status = 500
+    aws_type = "KMSInternalException"
+    default_message = "An internal error occurred"
+
+    def __init__(self, message: str | None = None, *, key_id: str | None = None) -> None:
+        self.message = message or self.default_message
+        # The key the failure is about (bare id), so the AWS surface can name its ARN.
+        self.key_id = key_id
+        super().__init__(self.message)
+
+    @property
+    def aws_status(self) -> int:
+        # Real AWS KMS answers every client error with 400, whatever the Smithy model says.
+        return self.status if self.status >= 500 else 400
+
+
+class AuthError(KMSError):
+    code = "AccessDenied"
+    status = 403
+    aws_type = "AccessDeniedException"
+    default_message = "Access Denied."
+
+
+class AccessDenied(AuthError):
+    pass
+
+
+class SignatureDoesNotMatch(AuthError):
+    code = "SignatureDoesNotMatch"
+    aws_type = "InvalidSignatureException"
+    default_message = (
+        "The request signature we calculated does not match the signature you provided. "
+        "Check your key and signing method."
+    )
+
+
+class InvalidAccessKeyId(AuthError):
+    code = "InvalidAccessKeyId"
+    aws_type = "UnrecognizedClientException"
+    default_message = "The access key ID you provided does not exist in our records."
+
+
+class RequestTimeTooSkewed(AuthError):
+    code = "RequestTimeTooSkewed"
+    aws_type = "InvalidSignatureException"
+    default_message = "The difference between the request time and the server's time is too large."
+
+
+class AuthorizationHeaderMalformed(AuthError):
+    code = "AuthorizationHeaderMalformed"
+    status = 400
+    aws_type = "IncompleteSignatureException"
+    default_message = "The authorization header is malformed."
+
+
+class MissingSecurityHeader(AuthError):
+    code = "MissingSecurityHeader"
+    status = 400
+    aws_type = "MissingAuthenticationTokenException"
+    default_message = "Your request is missing a required header: Authorization."
+
+
+class ContentSHA256Mismatch(AuthError):
+    code = "XAmzContentSHA256Mismatch"
+    status = 400
+    aws_type = "InvalidSignatureException"
+    default_message = "The provided 'x-amz-content-sha256' header does not match what was computed."
+
+
+class InvalidRequest(KMSError):
+    code = "KMSInvalidRequest"
+    status = 400
+    aws_type = "ValidationException"
+    default_message = "Invalid request parameters"
+
+
+class ValidationError(InvalidRequest):
+    """An input that fails a member constraint; the message follows AWS's template."""
+
+
+class InvalidMarker(InvalidRequest):
+    aws_type = "InvalidMarkerException"
+    default_message = "Invalid marker"
+
+
+class UnsupportedOperation(InvalidRequest):
+    aws_type = "UnsupportedOperationException"
+    default_message = "The operation is not supported"
+
+
+class KeyNotFound(KMSError):
+    code = "KMSKeyNotFound"
+    status = 404
+    aws_type = "NotFoundException"
+    default_message = "The specified KMS key does not exist"
+
+
+class AliasNotFound(KeyNotFound):
+    default_message = "The specified alias does not exist"
+
+
+class KeyAlreadyExists(KMSError):
+    code = "KMSKeyAlreadyExists"
+    status = 409
+    aws_type = "AlreadyExistsException"
+    default_message = "Key with the same ID already exists"
+
+
+class KeyDisabled(KMSError):
+    code = "KMSKeyDisabled"
+    status = 400
+    aws_type = "DisabledException"
+    default_message = "The specified KMS key is disabled"
+
+
+class KeyInvalidState(KMSError):
+    code = "KMSInvalidState"
+    status = 400
+    aws_type = "KMSInvalidStateException"
+    default_message = "The key is not in a valid state for this operation"
+
+
+class InvalidCiphertext(KMSError):
+    """Every decryption failure is this one error, so nothing tells which check failed."""
+
+    code = "KMSInvalidCiphertext"
+    status = 400
+    aws_type = "InvalidCiphertextException"
+    default_message = "The ciphertext is invalid"
+
+
+class IncorrectKey(KMSError):
+    code = "KMSIncorrectKey"
+    status = 400
+    aws_type = "IncorrectKeyException"
+    default_message = "The key ID in the request does not identify the key that encrypted the data"
+
+
+class NotConfigured(KMSError):
+    code = "KMSNotConfigured"
+    status = 503
+    aws_type = "KMSInternalException"
+    default_message = "KMS service is not configured"
+
+
+class BackendUnavailable(KMSError):
+    code = "KMSConnectionError"
+    status = 503
+    aws_type = "DependencyTimeoutException"
+    default_message = "Cannot connect to KMS backend"
+
+
+class RouteNotFound(KMSError):
+    code = "NotFound"
+    status = 404
+    aws_type = "UnknownOperationException"
+    default_message = "The requested resource does not exist"
+
+
+class MethodNotAllowed(KMSError):
+    code = "MethodNotAllowed"
+    status = 405
+    aws_type = "UnknownOperationException"
+    default_message = "The specified method is not allowed against this resource"
+
+
+class RequestTooLarge(KMSError):
+    code = "EntityTooLarge"
+    status = 413
+    aws_type = "ValidationException"
+    default_message = "The request body exceeds the maximum allowed size"
+
+
+class SlowDown(KMSError):
+    code = "SlowDown"
+    status = 429
+    aws_type = "ThrottlingException"
+    default_message = "Please reduce your request rate."
+
+    @property
+    def aws_status(self) -> int:
+        return 400
+
+
+class InternalError(KMSError):
+    pass

@@ -1,0 +1,167 @@
+"""The ASGI application: routing, body limits, authentication, request ids, error rendering.
+
+Plain ASGI with no framework: the hot path (AWS `GenerateDataKey`/`Decrypt`, admin `key/status`)
+is parse, verify, call the service, encode. Each API surface renders the error tree in its own
+envelope; an unexpected exception becomes a 500 `InternalError` with the request id, logged with
+that id and never shown to the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from s3kms.errors import (
+    InvalidRequest,
+    KMSError,
+    MethodNotAllowed,
+    RequestTooLarge,
+    RouteNotFound,
+)
+from s3kms.http import admin, awskms
+from s3kms.http.auth import Authenticator
+from s3kms.http.responses import Response, admin_error, json_response
+from s3kms.http.sigv4 import RequestView
+from s3kms.runtime import Runtime
+
+log = logging.getLogger("s3kms.http")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+MAX_BODY = 1024 * 1024
+MAX_HEADERS = 100
+ADMIN_PREFIXES = ("/rustfs/admin/v3/kms/", "/minio/admin/v3/kms/")
+
+
+def new_request_id() -> str:
+    return os.urandom(8).hex().upper()
+
+
+class App:
+    def __init__(self, runtime: Runtime, auth: Authenticator, *, background_interval: float = 60.0):
+        self.runtime = runtime
+        self.auth = auth
+        self.admin = admin.AdminAPI(runtime)
+        self.aws = awskms.AwsKmsAPI(runtime)
+        self._background_interval = background_interval
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        task: asyncio.Task[None] | None = None
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.runtime.start()
+                except Exception as exc:
+                    log.error("cannot start: %s", exc)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                task = asyncio.create_task(self.runtime.run_background(self._background_interval))
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if task is not None:
+                    task.cancel()
+                await self.runtime.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request_id = new_request_id()
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        path = raw_path.decode("latin-1")
+        method: str = scope["method"]
+        is_admin = path.startswith(ADMIN_PREFIXES)
+        try:
+            response = await self._dispatch(scope, receive, method, path, is_admin, request_id)
+        except KMSError as exc:
+            response = self._error(exc, path, is_admin)
+        except Exception:
+            log.exception("request %s failed: %s %s", request_id, method, path)
+            response = self._error(
+                KMSError(f"internal error; request id {request_id}"), path, is_admin
+            )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status,
+                "headers": [
+                    (b"content-type", response.content_type),
+                    (b"content-length", str(len(response.body)).encode()),
+                    (b"x-amz-request-id", request_id.encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": response.body})
+
+    def _error(self, exc: KMSError, path: str, is_admin: bool) -> Response:
+        if not is_admin and path == "/":
+            return awskms.error_response(exc, self.runtime)
+        return admin_error(exc, path)
+
+    async def _dispatch(
+        self, scope: Scope, receive: Receive, method: str, path: str, is_admin: bool, rid: str
+    ) -> Response:
+        if path.startswith("/health/"):
+            return await self._health(path)
+        if not is_admin and path != "/":
+            raise RouteNotFound
+        raw_headers = scope["headers"]
+        if len(raw_headers) > MAX_HEADERS:
+            raise InvalidRequest(f"too many request headers (at most {MAX_HEADERS})")
+        headers: dict[str, str] = {}
+        for name, value in raw_headers:
+            key = name.decode("latin-1")
+            text = value.decode("latin-1")
+            headers[key] = f"{headers[key]},{text}" if key in headers else text
+        if is_admin:
+            route = self.admin.route(path, method)  # 404/405 before reading the body
+        elif method != "POST":
+            raise MethodNotAllowed
+        body = await read_body(receive, headers)
+        req = RequestView(method, path, scope["query_string"].decode("latin-1"), headers, body)
+        principal = self.auth.authenticate(req, admin=is_admin)
+        if is_admin:
+            return await route(req, principal)
+        return await self.aws.handle(req, principal)
+
+    async def _health(self, path: str) -> Response:
+        if path == "/health/live":
+            return json_response(200, {"status": "ok"})
+        if path == "/health/ready":
+            status = await self.admin.kms_status_payload()
+            ready = status["status"] in ("connected", "not_configured")
+            return json_response(200 if ready else 503, {"status": status["status"]})
+        raise RouteNotFound
+
+
+async def read_body(receive: Receive, headers: dict[str, str]) -> bytes:
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
+        raise RequestTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise RequestTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

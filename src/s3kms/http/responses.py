@@ -1,0 +1,34 @@
+"""The response value handlers return, and the admin API's error envelope."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from s3kms.errors import KMSError
+
+JSON = b"application/json"
+AWS_JSON = b"application/x-amz-json-1.1"
+
+
+class Response:
+    __slots__ = ("body", "content_type", "status")
+
+    def __init__(self, status: int, body: bytes, content_type: bytes = JSON) -> None:
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+
+
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
+
+
+def json_response(status: int, payload: Any, content_type: bytes = JSON) -> Response:
+    return Response(status, _encode(payload).encode(), content_type)
+
+
+def admin_error(exc: KMSError, path: str) -> Response:
+    """The document's envelope: `{"error": {"code", "message", "resource"}}`."""
+    return json_response(
+        exc.status, {"error": {"code": exc.code, "message": exc.message, "resource": path}}
+    )

@@ -1,0 +1,96 @@
+"""The KeyStore protocol: what the service needs from a backend, and nothing about HTTP.
+
+A keystore stores key metadata and aliases and does the cryptography with key material it never
+hands out. It does not enforce the key state machine (the service does); it does enforce
+uniqueness (`create_key` raises KeyAlreadyExists) and compare-and-set on metadata (`update_key`
+raises WriteConflict when another writer got there first, and the service retries).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeAlias
+
+from s3kms.model import Alias, KeyMetadata, KeyVersion, RotationType
+
+# Raises when the key's state forbids the operation (the service owns the state machine).
+StateCheck: TypeAlias = Callable[[KeyMetadata], None]
+
+
+class WriteConflict(Exception):
+    """A compare-and-set metadata write lost to a concurrent writer; re-read and retry."""
+
+
+@dataclass(frozen=True, slots=True)
+class BackendStatus:
+    connected: bool
+    detail: str = ""
+
+
+class KeyStore(Protocol):
+    kind: str  # "local" | "vault"
+    endpoint: str  # shown by /kms/status: the data directory or the Vault address
+
+    async def create_key(self, meta: KeyMetadata) -> KeyMetadata:
+        """Create a key with fresh material (version 1). KeyAlreadyExists when the id is taken."""
+        ...
+
+    async def get_key(self, key_id: str) -> KeyMetadata:
+        """Current metadata; KeyNotFound when absent. Never stale for a state change."""
+        ...
+
+    async def list_keys(
+        self, *, after: str | None, limit: int, prefix: str = ""
+    ) -> Sequence[KeyMetadata]:
+        """Up to `limit` keys with id > `after` that start with `prefix`, sorted by key id."""
+        ...
+
+    async def count_keys(self) -> int: ...
+
+    async def update_key(self, meta: KeyMetadata) -> KeyMetadata:
+        """Write `meta` if the stored revision is still `meta.revision`; returns it with revision+1."""
+        ...
+
+    async def rotate_key(self, key_id: str, rotation_type: RotationType, now: float) -> KeyMetadata:
+        """Add a new key version made of fresh material and make it current."""
+        ...
+
+    async def list_versions(self, key_id: str) -> Sequence[KeyVersion]: ...
+
+    async def delete_key(self, key_id: str) -> None:
+        """Destroy the key material, its metadata and its aliases. Idempotent."""
+        ...
+
+    async def encrypt(
+        self, key_id: str, plaintext: bytes, aad: bytes, check: StateCheck
+    ) -> tuple[int, bytes]:
+        """AES-GCM under the key's current version: `(version, nonce || ciphertext || tag)`.
+
+        `check(meta)` is called with the key's current metadata and raises when the key's state
+        forbids the operation; nothing is returned unless it passed. A backend may fetch the
+        metadata and do the crypto concurrently (one round trip), but must call `check` first.
+        """
+        ...
+
+    async def decrypt(
+        self, key_id: str, version: int, sealed: bytes, aad: bytes, check: StateCheck
+    ) -> bytes:
+        """Open what `encrypt` returned, after `check(meta)` passed. Bad input: InvalidCiphertext."""
+        ...
+
+    async def put_alias(self, alias: Alias, *, replace: bool) -> None:
+        """Create an alias (KeyAlreadyExists if taken) or, with replace, repoint an existing one."""
+        ...
+
+    async def get_alias(self, name: str) -> Alias:
+        """AliasNotFound when absent."""
+        ...
+
+    async def delete_alias(self, name: str) -> None: ...
+
+    async def list_aliases(self) -> Sequence[Alias]: ...
+
+    async def status(self) -> BackendStatus: ...
+
+    async def close(self) -> None: ...

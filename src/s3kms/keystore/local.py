@@ -1,0 +1,435 @@
+"""The Local keystore: keys in SQLite, material wrapped with AES-256-GCM under the master key.
+
+Durability: WAL with `synchronous=FULL`, one transaction per write, so an acknowledged create,
+enable or disable is on disk before the response leaves. Key material is stored only wrapped,
+with the key id and version as associated data (a row moved to another key does not open).
+
+Speed: the hot path (metadata lookup, AES-GCM with a key's material) is served from memory.
+The caches are dropped whenever the shared generation counter moves, which every process bumps
+after it commits a change, so a key disabled through one worker is refused by all of them.
+All SQLite calls run on one dedicated thread with one connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from s3kms.crypto import aead
+from s3kms.crypto.masterkey import MasterKey, MasterKeyError
+from s3kms.errors import (
+    AliasNotFound,
+    InvalidCiphertext,
+    KeyAlreadyExists,
+    KeyNotFound,
+)
+from s3kms.keystore.base import BackendStatus, StateCheck, WriteConflict
+from s3kms.keystore.generation import Generation
+from s3kms.model import Alias, KeyMetadata, KeyState, KeyVersion, RotationType
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS keys (
+    key_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    description TEXT NOT NULL,
+    current_version INTEGER NOT NULL,
+    deletion_date REAL,
+    pending_window_days INTEGER,
+    rotation_enabled INTEGER NOT NULL,
+    rotation_period_days INTEGER NOT NULL,
+    next_rotation REAL,
+    tags TEXT NOT NULL,
+    revision INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS key_versions (
+    key_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    rotation_type TEXT,
+    wrapped BLOB NOT NULL,
+    PRIMARY KEY (key_id, version)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS aliases (
+    name TEXT PRIMARY KEY,
+    key_id TEXT NOT NULL,
+    created_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS aliases_by_key ON aliases (key_id);
+"""
+
+_KEY_COLUMNS = (
+    "key_id, state, created_at, description, current_version, deletion_date, pending_window_days,"
+    " rotation_enabled, rotation_period_days, next_rotation, tags, revision"
+)
+
+
+def _row_to_meta(row: tuple[Any, ...]) -> KeyMetadata:
+    return KeyMetadata(
+        key_id=row[0],
+        state=KeyState(row[1]),
+        created_at=row[2],
+        description=row[3],
+        current_version=row[4],
+        deletion_date=row[5],
+        pending_window_days=row[6],
+        rotation_enabled=bool(row[7]),
+        rotation_period_days=row[8],
+        next_rotation=row[9],
+        tags=tuple((k, v) for k, v in json.loads(row[10])),
+        revision=row[11],
+    )
+
+
+def _meta_values(meta: KeyMetadata) -> tuple[Any, ...]:
+    return (
+        meta.key_id,
+        meta.state.value,
+        meta.created_at,
+        meta.description,
+        meta.current_version,
+        meta.deletion_date,
+        meta.pending_window_days,
+        int(meta.rotation_enabled),
+        meta.rotation_period_days,
+        meta.next_rotation,
+        json.dumps([list(t) for t in meta.tags]),
+        meta.revision,
+    )
+
+
+def _wrap_aad(key_id: str, version: int) -> bytes:
+    return b"s3kms-key-material\x00" + key_id.encode() + b"\x00" + str(version).encode()
+
+
+def open_database(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=10000")
+    conn.executescript(_SCHEMA)
+    return conn
+
+
+class LocalKeyStore:
+    kind = "local"
+
+    def __init__(self, data_dir: Path, master_key: MasterKey) -> None:
+        self.endpoint = str(data_dir.resolve())
+        self._master = AESGCM(master_key.material)
+        self._db_path = data_dir / "keystore.db"
+        self._conn = open_database(self._db_path)
+        self._db_path.chmod(0o600)
+        self._check_master_key(master_key)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s3kms-sqlite")
+        self._generation = Generation(data_dir / "keystore.gen")
+        self._seen_generation = -1
+        self._meta_cache: dict[str, KeyMetadata] = {}
+        self._aead_cache: dict[tuple[str, int], AESGCM] = {}
+
+    def _check_master_key(self, master_key: MasterKey) -> None:
+        row = self._conn.execute("SELECT value FROM meta WHERE name = 'master_check'").fetchone()
+        if row is None:
+            with self._conn:
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._conn.execute(
+                    "INSERT OR IGNORE INTO meta VALUES ('master_check', ?), ('schema', ?)",
+                    (master_key.check_value(), SCHEMA_VERSION),
+                )
+            row = self._conn.execute(
+                "SELECT value FROM meta WHERE name = 'master_check'"
+            ).fetchone()
+        if not master_key.matches(row[0]):
+            raise MasterKeyError(
+                f"the master key from {master_key.source} is not the key this keystore "
+                f"({self._db_path}) was created with"
+            )
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _fresh_caches(self) -> None:
+        """Drop the caches if any process changed a key since they were filled."""
+        current = self._generation.current()
+        if current != self._seen_generation:
+            self._meta_cache.clear()
+            self._aead_cache.clear()
+            self._seen_generation = current
+
+    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` in one IMMEDIATE transaction, then tell every worker to drop its caches."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        self._generation.bump()
+        return result
+
+    def _wrap(self, key_id: str, version: int, material: bytes) -> bytes:
+        return aead.seal(self._master, material, _wrap_aad(key_id, version))
+
+    # -- keys -----------------------------------------------------------------------------------
+
+    async def create_key(self, meta: KeyMetadata) -> KeyMetadata:
+        wrapped = self._wrap(meta.key_id, 1, aead.new_key())
+
+        def insert(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(
+                    f"INSERT INTO keys ({_KEY_COLUMNS}) VALUES ({','.join('?' * 12)})",
+                    _meta_values(meta),
+                )
+            except sqlite3.IntegrityError:
+                raise KeyAlreadyExists(key_id=meta.key_id) from None
+            conn.execute(
+                "INSERT INTO key_versions VALUES (?, 1, ?, NULL, ?)",
+                (meta.key_id, meta.created_at, wrapped),
+            )
+
+        await self._run(self._write, insert)
+        return meta
+
+    def _select_key(self, key_id: str) -> KeyMetadata | None:
+        row = self._conn.execute(
+            f"SELECT {_KEY_COLUMNS} FROM keys WHERE key_id = ?", (key_id,)
+        ).fetchone()
+        return None if row is None else _row_to_meta(row)
+
+    async def get_key(self, key_id: str) -> KeyMetadata:
+        self._fresh_caches()
+        meta = self._meta_cache.get(key_id)
+        if meta is not None:
+            return meta
+        seen = self._seen_generation
+        found = await self._run(self._select_key, key_id)
+        if found is None:
+            raise KeyNotFound(key_id=key_id)
+        if seen == self._seen_generation == self._generation.current():
+            self._meta_cache[key_id] = found
+        return found
+
+    async def list_keys(
+        self, *, after: str | None, limit: int, prefix: str = ""
+    ) -> Sequence[KeyMetadata]:
+        def select() -> list[KeyMetadata]:
+            sql = f"SELECT {_KEY_COLUMNS} FROM keys WHERE key_id > ?"
+            args: list[Any] = [after or ""]
+            if prefix:
+                # key ids are ASCII, so every id starting with prefix sorts below prefix + '\x7f'
+                sql += " AND key_id >= ? AND key_id < ?"
+                args += [prefix, prefix + "\x7f"]
+            sql += " ORDER BY key_id LIMIT ?"
+            args.append(limit)
+            return [_row_to_meta(r) for r in self._conn.execute(sql, args)]
+
+        return await self._run(select)
+
+    async def count_keys(self) -> int:
+        def count() -> int:
+            value: int = self._conn.execute("SELECT count(*) FROM keys").fetchone()[0]
+            return value
+
+        return await self._run(count)
+
+    async def update_key(self, meta: KeyMetadata) -> KeyMetadata:
+        from dataclasses import replace
+
+        new = replace(meta, revision=meta.revision + 1)
+
+        def update(conn: sqlite3.Connection) -> None:
+            cursor = conn.execute(
+                "UPDATE keys SET state=?, description=?, deletion_date=?, pending_window_days=?,"
+                " rotation_enabled=?, rotation_period_days=?, next_rotation=?, tags=?, revision=?"
+                " WHERE key_id=? AND revision=?",
+                (
+                    new.state.value,
+                    new.description,
+                    new.deletion_date,
+                    new.pending_window_days,
+                    int(new.rotation_enabled),
+                    new.rotation_period_days,
+                    new.next_rotation,
+                    json.dumps([list(t) for t in new.tags]),
+                    new.revision,
+                    meta.key_id,
+                    meta.revision,
+                ),
+            )
+            if cursor.rowcount != 1:
+                if self._select_key(meta.key_id) is None:
+                    raise KeyNotFound(key_id=meta.key_id)
+                raise WriteConflict(meta.key_id)
+
+        await self._run(self._write, update)
+        return new
+
+    async def rotate_key(self, key_id: str, rotation_type: RotationType, now: float) -> KeyMetadata:
+        material = aead.new_key()
+
+        def rotate(conn: sqlite3.Connection) -> KeyMetadata:
+            meta = self._select_key(key_id)
+            if meta is None:
+                raise KeyNotFound(key_id=key_id)
+            version = meta.current_version + 1
+            conn.execute(
+                "INSERT INTO key_versions VALUES (?, ?, ?, ?, ?)",
+                (key_id, version, now, rotation_type.value, self._wrap(key_id, version, material)),
+            )
+            next_rotation = (
+                now + meta.rotation_period_days * 86400 if meta.rotation_enabled else None
+            )
+            conn.execute(
+                "UPDATE keys SET current_version=?, next_rotation=?, revision=revision+1"
+                " WHERE key_id=?",
+                (version, next_rotation, key_id),
+            )
+            found = self._select_key(key_id)
+            assert found is not None
+            return found
+
+        return await self._run(self._write, rotate)
+
+    async def list_versions(self, key_id: str) -> Sequence[KeyVersion]:
+        def select() -> list[KeyVersion]:
+            return [
+                KeyVersion(v, c, RotationType(r) if r else None)
+                for v, c, r in self._conn.execute(
+                    "SELECT version, created_at, rotation_type FROM key_versions"
+                    " WHERE key_id = ? ORDER BY version",
+                    (key_id,),
+                )
+            ]
+
+        return await self._run(select)
+
+    async def delete_key(self, key_id: str) -> None:
+        def delete(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM keys WHERE key_id = ?", (key_id,))
+            conn.execute("DELETE FROM key_versions WHERE key_id = ?", (key_id,))
+            conn.execute("DELETE FROM aliases WHERE key_id = ?", (key_id,))
+
+        await self._run(self._write, delete)
+
+    # -- crypto ---------------------------------------------------------------------------------
+
+    def _load_material(self, key_id: str, version: int) -> bytes | None:
+        row = self._conn.execute(
+            "SELECT wrapped FROM key_versions WHERE key_id = ? AND version = ?", (key_id, version)
+        ).fetchone()
+        if row is None:
+            return None
+        return aead.open_sealed(self._master, row[0], _wrap_aad(key_id, version))
+
+    async def _aead_for(self, key_id: str, version: int) -> AESGCM | None:
+        self._fresh_caches()
+        cached = self._aead_cache.get((key_id, version))
+        if cached is not None:
+            return cached
+        seen = self._seen_generation
+        material = await self._run(self._load_material, key_id, version)
+        if material is None:
+            return None
+        cipher = AESGCM(material)
+        if seen == self._seen_generation == self._generation.current():
+            self._aead_cache[(key_id, version)] = cipher
+        return cipher
+
+    async def encrypt(
+        self, key_id: str, plaintext: bytes, aad: bytes, check: StateCheck
+    ) -> tuple[int, bytes]:
+        meta = await self.get_key(key_id)
+        check(meta)
+        cipher = await self._aead_for(key_id, meta.current_version)
+        if cipher is None:
+            raise KeyNotFound(key_id=key_id)
+        return meta.current_version, aead.seal(cipher, plaintext, aad)
+
+    async def decrypt(
+        self, key_id: str, version: int, sealed: bytes, aad: bytes, check: StateCheck
+    ) -> bytes:
+        check(await self.get_key(key_id))
+        cipher = await self._aead_for(key_id, version)
+        if cipher is None:
+            raise InvalidCiphertext
+        return aead.open_sealed(cipher, sealed, aad)
+
+    # -- aliases --------------------------------------------------------------------------------
+
+    async def put_alias(self, alias: Alias, *, replace: bool) -> None:
+        def put(conn: sqlite3.Connection) -> None:
+            if replace:
+                cursor = conn.execute(
+                    "UPDATE aliases SET key_id = ? WHERE name = ?", (alias.key_id, alias.name)
+                )
+                if cursor.rowcount != 1:
+                    raise AliasNotFound(alias.name)
+                return
+            try:
+                conn.execute(
+                    "INSERT INTO aliases VALUES (?, ?, ?)",
+                    (alias.name, alias.key_id, alias.created_at),
+                )
+            except sqlite3.IntegrityError:
+                raise KeyAlreadyExists(
+                    f"An alias with the name {alias.name} already exists"
+                ) from None
+
+        await self._run(self._write, put)
+
+    async def get_alias(self, name: str) -> Alias:
+        def select() -> tuple[Any, ...] | None:
+            row: tuple[Any, ...] | None = self._conn.execute(
+                "SELECT name, key_id, created_at FROM aliases WHERE name = ?", (name,)
+            ).fetchone()
+            return row
+
+        row = await self._run(select)
+        if row is None:
+            raise AliasNotFound(name)
+        return Alias(*row)
+
+    async def delete_alias(self, name: str) -> None:
+        def delete(conn: sqlite3.Connection) -> None:
+            if conn.execute("DELETE FROM aliases WHERE name = ?", (name,)).rowcount != 1:
+                raise AliasNotFound(name)
+
+        await self._run(self._write, delete)
+
+    async def list_aliases(self) -> Sequence[Alias]:
+        def select() -> list[Alias]:
+            return [
+                Alias(*row)
+                for row in self._conn.execute(
+                    "SELECT name, key_id, created_at FROM aliases ORDER BY name"
+                )
+            ]
+
+        return await self._run(select)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def status(self) -> BackendStatus:
+        return BackendStatus(connected=True)
+
+    async def close(self) -> None:
+        await self._run(self._conn.close)
+        self._executor.shutdown(wait=True)
+        self._generation.close()

@@ -1,0 +1,80 @@
+"""The values the service passes around: frozen dataclasses, no behaviour beyond small derivations."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+
+# A key name as the admin API accepts it: 1-128 of [A-Za-z0-9._-], starting with a letter or digit.
+KEY_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+class KeyState(enum.Enum):
+    """The key state machine. The value is the AWS KMS `KeyState` word."""
+
+    ENABLED = "Enabled"
+    DISABLED = "Disabled"
+    PENDING_DELETION = "PendingDeletion"
+
+    @property
+    def admin_word(self) -> str:
+        """The word the admin API document uses for this state."""
+        return _ADMIN_WORDS[self]
+
+
+_ADMIN_WORDS = {
+    KeyState.ENABLED: "enabled",
+    KeyState.DISABLED: "disabled",
+    KeyState.PENDING_DELETION: "pending_deletion",
+}
+
+
+class RotationType(enum.Enum):
+    AUTOMATIC = "AUTOMATIC"
+    ON_DEMAND = "ON_DEMAND"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyVersion:
+    version: int
+    created_at: float  # epoch seconds
+    rotation_type: RotationType | None  # None for the first version
+
+
+@dataclass(frozen=True, slots=True)
+class KeyMetadata:
+    key_id: str
+    state: KeyState
+    created_at: float  # epoch seconds
+    description: str = ""
+    current_version: int = 1
+    deletion_date: float | None = None
+    pending_window_days: int | None = None
+    rotation_enabled: bool = False
+    rotation_period_days: int = 365
+    next_rotation: float | None = None  # epoch seconds, when automatic rotation is due
+    tags: tuple[tuple[str, str], ...] = field(default=())
+    # Bumped by every metadata write; the keystore's compare-and-set checks it.
+    revision: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.state is KeyState.ENABLED
+
+
+@dataclass(frozen=True, slots=True)
+class Alias:
+    name: str  # always starts with "alias/"
+    key_id: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DataKey:
+    plaintext: bytes
+    ciphertext: bytes
+    key_id: str
+
+    def __repr__(self) -> str:  # the plaintext data key is a secret
+        return f"DataKey(key_id={self.key_id!r}, plaintext=<{len(self.plaintext)} bytes>)"

@@ -1,0 +1,177 @@
+"""The running KMS: which backend is configured, switching it atomically, and background work.
+
+`configure` opens and checks the new backend first; only when that succeeds does it persist the
+configuration and swap the service pointer. Requests in flight keep the service they started with
+and finish on the old backend; the old keystore is closed once its last request is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from s3kms.clock import Clock
+from s3kms.config import KMSConfig, Settings, VaultSettings, load_kms_config, save_kms_config
+from s3kms.crypto import masterkey
+from s3kms.errors import NotConfigured
+from s3kms.keystore.base import KeyStore
+from s3kms.keystore.local import LocalKeyStore
+from s3kms.service import KeyService
+
+log = logging.getLogger("s3kms")
+
+
+@dataclass
+class _Slot:
+    """A service and the requests currently using it."""
+
+    service: KeyService
+    inflight: int = 0
+    retired: bool = False
+
+
+class Runtime:
+    def __init__(self, settings: Settings, clock: Clock, master_key_env: str | None) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.data_dir = settings.data_dir
+        self._master_key_env = master_key_env
+        self._master_key: masterkey.MasterKey | None = None
+        self._slot: _Slot | None = None
+        self.config = KMSConfig("none")
+        self._switch_lock = asyncio.Lock()
+
+    # -- start-up -------------------------------------------------------------------------------
+
+    def master_key(self) -> masterkey.MasterKey:
+        if self._master_key is None:
+            key_file = self.settings.master_key_file
+            self._master_key = masterkey.load(self.data_dir, key_file, self._master_key_env)
+            if self._master_key.generated:
+                log.warning(
+                    "generated a new master key in %s: the master key and the keys it protects "
+                    "sit in the same directory; keep a copy elsewhere and prefer "
+                    "S3KMS_MASTER_KEY or --master-key-file in production",
+                    self._master_key.source,
+                )
+        return self._master_key
+
+    def initial_config(self) -> KMSConfig:
+        """Flags/environment win; otherwise the persisted configuration; otherwise Local."""
+        s = self.settings
+        if s.backend == "none":
+            return KMSConfig("none")
+        if s.backend == "vault":
+            if s.vault is None:
+                raise ValueError("--backend vault needs --vault-address and credentials")
+            return KMSConfig("vault", s.default_key_id, s.vault)
+        if s.backend == "local":
+            return KMSConfig("local", s.default_key_id)
+        persisted = load_kms_config(self.data_dir)
+        if persisted is not None:
+            return persisted
+        return KMSConfig("local", s.default_key_id)
+
+    async def open_store(self, config: KMSConfig) -> KeyStore | None:
+        if config.kms_type == "local":
+            return LocalKeyStore(self.data_dir, self.master_key())
+        if config.kms_type == "vault":
+            assert config.vault is not None
+            return await open_vault(config.vault)
+        return None
+
+    def _service(self, store: KeyStore, config: KMSConfig) -> KeyService:
+        return KeyService(
+            store,
+            self.clock,
+            region=self.settings.region,
+            account_id=self.settings.account_id,
+            default_key_id=config.default_key_id,
+        )
+
+    async def start(self) -> None:
+        config = self.initial_config()
+        store = await self.open_store(config)
+        self.config = config
+        if store is not None:
+            self._slot = _Slot(self._service(store, config))
+
+    # -- use ------------------------------------------------------------------------------------
+
+    @property
+    def service(self) -> KeyService:
+        slot = self._slot
+        if slot is None:
+            raise NotConfigured
+        return slot.service
+
+    @asynccontextmanager
+    async def use(self) -> AsyncIterator[KeyService]:
+        """The current service, held for the duration of one request."""
+        slot = self._slot
+        if slot is None:
+            raise NotConfigured
+        slot.inflight += 1
+        try:
+            yield slot.service
+        finally:
+            slot.inflight -= 1
+            if slot.retired and slot.inflight == 0:
+                await slot.service.store.close()
+
+    async def configure(self, config: KMSConfig) -> None:
+        """Switch to `config`: check the new backend, persist, swap; the old one stays on failure."""
+        async with self._switch_lock:
+            store = await self.open_store(config)  # raises with the backend's reason
+            try:
+                save_kms_config(self.data_dir, config)
+            except BaseException:
+                if store is not None:
+                    await store.close()
+                raise
+            old, self._slot = (
+                self._slot,
+                None if store is None else _Slot(self._service(store, config)),
+            )
+            self.config = config
+            if old is not None:
+                old.retired = True
+                if old.inflight == 0:
+                    await old.service.store.close()
+
+    async def close(self) -> None:
+        slot, self._slot = self._slot, None
+        if slot is not None:
+            await slot.service.store.close()
+
+    # -- background work ------------------------------------------------------------------------
+
+    async def run_background(self, interval: float) -> None:
+        """Delete due keys and rotate due keys every `interval` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            slot = self._slot
+            if slot is None:
+                continue
+            try:
+                deleted, rotated = await slot.service.run_due_work()
+                if deleted or rotated:
+                    log.info("background: deleted %d key(s), rotated %d key(s)", deleted, rotated)
+            except Exception:
+                log.exception("background key maintenance failed; will retry")
+
+
+async def open_vault(settings: VaultSettings) -> KeyStore:
+    from s3kms.keystore.vault import VaultKeyStore
+
+    return await VaultKeyStore.connect(settings)
+
+
+def data_dir_ready(path: Path) -> None:
+    from s3kms.fsutil import ensure_private_dir
+
+    ensure_private_dir(path)

@@ -1,0 +1,119 @@
+"""Building and serving the application: settings -> credentials, runtime, ASGI app, uvicorn."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from s3kms import credentials
+from s3kms.clock import SystemClock
+from s3kms.config import Settings, VaultSettings
+from s3kms.fsutil import ensure_private_dir
+from s3kms.http.app import App
+from s3kms.http.auth import Authenticator
+from s3kms.runtime import Runtime
+
+log = logging.getLogger("s3kms")
+
+# Worker processes started by uvicorn rebuild the app from this environment variable.
+_SETTINGS_ENV = "S3KMS__SERVER_SETTINGS"
+
+
+def build_app(settings: Settings) -> App:
+    ensure_private_dir(settings.data_dir)
+    root, _ = credentials.load_root(settings.data_dir, settings.root_user, settings.root_password)
+    clock = SystemClock()
+    runtime = Runtime(settings, clock, settings.master_key or os.environ.get("S3KMS_MASTER_KEY"))
+    auth = Authenticator(
+        {root.access_key: root.secret_key}, root.access_key, settings.region, clock
+    )
+    return App(runtime, auth)
+
+
+def _settings_to_env(settings: Settings) -> str:
+    data: dict[str, Any] = asdict(settings)
+    return json.dumps(data, default=str)
+
+
+def _settings_from_env() -> Settings:
+    data = json.loads(os.environ[_SETTINGS_ENV])
+    for name in ("data_dir", "master_key_file", "tls_cert", "tls_key"):
+        if data.get(name) is not None:
+            data[name] = Path(data[name])
+    if data.get("vault"):
+        vault = dict(data["vault"])
+        vault["addresses"] = tuple(vault["addresses"])
+        data["vault"] = VaultSettings(**vault)
+    return Settings(**data)
+
+
+def app_factory() -> App:
+    """Entry point for uvicorn worker processes (`--workers N`)."""
+    return build_app(_settings_from_env())
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    ensure_private_dir(settings.data_dir)
+    root, generated = credentials.load_root(
+        settings.data_dir, settings.root_user, settings.root_password
+    )
+    if generated:
+        # Printed once, at the first start; afterwards they are only in the 0600 file.
+        print(
+            "s3kms: generated root credentials (stored in "
+            f"{settings.data_dir / credentials.CREDENTIALS_FILE}, mode 0600):\n"
+            f"  access key: {root.access_key}\n  secret key: {root.secret_key}",
+            file=sys.stderr,
+            flush=True,
+        )
+    tls = settings.tls_cert is not None
+    if not tls and not is_loopback(settings.host):
+        log.warning(
+            "listening on %s without TLS: credentials, data keys and plaintexts travel in clear. "
+            "Use --tls-cert/--tls-key outside a trusted network.",
+            settings.host,
+        )
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "access_log": False,
+        "log_level": settings.log_level,
+        "server_header": False,
+        "proxy_headers": False,
+        "lifespan": "on",
+    }
+    if tls:
+        import ssl
+
+        options["ssl_certfile"] = str(settings.tls_cert)
+        options["ssl_keyfile"] = str(settings.tls_key)
+        options["ssl_version"] = ssl.PROTOCOL_TLS_SERVER
+    if settings.workers > 1:
+        os.environ[_SETTINGS_ENV] = _settings_to_env(settings)
+        uvicorn.run("s3kms.server:app_factory", factory=True, workers=settings.workers, **options)
+    else:
+        uvicorn.run(build_app(settings), **options)

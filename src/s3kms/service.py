@@ -1,0 +1,371 @@
+"""KeyService: the key use cases and the key state machine, on top of one KeyStore.
+
+Both API surfaces (the admin document and the AWS KMS JSON API) call these methods with plain
+values. The state machine lives here and only here:
+
+    Enabled          everything
+    Disabled         enable, disable, schedule deletion, metadata; crypto -> KeyDisabled
+    PendingDeletion  cancel deletion, metadata; crypto, enable, disable -> KeyInvalidState
+
+Key references accept a key id, a key ARN, `alias/<name>` or an alias ARN.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TypeVar
+
+from s3kms.clock import Clock
+from s3kms.crypto import blob
+from s3kms.crypto.context import canonical_context
+from s3kms.errors import (
+    AliasNotFound,
+    IncorrectKey,
+    InvalidCiphertext,
+    InvalidRequest,
+    KeyDisabled,
+    KeyInvalidState,
+    KeyNotFound,
+)
+from s3kms.keystore.base import KeyStore, WriteConflict
+from s3kms.model import KEY_NAME_RE, Alias, DataKey, KeyMetadata, KeyState, KeyVersion, RotationType
+
+T = TypeVar("T")
+DAY = 86400.0
+MIN_PENDING_DAYS, MAX_PENDING_DAYS, DEFAULT_PENDING_DAYS = 7, 30, 30
+MIN_ROTATION_DAYS, MAX_ROTATION_DAYS, DEFAULT_ROTATION_DAYS = 90, 2560, 365
+
+
+def check_usable(meta: KeyMetadata) -> None:
+    """The state check for every cryptographic operation."""
+    if meta.state is KeyState.ENABLED:
+        return
+    if meta.state is KeyState.DISABLED:
+        raise KeyDisabled(key_id=meta.key_id)
+    raise KeyInvalidState(f"Key {meta.key_id} is pending deletion", key_id=meta.key_id)
+
+
+def _not_pending(meta: KeyMetadata) -> None:
+    if meta.state is KeyState.PENDING_DELETION:
+        raise KeyInvalidState(f"Key {meta.key_id} is pending deletion", key_id=meta.key_id)
+
+
+def validate_key_name(name: str) -> str:
+    if not KEY_NAME_RE.fullmatch(name):
+        raise InvalidRequest(
+            "invalid key name: use 1-128 characters of A-Z a-z 0-9 . _ -, "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class Decrypted:
+    key_id: str
+    plaintext: bytes
+
+    def __repr__(self) -> str:
+        return f"Decrypted(key_id={self.key_id!r}, plaintext=<{len(self.plaintext)} bytes>)"
+
+
+class KeyService:
+    def __init__(
+        self,
+        store: KeyStore,
+        clock: Clock,
+        *,
+        region: str,
+        account_id: str,
+        default_key_id: str | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.region = region
+        self.account_id = account_id
+        self.default_key_id = default_key_id
+        self._arn_prefix = f"arn:aws:kms:{region}:{account_id}:"
+
+    # -- names ----------------------------------------------------------------------------------
+
+    def key_arn(self, key_id: str) -> str:
+        return f"{self._arn_prefix}key/{key_id}"
+
+    def alias_arn(self, alias_name: str) -> str:
+        return f"{self._arn_prefix}{alias_name}"
+
+    async def resolve(self, ref: str) -> str:
+        """The key id a reference names: key id, key ARN, alias name or alias ARN."""
+        if ref.startswith("arn:"):
+            parts = ref.split(":", 5)
+            if len(parts) != 6 or parts[2] != "kms":
+                raise KeyNotFound(f"Invalid arn {ref}")
+            ref = parts[5]
+            if ref.startswith("key/"):
+                return ref[4:]
+        if ref.startswith("alias/"):
+            return (await self.store.get_alias(ref)).key_id
+        return ref
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def create_key(
+        self,
+        key_id: str | None = None,
+        *,
+        description: str = "",
+        tags: Sequence[tuple[str, str]] = (),
+    ) -> KeyMetadata:
+        key_id = validate_key_name(key_id) if key_id is not None else str(uuid.uuid4())
+        meta = KeyMetadata(
+            key_id=key_id,
+            state=KeyState.ENABLED,
+            created_at=float(int(self.clock.now())),
+            description=description,
+            tags=tuple(tags),
+        )
+        return await self.store.create_key(meta)
+
+    async def describe(self, ref: str) -> KeyMetadata:
+        return await self.store.get_key(await self.resolve(ref))
+
+    async def iter_keys(self, *, prefix: str = "", page: int = 1000) -> AsyncIterator[KeyMetadata]:
+        """Every key in key id order, read page by page (never all at once)."""
+        after: str | None = None
+        while True:
+            batch = await self.store.list_keys(after=after, limit=page, prefix=prefix)
+            for meta in batch:
+                yield meta
+            if len(batch) < page:
+                return
+            after = batch[-1].key_id
+
+    async def _modify(self, ref: str, change: Callable[[KeyMetadata], KeyMetadata]) -> KeyMetadata:
+        """Read-modify-write with compare-and-set; a lost race re-reads and re-applies."""
+        key_id = await self.resolve(ref)
+        for _ in range(20):
+            meta = await self.store.get_key(key_id)
+            new = change(meta)
+            if new == meta:
+                return meta
+            try:
+                return await self.store.update_key(new)
+            except WriteConflict:
+                continue
+        raise WriteConflict(key_id)
+
+    async def enable(self, ref: str) -> KeyMetadata:
+        def change(meta: KeyMetadata) -> KeyMetadata:
+            _not_pending(meta)
+            return replace(meta, state=KeyState.ENABLED)
+
+        return await self._modify(ref, change)
+
+    async def disable(self, ref: str) -> KeyMetadata:
+        def change(meta: KeyMetadata) -> KeyMetadata:
+            _not_pending(meta)
+            return replace(meta, state=KeyState.DISABLED)
+
+        return await self._modify(ref, change)
+
+    async def schedule_deletion(self, ref: str, days: int = DEFAULT_PENDING_DAYS) -> KeyMetadata:
+        if not MIN_PENDING_DAYS <= days <= MAX_PENDING_DAYS:
+            raise InvalidRequest(
+                f"PendingWindowInDays must be between {MIN_PENDING_DAYS} and {MAX_PENDING_DAYS}"
+            )
+        now = self.clock.now()
+
+        def change(meta: KeyMetadata) -> KeyMetadata:
+            _not_pending(meta)
+            return replace(
+                meta,
+                state=KeyState.PENDING_DELETION,
+                deletion_date=float(int(now + days * DAY)),
+                pending_window_days=days,
+            )
+
+        return await self._modify(ref, change)
+
+    async def cancel_deletion(self, ref: str) -> KeyMetadata:
+        def change(meta: KeyMetadata) -> KeyMetadata:
+            if meta.state is not KeyState.PENDING_DELETION:
+                raise KeyInvalidState(
+                    f"Key {meta.key_id} is not pending deletion", key_id=meta.key_id
+                )
+            return replace(
+                meta, state=KeyState.DISABLED, deletion_date=None, pending_window_days=None
+            )
+
+        return await self._modify(ref, change)
+
+    async def update_description(self, ref: str, description: str) -> KeyMetadata:
+        def change(meta: KeyMetadata) -> KeyMetadata:
+            _not_pending(meta)
+            return replace(meta, description=description)
+
+        return await self._modify(ref, change)
+
+    async def tag(self, ref: str, tags: Mapping[str, str]) -> KeyMetadata:
+        def change(meta: KeyMetadata) -> KeyMetadata:
+            _not_pending(meta)
+            merged = dict(meta.tags) | dict(tags)
+            return replace(meta, tags=tuple(sorted(merged.items())))
+
+        return await self._modify(ref, change)
+
+    async def untag(self, ref: str, keys: Sequence[str]) -> KeyMetadata:
+        def change(meta: KeyMetadata) -> KeyMetadata:
+            _not_pending(meta)
+            return replace(meta, tags=tuple(t for t in meta.tags if t[0] not in set(keys)))
+
+        return await self._modify(ref, change)
+
+    # -- rotation -------------------------------------------------------------------------------
+
+    async def rotate(
+        self, ref: str, rotation_type: RotationType = RotationType.ON_DEMAND
+    ) -> KeyMetadata:
+        key_id = await self.resolve(ref)
+        check_usable(await self.store.get_key(key_id))
+        return await self.store.rotate_key(key_id, rotation_type, self.clock.now())
+
+    async def set_rotation(
+        self, ref: str, enabled: bool, period_days: int | None = None
+    ) -> KeyMetadata:
+        if period_days is not None and not MIN_ROTATION_DAYS <= period_days <= MAX_ROTATION_DAYS:
+            raise InvalidRequest(
+                f"RotationPeriodInDays must be between {MIN_ROTATION_DAYS} and {MAX_ROTATION_DAYS}"
+            )
+        now = self.clock.now()
+
+        def change(meta: KeyMetadata) -> KeyMetadata:
+            check_usable(meta)
+            if not enabled:
+                return replace(meta, rotation_enabled=False, next_rotation=None)
+            period = period_days or meta.rotation_period_days
+            return replace(
+                meta,
+                rotation_enabled=True,
+                rotation_period_days=period,
+                next_rotation=float(int(now + period * DAY)),
+            )
+
+        return await self._modify(ref, change)
+
+    async def versions(self, ref: str) -> Sequence[KeyVersion]:
+        key_id = await self.resolve(ref)
+        await self.store.get_key(key_id)
+        return await self.store.list_versions(key_id)
+
+    # -- crypto ---------------------------------------------------------------------------------
+
+    async def encrypt(
+        self, ref: str, plaintext: bytes, context: Mapping[str, str] | None = None
+    ) -> tuple[str, bytes]:
+        """Returns (key id, ciphertext blob)."""
+        key_id = await self.resolve(ref)
+        header = blob.header(key_id)
+        version, sealed = await self.store.encrypt(
+            key_id, plaintext, header + canonical_context(context), check_usable
+        )
+        return key_id, blob.Blob(key_id, version, sealed).encode()
+
+    async def generate_data_key(
+        self, ref: str, size: int, context: Mapping[str, str] | None = None
+    ) -> DataKey:
+        plaintext = os.urandom(size)  # fresh every call; never cached or reused
+        key_id, ciphertext = await self.encrypt(ref, plaintext, context)
+        return DataKey(plaintext, ciphertext, key_id)
+
+    async def decrypt(
+        self,
+        ciphertext: bytes,
+        context: Mapping[str, str] | None = None,
+        expected_ref: str | None = None,
+    ) -> Decrypted:
+        parsed = blob.decode(ciphertext)
+        if expected_ref is not None and await self.resolve(expected_ref) != parsed.key_id:
+            raise IncorrectKey
+        try:
+            plaintext = await self.store.decrypt(
+                parsed.key_id,
+                parsed.key_version,
+                parsed.sealed,
+                parsed.aad(canonical_context(context)),
+                check_usable,
+            )
+        except KeyNotFound:
+            # The blob names a key that does not exist: to the caller it is just a bad ciphertext.
+            raise InvalidCiphertext from None
+        return Decrypted(parsed.key_id, plaintext)
+
+    async def re_encrypt(
+        self,
+        ciphertext: bytes,
+        source_context: Mapping[str, str] | None,
+        destination_ref: str,
+        destination_context: Mapping[str, str] | None,
+        source_ref: str | None = None,
+    ) -> tuple[str, str, bytes]:
+        """Returns (source key id, destination key id, new blob)."""
+        decrypted = await self.decrypt(ciphertext, source_context, source_ref)
+        key_id, new_blob = await self.encrypt(
+            destination_ref, decrypted.plaintext, destination_context
+        )
+        return decrypted.key_id, key_id, new_blob
+
+    # -- aliases --------------------------------------------------------------------------------
+
+    async def create_alias(self, name: str, target_ref: str) -> None:
+        key_id = await self.resolve(target_ref)
+        _not_pending(await self.store.get_key(key_id))
+        await self.store.put_alias(Alias(name, key_id, self.clock.now()), replace=False)
+
+    async def update_alias(self, name: str, target_ref: str) -> None:
+        key_id = await self.resolve(target_ref)
+        _not_pending(await self.store.get_key(key_id))
+        current = await self.store.get_alias(name)
+        await self.store.put_alias(replace(current, key_id=key_id), replace=True)
+
+    async def delete_alias(self, name: str) -> None:
+        await self.store.delete_alias(name)
+
+    async def aliases(self, key_ref: str | None = None) -> Sequence[Alias]:
+        found = await self.store.list_aliases()
+        if key_ref is None:
+            return found
+        key_id = await self.resolve(key_ref)
+        await self.store.get_key(key_id)
+        return [a for a in found if a.key_id == key_id]
+
+    # -- background work ------------------------------------------------------------------------
+
+    async def run_due_work(self) -> tuple[int, int]:
+        """Delete keys whose deletion date passed and rotate keys whose rotation is due.
+
+        Returns (deleted, rotated). Called periodically by the server.
+        """
+        now = self.clock.now()
+        deleted = rotated = 0
+        async for meta in self.iter_keys():
+            if meta.state is KeyState.PENDING_DELETION and (meta.deletion_date or 0) <= now:
+                await self.store.delete_key(meta.key_id)
+                deleted += 1
+            elif (
+                meta.rotation_enabled
+                and meta.state is KeyState.ENABLED
+                and meta.next_rotation is not None
+                and meta.next_rotation <= now
+            ):
+                await self.store.rotate_key(meta.key_id, RotationType.AUTOMATIC, now)
+                rotated += 1
+        return deleted, rotated
+
+
+async def ignore_missing(call: Awaitable[T]) -> T | None:
+    try:
+        return await call
+    except (KeyNotFound, AliasNotFound):
+        return None
