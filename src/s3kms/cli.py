@@ -74,6 +74,8 @@ def resolve_settings(flags: Mapping[str, Any], env: Mapping[str, str]) -> Settin
     for name in ("port", "workers"):
         if name in merged:
             merged[name] = int(merged[name])
+    if "maintenance_interval" in merged:
+        merged["maintenance_interval"] = float(merged["maintenance_interval"])
     if "addresses" in vault_fields:
         vault_fields["addresses"] = parse_vault_addresses(str(vault_fields["addresses"]))
         if "timeout_seconds" in vault_fields:

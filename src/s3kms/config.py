@@ -62,6 +62,7 @@ class KMSConfig:
 
     kms_type: str
     default_key_id: str | None = None
+    maintenance_interval: float = 60.0  # seconds between due-deletion/rotation passes
     vault: VaultSettings | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -216,6 +217,7 @@ class Settings:
     tls_key: Path | None = None
     log_level: str = "info"
     default_key_id: str | None = None
+    maintenance_interval: float = 60.0  # seconds between due-deletion/rotation passes
     vault: VaultSettings | None = None
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from s3kms import credentials
-from s3kms.clock import SystemClock
+from s3kms.clock import Clock, SystemClock
 from s3kms.config import Settings, VaultSettings
 from s3kms.fsutil import ensure_private_dir
 from s3kms.http.app import App
@@ -25,15 +25,15 @@ log = logging.getLogger("s3kms")
 _SETTINGS_ENV = "S3KMS__SERVER_SETTINGS"
 
 
-def build_app(settings: Settings) -> App:
+def build_app(settings: Settings, clock: Clock | None = None) -> App:
     ensure_private_dir(settings.data_dir)
     root, _ = credentials.load_root(settings.data_dir, settings.root_user, settings.root_password)
-    clock = SystemClock()
+    clock = clock or SystemClock()
     runtime = Runtime(settings, clock, settings.master_key or os.environ.get("S3KMS_MASTER_KEY"))
     auth = Authenticator(
         {root.access_key: root.secret_key}, root.access_key, settings.region, clock
     )
-    return App(runtime, auth)
+    return App(runtime, auth, background_interval=settings.maintenance_interval)
 
 
 def _settings_to_env(settings: Settings) -> str:

@@ -50,6 +50,7 @@ class App:
         self.admin = admin.AdminAPI(runtime)
         self.aws = awskms.AwsKmsAPI(runtime)
         self._background_interval = background_interval
+        self.loop: asyncio.AbstractEventLoop | None = None  # set at start-up, for tests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -63,6 +64,7 @@ class App:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                self.loop = asyncio.get_running_loop()
                 try:
                     await self.runtime.start()
                 except Exception as exc:

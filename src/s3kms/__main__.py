@@ -1,0 +1,3 @@
+from s3kms.cli import main
+
+main()
