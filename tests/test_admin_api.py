@@ -13,9 +13,10 @@ from typing import Any
 
 import httpx
 import pytest
-from kmsserver import ROOT_PASSWORD, ROOT_USER, KmsThread, thread_settings
 
 from s3kms.http import sigv4
+
+from kmsserver import ROOT_PASSWORD, ROOT_USER, KmsThread, thread_settings
 
 PREFIXES = ["/rustfs/admin/v3/kms", "/minio/admin/v3/kms"]
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")

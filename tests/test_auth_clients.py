@@ -14,11 +14,12 @@ import pytest
 from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth, SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-from kmsserver import ROOT_PASSWORD, ROOT_USER, KmsThread, thread_settings
 from minio import MinioAdmin
 from minio.credentials import StaticProvider
 
 from s3kms.http import sigv4
+
+from kmsserver import ROOT_PASSWORD, ROOT_USER, KmsThread, thread_settings
 
 
 @pytest.fixture(scope="module")

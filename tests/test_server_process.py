@@ -11,10 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from kmsserver import MASTER_KEY, ROOT_PASSWORD, ROOT_USER, KmsProcess, free_port
 
 from s3kms.client import Client
 from s3kms.errors import KeyNotFound
+
+from kmsserver import MASTER_KEY, ROOT_PASSWORD, ROOT_USER, KmsProcess, free_port
 
 
 def client_for(server: KmsProcess) -> Client:

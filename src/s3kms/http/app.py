@@ -83,7 +83,7 @@ class App:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = new_request_id()
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
-        path = raw_path.decode("latin-1")
+        path = raw_path.decode("utf-8", "surrogateescape")
         method: str = scope["method"]
         is_admin = path.startswith(ADMIN_PREFIXES)
         try:
@@ -125,15 +125,17 @@ class App:
             raise InvalidRequest(f"too many request headers (at most {MAX_HEADERS})")
         headers: dict[str, str] = {}
         for name, value in raw_headers:
-            key = name.decode("latin-1")
-            text = value.decode("latin-1")
+            key = name.decode("utf-8", "surrogateescape")
+            text = value.decode("utf-8", "surrogateescape")
             headers[key] = f"{headers[key]},{text}" if key in headers else text
         if is_admin:
             route = self.admin.route(path, method)  # 404/405 before reading the body
         elif method != "POST":
             raise MethodNotAllowed
         body = await read_body(receive, headers)
-        req = RequestView(method, path, scope["query_string"].decode("latin-1"), headers, body)
+        req = RequestView(
+            method, path, scope["query_string"].decode("utf-8", "surrogateescape"), headers, body
+        )
         principal = self.auth.authenticate(req, admin=is_admin)
         if is_admin:
             return await route(req, principal)
