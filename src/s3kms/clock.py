@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from functools import lru_cache
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -30,4 +31,9 @@ class OffsetClock:
 
 def rfc3339(ts: float) -> str:
     """`2024-01-15T10:30:00Z`: RFC 3339, UTC, whole seconds, as the admin document writes times."""
-    return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _rfc3339(int(ts))
+
+
+@lru_cache(maxsize=4096)  # creation times repeat on every status and list call
+def _rfc3339(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

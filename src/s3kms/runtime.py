@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +30,25 @@ class _Slot:
     service: KeyService
     inflight: int = 0
     retired: bool = False
+
+
+class _Lease:
+    """Holds a slot while a request uses it; a class, not a generator: it is on the hot path."""
+
+    __slots__ = ("_slot",)
+
+    def __init__(self, slot: _Slot) -> None:
+        self._slot = slot
+
+    async def __aenter__(self) -> KeyService:
+        self._slot.inflight += 1
+        return self._slot.service
+
+    async def __aexit__(self, *exc: object) -> None:
+        slot = self._slot
+        slot.inflight -= 1
+        if slot.retired and slot.inflight == 0:
+            await slot.service.store.close()
 
 
 class Runtime:
@@ -109,19 +126,12 @@ class Runtime:
             raise NotConfigured
         return slot.service
 
-    @asynccontextmanager
-    async def use(self) -> AsyncIterator[KeyService]:
-        """The current service, held for the duration of one request."""
+    def use(self) -> _Lease:
+        """The current service, held for the duration of one request (`async with`)."""
         slot = self._slot
         if slot is None:
             raise NotConfigured
-        slot.inflight += 1
-        try:
-            yield slot.service
-        finally:
-            slot.inflight -= 1
-            if slot.retired and slot.inflight == 0:
-                await slot.service.store.close()
+        return _Lease(slot)
 
     async def configure(self, config: KMSConfig) -> None:
         """Switch to `config`: check the new backend, persist, swap; the old one stays on failure."""

@@ -29,7 +29,11 @@ _GLOB_SPECIAL = re.compile(r"[*?\[]")
 
 
 def _query(req: RequestView) -> dict[str, str]:
-    return dict(parse_qsl(req.query, keep_blank_values=True))
+    query = req.query
+    if "%" in query or "+" in query:
+        return dict(parse_qsl(query, keep_blank_values=True))
+    # Nothing to unescape: a plain split is several times cheaper than parse_qsl.
+    return dict(p.partition("=")[::2] for p in query.split("&") if p)
 
 
 def _key_param(query: dict[str, str], *, required: bool) -> str | None:

@@ -9,6 +9,7 @@ that id and never shown to the client.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -39,8 +40,18 @@ MAX_HEADERS = 100
 ADMIN_PREFIXES = ("/rustfs/admin/v3/kms/", "/minio/admin/v3/kms/")
 
 
-def new_request_id() -> str:
-    return os.urandom(8).hex().upper()
+class RequestIds:
+    """Unique request ids: a random per-process prefix and a counter (no syscall per request)."""
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(4).hex().upper()
+        self._next = itertools.count(1).__next__
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{self._next() & 0xFFFFFFFF:08X}"
+
+
+new_request_id = RequestIds()
 
 
 class App:
