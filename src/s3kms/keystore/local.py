@@ -328,6 +328,59 @@ class LocalKeyStore:
 
         await self._run(self._write, delete)
 
+    # -- backup ---------------------------------------------------------------------------------
+
+    async def export_versions(self, key_id: str) -> list[tuple[KeyVersion, bytes]]:
+        """Every version of a key with its unwrapped material (for an encrypted backup only)."""
+
+        def select() -> list[tuple[KeyVersion, bytes]]:
+            rows = self._conn.execute(
+                "SELECT version, created_at, rotation_type, wrapped FROM key_versions"
+                " WHERE key_id = ? ORDER BY version",
+                (key_id,),
+            ).fetchall()
+            return [
+                (
+                    KeyVersion(v, c, RotationType(r) if r else None),
+                    aead.open_sealed(self._master, w, _wrap_aad(key_id, v)),
+                )
+                for v, c, r, w in rows
+            ]
+
+        return await self._run(select)
+
+    async def import_key(
+        self, meta: KeyMetadata, versions: Sequence[tuple[KeyVersion, bytes]], *, overwrite: bool
+    ) -> None:
+        """Store a key from a backup, re-wrapped under this keystore's master key."""
+        wrapped = [(v, self._wrap(meta.key_id, v.version, m)) for v, m in versions]
+
+        def insert(conn: sqlite3.Connection) -> None:
+            exists = self._select_key(meta.key_id) is not None
+            if exists and not overwrite:
+                raise KeyAlreadyExists(key_id=meta.key_id)
+            conn.execute("DELETE FROM keys WHERE key_id = ?", (meta.key_id,))
+            conn.execute("DELETE FROM key_versions WHERE key_id = ?", (meta.key_id,))
+            conn.execute(
+                f"INSERT INTO keys ({_KEY_COLUMNS}) VALUES ({','.join('?' * 12)})",
+                _meta_values(meta),
+            )
+            conn.executemany(
+                "INSERT INTO key_versions VALUES (?, ?, ?, ?, ?)",
+                [
+                    (
+                        meta.key_id,
+                        v.version,
+                        v.created_at,
+                        v.rotation_type.value if v.rotation_type else None,
+                        w,
+                    )
+                    for v, w in wrapped
+                ],
+            )
+
+        await self._run(self._write, insert)
+
     # -- crypto ---------------------------------------------------------------------------------
 
     def _load_material(self, key_id: str, version: int) -> bytes | None:

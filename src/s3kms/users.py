@@ -1,0 +1,196 @@
+"""Users besides root: access keys, their secrets, and the policies attached to them.
+
+Users and policies come from two places:
+- an operator's file (`--users-file`, JSON or TOML), read at start and never written:
+      {"policies": {"app-decrypt": {IAM-style document}},
+       "users": [{"access_key": "app", "secret_key": "...", "policies": ["app-decrypt"]}]}
+- the admin routes (`.../kms/user/add`, `user/remove`, `user/list`, `policy/add`, `policy/remove`,
+  `policy/list`), stored in `<data-dir>/users.json` (mode 0600, written atomically), each secret
+  sealed with AES-256-GCM under a key derived (HKDF) from the master key.
+
+SigV4 needs the secret itself to check a signature, so secrets are encrypted, not hashed. A change
+made through one worker process is seen by the others on their next request by a non-root user
+(they compare the file's modification time before using their copy).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from s3kms.config import read_toml
+from s3kms.crypto import aead
+from s3kms.errors import InvalidRequest, KeyAlreadyExists, KMSError
+from s3kms.fsutil import write_private_file
+from s3kms.policy import Policy, parse_policy
+
+USERS_FILE = "users.json"
+_AAD = b"s3kms-user-secret\x00"
+
+
+class UserNotFound(KMSError):
+    code = "KMSUserNotFound"
+    status = 404
+    aws_type = "NotFoundException"
+    default_message = "The specified user does not exist"
+
+
+@dataclass(frozen=True)
+class User:
+    access_key: str
+    secret_key: str = field(repr=False)
+    policies: tuple[str, ...]
+    managed: bool  # True: added through the API (removable); False: from the operator's file
+
+
+def _validate_access_key(access_key: str) -> None:
+    if not 3 <= len(access_key) <= 128 or not all(c.isalnum() or c in "._-" for c in access_key):
+        raise InvalidRequest("accessKey must be 3-128 characters of A-Z a-z 0-9 . _ -")
+
+
+class UserStore:
+    def __init__(self, data_dir: Path, master_key: bytes, users_file: Path | None = None) -> None:
+        self._path = data_dir / USERS_FILE
+        key = HKDF(hashes.SHA256(), 32, salt=None, info=b"s3kms users v1").derive(master_key)
+        self._aead = AESGCM(key)
+        self._static_users: dict[str, User] = {}
+        self._static_policies: dict[str, Policy] = {}
+        if users_file is not None:
+            self._load_static(users_file)
+        self._mtime = -1
+        self._users: dict[str, User] = {}
+        self._policies: dict[str, Policy] = {}
+        self._refresh()
+
+    def __repr__(self) -> str:
+        return f"UserStore(path={str(self._path)!r}, users={len(self._users)})"
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def _load_static(self, path: Path) -> None:
+        text = path.read_text()
+        doc: Mapping[str, Any] = read_toml(path) if path.suffix == ".toml" else json.loads(text)
+        for name, document in dict(doc.get("policies", {})).items():
+            self._static_policies[name] = parse_policy(name, document)
+        for entry in doc.get("users", []):
+            access, secret = entry["access_key"], entry["secret_key"]
+            _validate_access_key(access)
+            policies = tuple(entry.get("policies", []))
+            self._static_users[access] = User(access, secret, policies, managed=False)
+
+    def _refresh(self) -> None:
+        try:
+            mtime = self._path.stat().st_mtime_ns
+        except FileNotFoundError:
+            mtime = 0
+        if mtime == self._mtime:
+            return
+        users = dict(self._static_users)
+        policies = dict(self._static_policies)
+        if mtime:
+            stored = json.loads(self._path.read_text())
+            for name, document in stored.get("policies", {}).items():
+                policies[name] = parse_policy(name, document)
+            for access, entry in stored.get("users", {}).items():
+                sealed = base64.b64decode(entry["secret"])
+                secret = aead.open_sealed(self._aead, sealed, _AAD + access.encode()).decode()
+                users[access] = User(access, secret, tuple(entry["policies"]), managed=True)
+        self._users, self._policies, self._mtime = users, policies, mtime
+
+    def secret_for(self, access_key: str) -> str | None:
+        self._refresh()
+        user = self._users.get(access_key)
+        return user.secret_key if user else None
+
+    def policies_for(self, access_key: str) -> list[Policy]:
+        self._refresh()
+        user = self._users.get(access_key)
+        if user is None:
+            return []
+        return [self._policies[name] for name in user.policies if name in self._policies]
+
+    def list_users(self) -> list[User]:
+        self._refresh()
+        return sorted(self._users.values(), key=lambda u: u.access_key)
+
+    def list_policies(self) -> list[Policy]:
+        self._refresh()
+        return sorted(self._policies.values(), key=lambda p: p.name)
+
+    # -- writing (admin routes) -------------------------------------------------------------------
+
+    def _save(self) -> None:
+        users = {
+            u.access_key: {
+                "secret": base64.b64encode(
+                    aead.seal(self._aead, u.secret_key.encode(), _AAD + u.access_key.encode())
+                ).decode(),
+                "policies": list(u.policies),
+            }
+            for u in self._users.values()
+            if u.managed
+        }
+        policies = {
+            p.name: json.loads(p.document)
+            for name, p in self._policies.items()
+            if name not in self._static_policies
+        }
+        write_private_file(self._path, json.dumps({"users": users, "policies": policies}).encode())
+        self._mtime = -1
+        self._refresh()
+
+    def add_user(self, access_key: str, secret_key: str, policies: Sequence[str]) -> User:
+        self._refresh()
+        _validate_access_key(access_key)
+        if len(secret_key) < 8:
+            raise InvalidRequest("secretKey must be at least 8 characters")
+        if access_key in self._users:
+            raise KeyAlreadyExists(f"user {access_key} already exists")
+        missing = [p for p in policies if p not in self._policies]
+        if missing:
+            raise InvalidRequest(f"unknown policy: {', '.join(missing)}")
+        user = User(access_key, secret_key, tuple(policies), managed=True)
+        self._users[access_key] = user
+        self._save()
+        return user
+
+    def remove_user(self, access_key: str) -> None:
+        self._refresh()
+        user = self._users.get(access_key)
+        if user is None:
+            raise UserNotFound
+        if not user.managed:
+            raise InvalidRequest("this user comes from the users file; remove it there")
+        del self._users[access_key]
+        self._save()
+
+    def set_policy(self, name: str, document: str | dict[str, Any]) -> Policy:
+        self._refresh()
+        if not name or len(name) > 128 or not all(c.isalnum() or c in "._-" for c in name):
+            raise InvalidRequest("policy name must be 1-128 characters of A-Z a-z 0-9 . _ -")
+        if name in self._static_policies:
+            raise InvalidRequest("this policy comes from the users file; change it there")
+        policy = parse_policy(name, document)
+        self._policies[name] = policy
+        self._save()
+        return policy
+
+    def remove_policy(self, name: str) -> None:
+        self._refresh()
+        if name not in self._policies or name in self._static_policies:
+            raise InvalidRequest(f"no removable policy named {name}")
+        del self._policies[name]
+        self._save()
+
+
+def generate_secret() -> str:
+    return base64.urlsafe_b64encode(os.urandom(30)).decode()
