@@ -68,14 +68,17 @@ def resolve_settings(flags: Mapping[str, Any], env: Mapping[str, str]) -> Settin
     unknown = set(merged) - set(names)
     if unknown:
         raise click.UsageError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-    for name in ("data_dir", "master_key_file", "tls_cert", "tls_key"):
+    for name in ("data_dir", "master_key_file", "tls_cert", "tls_key", "users_file"):
         if merged.get(name) is not None:
             merged[name] = Path(merged[name])
     for name in ("port", "workers"):
         if name in merged:
             merged[name] = int(merged[name])
-    if "maintenance_interval" in merged:
-        merged["maintenance_interval"] = float(merged["maintenance_interval"])
+    for name in ("maintenance_interval", "rate_limit", "audit_fsync_interval"):
+        if name in merged:
+            merged[name] = float(merged[name])
+    if "audit_max_bytes" in merged:
+        merged["audit_max_bytes"] = int(merged["audit_max_bytes"])
     if "addresses" in vault_fields:
         vault_fields["addresses"] = parse_vault_addresses(str(vault_fields["addresses"]))
         if "timeout_seconds" in vault_fields:

@@ -62,7 +62,6 @@ class KMSConfig:
 
     kms_type: str
     default_key_id: str | None = None
-    maintenance_interval: float = 60.0  # seconds between due-deletion/rotation passes
     vault: VaultSettings | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -218,6 +217,11 @@ class Settings:
     log_level: str = "info"
     default_key_id: str | None = None
     maintenance_interval: float = 60.0  # seconds between due-deletion/rotation passes
+    users_file: Path | None = None
+    rate_limit: float = 0.0  # requests per second per access key; 0 = unlimited
+    audit_log: str | None = None  # path, or "off"; default <data-dir>/audit/audit.log
+    audit_fsync_interval: float = 1.0  # 0 = fsync every line before the response
+    audit_max_bytes: int = 64 * 1024 * 1024
     vault: VaultSettings | None = None
 
 

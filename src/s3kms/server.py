@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from s3kms import credentials
+from s3kms.audit import AuditLog
 from s3kms.clock import Clock, SystemClock
 from s3kms.config import Settings, VaultSettings
 from s3kms.fsutil import ensure_private_dir
 from s3kms.http.app import App
 from s3kms.http.auth import Authenticator
 from s3kms.runtime import Runtime
+from s3kms.users import UserStore
 
 log = logging.getLogger("s3kms")
 
@@ -30,10 +32,35 @@ def build_app(settings: Settings, clock: Clock | None = None) -> App:
     root, _ = credentials.load_root(settings.data_dir, settings.root_user, settings.root_password)
     clock = clock or SystemClock()
     runtime = Runtime(settings, clock, settings.master_key or os.environ.get("S3KMS_MASTER_KEY"))
+    users = UserStore(settings.data_dir, runtime.master_key().material, settings.users_file)
     auth = Authenticator(
-        {root.access_key: root.secret_key}, root.access_key, settings.region, clock
+        root.access_key,
+        root.secret_key,
+        settings.region,
+        clock,
+        account_id=settings.account_id,
+        users=users,
+        rate_limit=settings.rate_limit,
     )
-    return App(runtime, auth, background_interval=settings.maintenance_interval)
+    return App(
+        runtime,
+        auth,
+        background_interval=settings.maintenance_interval,
+        audit=open_audit_log(settings),
+    )
+
+
+def open_audit_log(settings: Settings) -> AuditLog | None:
+    if settings.audit_log == "off":
+        return None
+    path = (
+        Path(settings.audit_log)
+        if settings.audit_log
+        else settings.data_dir / "audit" / "audit.log"
+    )
+    return AuditLog(
+        path, max_bytes=settings.audit_max_bytes, fsync_interval=settings.audit_fsync_interval
+    )
 
 
 def _settings_to_env(settings: Settings) -> str:
@@ -43,7 +70,7 @@ def _settings_to_env(settings: Settings) -> str:
 
 def _settings_from_env() -> Settings:
     data = json.loads(os.environ[_SETTINGS_ENV])
-    for name in ("data_dir", "master_key_file", "tls_cert", "tls_key"):
+    for name in ("data_dir", "master_key_file", "tls_cert", "tls_key", "users_file"):
         if data.get(name) is not None:
             data[name] = Path(data[name])
     if data.get("vault"):

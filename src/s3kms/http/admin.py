@@ -11,20 +11,26 @@ import fnmatch
 import json
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
+from s3kms.audit import AuditLog
+from s3kms.backup import create_backup
 from s3kms.clock import rfc3339
 from s3kms.config import parse_configure_body
 from s3kms.errors import InvalidRequest, KMSError, MethodNotAllowed, NotConfigured, RouteNotFound
-from s3kms.http.auth import Principal
+from s3kms.http.auth import Authenticator, Principal
 from s3kms.http.responses import Response, json_response
 from s3kms.http.sigv4 import RequestView
 from s3kms.model import KeyMetadata, KeyState
 from s3kms.runtime import Runtime
 from s3kms.service import DEFAULT_PENDING_DAYS, KeyService, validate_key_name
+from s3kms.users import UserStore, generate_secret
 
-Handler = Callable[[RequestView, Principal], Awaitable[Any]]
+Query = dict[str, str]
+Handler = Callable[[RequestView, Query, str | None], Awaitable[Any]]
 _GLOB_SPECIAL = re.compile(r"[*?\[]")
 
 
@@ -63,46 +69,81 @@ def _key_status(meta: KeyMetadata) -> dict[str, Any]:
     return out
 
 
+@dataclass(frozen=True)
+class Route:
+    methods: frozenset[str]
+    action: str  # the policy action, e.g. admin:KMSKeyStatus
+    handler: Handler
+    key: str = "none"  # "required", "optional" or "none": whether the route names a key
+
+
+class BoundRoute:
+    """A route matched for one request: authorises, then runs the handler."""
+
+    __slots__ = ("action", "route")
+
+    def __init__(self, route: Route) -> None:
+        self.route = route
+        self.action = route.action
+
+    async def __call__(self, req: RequestView, principal: Principal) -> Response:
+        route = self.route
+        query = _query(req)
+        key_id = (
+            None if route.key == "none" else _key_param(query, required=route.key == "required")
+        )
+        principal.authorize(route.action, key_id)
+        result = await route.handler(req, query, key_id)
+        return result if isinstance(result, Response) else json_response(200, result)
+
+
 class AdminAPI:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, auth: Authenticator, audit: AuditLog | None) -> None:
         self.runtime = runtime
-        # route -> (methods, handler); the same table serves both prefixes.
-        self.routes: dict[str, tuple[frozenset[str], Handler]] = {
-            "configure": (frozenset({"POST"}), self.configure),
-            "status": (frozenset({"GET", "POST"}), self.kms_status),
-            "key/create": (frozenset({"POST"}), self.create),
-            "key/list": (frozenset({"GET"}), self.list_keys),
-            "key/status": (frozenset({"GET"}), self.key_status),
-            "key/enable": (frozenset({"POST"}), self.enable),
-            "key/disable": (frozenset({"POST"}), self.disable),
-            "key/rotate": (frozenset({"POST"}), self.rotate),
-            "key/delete": (frozenset({"POST", "DELETE"}), self.schedule_deletion),
-            "key/cancel-deletion": (frozenset({"POST"}), self.cancel_deletion),
+        self.users = auth.users
+        self.audit = audit
+        post, get = frozenset({"POST"}), frozenset({"GET"})
+        # One table serves both prefixes.
+        self.routes: dict[str, Route] = {
+            "configure": Route(post, "admin:KMSConfigure", self.configure),
+            "status": Route(frozenset({"GET", "POST"}), "admin:KMSStatus", self.kms_status),
+            "key/create": Route(post, "admin:KMSCreateKey", self.create, "optional"),
+            "key/list": Route(get, "admin:KMSListKeys", self.list_keys),
+            "key/status": Route(get, "admin:KMSKeyStatus", self.key_status, "required"),
+            "key/enable": Route(post, "admin:KMSEnableKey", self.enable, "required"),
+            "key/disable": Route(post, "admin:KMSDisableKey", self.disable, "required"),
+            "key/rotate": Route(post, "admin:KMSRotateKey", self.rotate, "required"),
+            "key/delete": Route(
+                frozenset({"POST", "DELETE"}),
+                "admin:KMSDeleteKey",
+                self.schedule_deletion,
+                "required",
+            ),
+            "key/cancel-deletion": Route(
+                post, "admin:KMSCancelKeyDeletion", self.cancel_deletion, "required"
+            ),
+            "audit": Route(get, "admin:KMSAudit", self.audit_lines),
+            "backup": Route(post, "admin:KMSBackup", self.backup),
+            "user/add": Route(post, "admin:KMSManageUsers", self.add_user),
+            "user/remove": Route(post, "admin:KMSManageUsers", self.remove_user),
+            "user/list": Route(get, "admin:KMSManageUsers", self.list_users),
+            "policy/add": Route(post, "admin:KMSManagePolicies", self.add_policy),
+            "policy/remove": Route(post, "admin:KMSManagePolicies", self.remove_policy),
+            "policy/list": Route(get, "admin:KMSManagePolicies", self.list_policies),
         }
 
-    def route(
-        self, path: str, method: str
-    ) -> Callable[[RequestView, Principal], Awaitable[Response]]:
-        """The handler for a path under an admin prefix: RouteNotFound / MethodNotAllowed otherwise."""
-        name = path.split("/kms/", 1)[1]
-        entry = self.routes.get(name)
-        if entry is None:
+    def route(self, path: str, method: str) -> BoundRoute:
+        """The route for a path under an admin prefix: RouteNotFound / MethodNotAllowed otherwise."""
+        route = self.routes.get(path.split("/kms/", 1)[1])
+        if route is None:
             raise RouteNotFound
-        methods, handler = entry
-        if method not in methods:
+        if method not in route.methods:
             raise MethodNotAllowed
-        return self._respond(handler)
-
-    @staticmethod
-    def _respond(handler: Handler) -> Callable[[RequestView, Principal], Awaitable[Response]]:
-        async def call(req: RequestView, principal: Principal) -> Response:
-            return json_response(200, await handler(req, principal))
-
-        return call
+        return BoundRoute(route)
 
     # -- KMS --------------------------------------------------------------------------------------
 
-    async def configure(self, req: RequestView, principal: Principal) -> dict[str, Any]:
+    async def configure(self, req: RequestView, query: Query, key_id: str | None) -> dict[str, Any]:
         try:
             body = json.loads(req.body or b"null")
         except (ValueError, UnicodeDecodeError):
@@ -110,7 +151,9 @@ class AdminAPI:
         await self.runtime.configure(parse_configure_body(body))
         return {"status": "success", "message": "KMS configured successfully"}
 
-    async def kms_status(self, req: RequestView, principal: Principal) -> dict[str, Any]:
+    async def kms_status(
+        self, req: RequestView, query: Query, key_id: str | None
+    ) -> dict[str, Any]:
         return await self.kms_status_payload()
 
     async def kms_status_payload(self) -> dict[str, Any]:
@@ -142,14 +185,13 @@ class AdminAPI:
 
     # -- keys -------------------------------------------------------------------------------------
 
-    async def create(self, req: RequestView, principal: Principal) -> dict[str, Any]:
-        key_id = _key_param(_query(req), required=False)
+    async def create(self, req: RequestView, query: Query, key_id: str | None) -> dict[str, Any]:
         async with self.runtime.use() as service:
             meta = await service.create_key(key_id)
         return {"keyId": meta.key_id, "status": "created", "createdAt": rfc3339(meta.created_at)}
 
-    async def list_keys(self, req: RequestView, principal: Principal) -> dict[str, Any]:
-        pattern = _query(req).get("pattern") or "*"
+    async def list_keys(self, req: RequestView, query: Query, key_id: str | None) -> dict[str, Any]:
+        pattern = query.get("pattern") or "*"
         if len(pattern) > 256:
             raise InvalidRequest("pattern is too long")
         # The literal part before the first glob character narrows the scan to a key id range.
@@ -162,37 +204,38 @@ class AdminAPI:
                     keys.append(_key_summary(meta))
         return {"keys": keys}
 
-    async def key_status(self, req: RequestView, principal: Principal) -> dict[str, Any]:
-        key_id = _key_param(_query(req), required=True)
+    async def key_status(
+        self, req: RequestView, query: Query, key_id: str | None
+    ) -> dict[str, Any]:
         assert key_id is not None
         async with self.runtime.use() as service:
             return _key_status(await service.store.get_key(key_id))
 
     async def _transition(
         self,
-        req: RequestView,
+        key_id: str | None,
         action: Callable[[KeyService, str], Awaitable[KeyMetadata]],
         message: str,
     ) -> dict[str, Any]:
-        key_id = _key_param(_query(req), required=True)
         assert key_id is not None
         async with self.runtime.use() as service:
             meta = await action(service, key_id)
         return {"keyId": meta.key_id, "status": meta.state.admin_word, "message": message}
 
-    async def enable(self, req: RequestView, principal: Principal) -> dict[str, Any]:
-        return await self._transition(req, KeyService.enable, "Key enabled successfully")
+    async def enable(self, req: RequestView, query: Query, key_id: str | None) -> dict[str, Any]:
+        return await self._transition(key_id, KeyService.enable, "Key enabled successfully")
 
-    async def disable(self, req: RequestView, principal: Principal) -> dict[str, Any]:
-        return await self._transition(req, KeyService.disable, "Key disabled successfully")
+    async def disable(self, req: RequestView, query: Query, key_id: str | None) -> dict[str, Any]:
+        return await self._transition(key_id, KeyService.disable, "Key disabled successfully")
 
-    async def cancel_deletion(self, req: RequestView, principal: Principal) -> dict[str, Any]:
+    async def cancel_deletion(
+        self, req: RequestView, query: Query, key_id: str | None
+    ) -> dict[str, Any]:
         return await self._transition(
-            req, KeyService.cancel_deletion, "Key deletion cancelled successfully"
+            key_id, KeyService.cancel_deletion, "Key deletion cancelled successfully"
         )
 
-    async def rotate(self, req: RequestView, principal: Principal) -> dict[str, Any]:
-        key_id = _key_param(_query(req), required=True)
+    async def rotate(self, req: RequestView, query: Query, key_id: str | None) -> dict[str, Any]:
         assert key_id is not None
         async with self.runtime.use() as service:
             meta = await service.rotate(key_id)
@@ -203,9 +246,9 @@ class AdminAPI:
             "message": "Key rotated successfully",
         }
 
-    async def schedule_deletion(self, req: RequestView, principal: Principal) -> dict[str, Any]:
-        query = _query(req)
-        key_id = _key_param(query, required=True)
+    async def schedule_deletion(
+        self, req: RequestView, query: Query, key_id: str | None
+    ) -> dict[str, Any]:
         assert key_id is not None
         raw_days = query.get("pendingWindowDays", str(DEFAULT_PENDING_DAYS))
         if not raw_days.isdigit():
@@ -219,3 +262,101 @@ class AdminAPI:
             "deletionDate": rfc3339(meta.deletion_date),
             "message": "Key scheduled for deletion",
         }
+
+    # -- audit and backup -------------------------------------------------------------------------
+
+    async def audit_lines(self, req: RequestView, query: Query, key_id: str | None) -> Response:
+        """Stream the audit log's lines (NDJSON), optionally only those at or after `since`."""
+        if self.audit is None:
+            raise InvalidRequest("the audit log is disabled on this server")
+        since = query.get("since")
+        since_ts: float | None = None
+        if since:
+            try:
+                since_ts = datetime.fromisoformat(since.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                raise InvalidRequest("since must be an RFC 3339 time") from None
+        self.audit.sync()
+        return Response(200, b"", b"application/x-ndjson", self.audit.lines_since(since_ts))
+
+    async def backup(self, req: RequestView, query: Query, key_id: str | None) -> Response:
+        passphrase = _json_body(req).get("passphrase")
+        if not isinstance(passphrase, str):
+            raise InvalidRequest("passphrase is required")
+        async with self.runtime.use() as service:
+            data = await create_backup(service.store, passphrase)
+        return Response(200, data, b"application/octet-stream")
+
+    # -- users and policies -----------------------------------------------------------------------
+
+    def _user_store(self) -> UserStore:
+        if self.users is None:
+            raise InvalidRequest("user management is not available on this server")
+        return self.users
+
+    async def add_user(self, req: RequestView, query: Query, key_id: str | None) -> dict[str, Any]:
+        body = _json_body(req)
+        access_key = query.get("accessKey") or body.get("accessKey")
+        policies = body.get("policies", [])
+        if not isinstance(access_key, str) or not isinstance(policies, list):
+            raise InvalidRequest("accessKey and a list of policies are required")
+        secret = body.get("secretKey") or generate_secret()
+        if not isinstance(secret, str):
+            raise InvalidRequest("secretKey must be a string")
+        user = self._user_store().add_user(access_key, secret, [str(p) for p in policies])
+        # The secret is returned this once, and only when the server generated it.
+        out: dict[str, Any] = {"accessKey": user.access_key, "policies": list(user.policies)}
+        if "secretKey" not in body:
+            out["secretKey"] = secret
+        return out
+
+    async def remove_user(
+        self, req: RequestView, query: Query, key_id: str | None
+    ) -> dict[str, Any]:
+        access_key = query.get("accessKey", "")
+        self._user_store().remove_user(access_key)
+        return {"accessKey": access_key, "message": "User removed successfully"}
+
+    async def list_users(
+        self, req: RequestView, query: Query, key_id: str | None
+    ) -> dict[str, Any]:
+        return {
+            "users": [
+                {"accessKey": u.access_key, "policies": list(u.policies), "managed": u.managed}
+                for u in self._user_store().list_users()
+            ]
+        }
+
+    async def add_policy(
+        self, req: RequestView, query: Query, key_id: str | None
+    ) -> dict[str, Any]:
+        name = query.get("name", "")
+        policy = self._user_store().set_policy(name, _json_body(req))
+        return {"name": policy.name, "message": "Policy saved successfully"}
+
+    async def remove_policy(
+        self, req: RequestView, query: Query, key_id: str | None
+    ) -> dict[str, Any]:
+        name = query.get("name", "")
+        self._user_store().remove_policy(name)
+        return {"name": name, "message": "Policy removed successfully"}
+
+    async def list_policies(
+        self, req: RequestView, query: Query, key_id: str | None
+    ) -> dict[str, Any]:
+        return {
+            "policies": [
+                {"name": p.name, "policy": json.loads(p.document)}
+                for p in self._user_store().list_policies()
+            ]
+        }
+
+
+def _json_body(req: RequestView) -> dict[str, Any]:
+    try:
+        body = json.loads(req.body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest("request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    return body

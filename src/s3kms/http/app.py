@@ -12,9 +12,11 @@ import asyncio
 import itertools
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from s3kms.audit import AuditLog
 from s3kms.errors import (
     InvalidRequest,
     KMSError,
@@ -23,7 +25,7 @@ from s3kms.errors import (
     RouteNotFound,
 )
 from s3kms.http import admin, awskms
-from s3kms.http.auth import Authenticator
+from s3kms.http.auth import Authenticator, Principal
 from s3kms.http.responses import Response, admin_error, json_response
 from s3kms.http.sigv4 import RequestView
 from s3kms.runtime import Runtime
@@ -54,11 +56,50 @@ class RequestIds:
 new_request_id = RequestIds()
 
 
+# Error codes that mean "the caller may not", as opposed to "the request failed".
+_DENIALS = frozenset(
+    {
+        "AccessDenied",
+        "SignatureDoesNotMatch",
+        "InvalidAccessKeyId",
+        "RequestTimeTooSkewed",
+        "AuthorizationHeaderMalformed",
+        "MissingSecurityHeader",
+        "XAmzContentSHA256Mismatch",
+        "SlowDown",
+    }
+)
+
+
+class Call:
+    """What the audit log needs to know about one request, filled in as dispatch learns it."""
+
+    __slots__ = ("action", "key_id", "principal")
+
+    def __init__(self) -> None:
+        self.action: str | None = None  # set once the request reached a KMS route
+        self.key_id: str | None = None
+        self.principal: Principal | None = None
+
+
+def _source(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else None
+
+
 class App:
-    def __init__(self, runtime: Runtime, auth: Authenticator, *, background_interval: float = 60.0):
+    def __init__(
+        self,
+        runtime: Runtime,
+        auth: Authenticator,
+        *,
+        background_interval: float = 60.0,
+        audit: AuditLog | None = None,
+    ):
         self.runtime = runtime
         self.auth = auth
-        self.admin = admin.AdminAPI(runtime)
+        self.audit = audit
+        self.admin = admin.AdminAPI(runtime, auth, audit)
         self.aws = awskms.AwsKmsAPI(runtime)
         self._background_interval = background_interval
         self.loop: asyncio.AbstractEventLoop | None = None  # set at start-up, for tests
@@ -71,7 +112,7 @@ class App:
             await self._lifespan(receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
-        task: asyncio.Task[None] | None = None
+        tasks: list[asyncio.Task[None]] = []
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
@@ -82,42 +123,79 @@ class App:
                     log.error("cannot start: %s", exc)
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
-                task = asyncio.create_task(self.runtime.run_background(self._background_interval))
+                tasks = [
+                    asyncio.create_task(self.runtime.run_background(self._background_interval))
+                ]
+                if self.audit is not None and self.audit.fsync_interval > 0:
+                    tasks.append(asyncio.create_task(self._sync_audit(self.audit)))
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                if task is not None:
+                for task in tasks:
                     task.cancel()
                 await self.runtime.close()
+                if self.audit is not None:
+                    self.audit.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    @staticmethod
+    async def _sync_audit(audit: AuditLog) -> None:
+        while True:
+            await asyncio.sleep(audit.fsync_interval)
+            audit.sync()
+
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
         request_id = new_request_id()
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         path = raw_path.decode("utf-8", "surrogateescape")
         method: str = scope["method"]
         is_admin = path.startswith(ADMIN_PREFIXES)
+        call = Call()
+        error: str | None = None
         try:
-            response = await self._dispatch(scope, receive, method, path, is_admin, request_id)
+            response = await self._dispatch(scope, receive, method, path, is_admin, call)
         except KMSError as exc:
             response = self._error(exc, path, is_admin)
+            error = exc.code
         except Exception:
             log.exception("request %s failed: %s %s", request_id, method, path)
             response = self._error(
                 KMSError(f"internal error; request id {request_id}"), path, is_admin
             )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": response.status,
-                "headers": [
-                    (b"content-type", response.content_type),
-                    (b"content-length", str(len(response.body)).encode()),
-                    (b"x-amz-request-id", request_id.encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": response.body})
+            error = "InternalError"
+        if self.audit is not None and call.action is not None:
+            # Written before the response leaves: an answered request is always on record.
+            self.audit.record(
+                request_id=request_id,
+                principal=call.principal.access_key if call.principal else None,
+                source=_source(scope),
+                action=call.principal.action
+                if call.principal and call.principal.action
+                else call.action,
+                key=call.principal.key_id
+                if call.principal and call.principal.action
+                else call.key_id,
+                outcome="allowed" if error is None else "denied" if error in _DENIALS else "failed",
+                status=response.status,
+                error=error,
+                started=started,
+            )
+        headers = [
+            (b"content-type", response.content_type),
+            (b"x-amz-request-id", request_id.encode()),
+        ]
+        if response.chunks is None:
+            headers.append((b"content-length", str(len(response.body)).encode()))
+            await send(
+                {"type": "http.response.start", "status": response.status, "headers": headers}
+            )
+            await send({"type": "http.response.body", "body": response.body})
+            return
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        for chunk in response.chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
 
     def _error(self, exc: KMSError, path: str, is_admin: bool) -> Response:
         if not is_admin and path == "/":
@@ -125,7 +203,7 @@ class App:
         return admin_error(exc, path)
 
     async def _dispatch(
-        self, scope: Scope, receive: Receive, method: str, path: str, is_admin: bool, rid: str
+        self, scope: Scope, receive: Receive, method: str, path: str, is_admin: bool, call: Call
     ) -> Response:
         if path.startswith("/health/"):
             return await self._health(path)
@@ -139,15 +217,17 @@ class App:
             key = name.decode("utf-8", "surrogateescape")
             text = value.decode("utf-8", "surrogateescape")
             headers[key] = f"{headers[key]},{text}" if key in headers else text
+        query = scope["query_string"].decode("utf-8", "surrogateescape")
         if is_admin:
             route = self.admin.route(path, method)  # 404/405 before reading the body
+            call.action = route.action
         elif method != "POST":
             raise MethodNotAllowed
+        else:
+            call.action = "kms:" + headers.get("x-amz-target", "").rpartition(".")[2]
         body = await read_body(receive, headers)
-        req = RequestView(
-            method, path, scope["query_string"].decode("utf-8", "surrogateescape"), headers, body
-        )
-        principal = self.auth.authenticate(req, admin=is_admin)
+        req = RequestView(method, path, query, headers, body)
+        principal = call.principal = self.auth.authenticate(req, admin=is_admin)
         if is_admin:
             return await route(req, principal)
         return await self.aws.handle(req, principal)

@@ -1,41 +1,122 @@
-"""Authentication: one component that turns a signed request into a principal, or raises.
+"""Authentication and authorisation: a signed request becomes a Principal, or an AuthError.
 
-Handlers never see an unauthenticated request; failures raise the error tree's AuthError
-subclasses, which each API surface renders in its own envelope.
+Handlers never see an unauthenticated request. Each handler (or the admin router for it) calls
+`principal.authorize(action, key_id)` once it knows which key the request is about; that both
+enforces the caller's policies and records the action and key for the audit log. Root may do
+everything; other users only what their policies allow (explicit Deny wins, no match denies).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from s3kms.clock import Clock
+from s3kms.errors import AccessDenied, SlowDown
 from s3kms.http import sigv4
+from s3kms.policy import Policy, is_allowed, key_resources
+from s3kms.users import UserStore
 
 ADMIN_SERVICES = frozenset({"s3", "kms"})
 AWS_SERVICES = frozenset({"kms"})
 
 
-@dataclass(frozen=True, slots=True)
 class Principal:
-    access_key: str
-    is_root: bool
+    """The authenticated caller of one request."""
+
+    __slots__ = ("_account", "_policies", "_region", "access_key", "action", "is_root", "key_id")
+
+    def __init__(
+        self,
+        access_key: str,
+        is_root: bool,
+        policies: list[Policy] | None = None,
+        region: str = "us-east-1",
+        account: str = "000000000000",
+    ) -> None:
+        self.access_key = access_key
+        self.is_root = is_root
+        self._policies = policies or []
+        self._region = region
+        self._account = account
+        self.action: str | None = None
+        self.key_id: str | None = None
+
+    def authorize(self, action: str, key_id: str | None = None) -> None:
+        self.action = action
+        self.key_id = key_id
+        if self.is_root:
+            return
+        resources = key_resources(key_id, self._region, self._account)
+        if not is_allowed(self._policies, action, resources):
+            target = f" on {resources[0]}" if key_id is not None else ""
+            raise AccessDenied(f"{self.access_key} is not authorized to perform {action}{target}")
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float = field(default_factory=time.monotonic)
+
+
+class RateLimiter:
+    """A token bucket per access key: `rate` requests per second, bursts up to `burst`."""
+
+    def __init__(self, rate: float, burst: float | None = None) -> None:
+        self.rate = rate
+        self.burst = burst if burst is not None else max(rate, 1.0)
+        self._buckets: dict[str, _Bucket] = {}
+
+    def check(self, access_key: str) -> None:
+        now = time.monotonic()
+        bucket = self._buckets.get(access_key)
+        if bucket is None:
+            bucket = self._buckets[access_key] = _Bucket(self.burst, now)
+        bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
+        bucket.updated = now
+        if bucket.tokens < 1.0:
+            raise SlowDown
+        bucket.tokens -= 1.0
 
 
 class Authenticator:
-    def __init__(self, secrets: Mapping[str, str], root_access_key: str, region: str, clock: Clock):
-        self._secrets = dict(secrets)
+    def __init__(
+        self,
+        root_access_key: str,
+        root_secret_key: str,
+        region: str,
+        clock: Clock,
+        *,
+        account_id: str = "000000000000",
+        users: UserStore | None = None,
+        rate_limit: float = 0.0,
+    ) -> None:
         self._root = root_access_key
+        self._root_secret = root_secret_key
         self._region = region
+        self._account = account_id
         self._clock = clock
+        self.users = users
+        self._limiter = RateLimiter(rate_limit) if rate_limit > 0 else None
+
+    def _secret(self, access_key: str) -> str | None:
+        if access_key == self._root:
+            return self._root_secret
+        return self.users.secret_for(access_key) if self.users is not None else None
 
     def authenticate(self, req: sigv4.RequestView, *, admin: bool) -> Principal:
         verified = sigv4.verify_request(
             req,
-            lookup_secret=self._secrets.get,
+            lookup_secret=self._secret,
             region=self._region,
             services=ADMIN_SERVICES if admin else AWS_SERVICES,
             now=self._clock.now(),
             s3_flavour=admin,
         )
-        return Principal(verified.access_key, verified.access_key == self._root)
+        access = verified.access_key
+        if self._limiter is not None:
+            self._limiter.check(access)
+        if access == self._root:
+            return Principal(access, True)
+        policies = self.users.policies_for(access) if self.users is not None else []
+        return Principal(access, False, policies, self._region, self._account)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from s3kms.errors import KMSError
@@ -12,12 +13,21 @@ AWS_JSON = b"application/x-amz-json-1.1"
 
 
 class Response:
-    __slots__ = ("body", "content_type", "status")
+    """A status, a content type and either a body or, for streamed responses, chunks."""
 
-    def __init__(self, status: int, body: bytes, content_type: bytes = JSON) -> None:
+    __slots__ = ("body", "chunks", "content_type", "status")
+
+    def __init__(
+        self,
+        status: int,
+        body: bytes,
+        content_type: bytes = JSON,
+        chunks: Iterable[bytes] | None = None,
+    ) -> None:
         self.status = status
         self.body = body
         self.content_type = content_type
+        self.chunks = chunks
 
 
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode

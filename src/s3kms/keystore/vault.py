@@ -7,21 +7,32 @@ is refused by every other node on its next request (there is no cache). The layo
     <kv_mount>/data/<kv_prefix>/keys/<key_id>       KeyMetadata + rotation history
     <kv_mount>/data/<kv_prefix>/aliases/<name>      an alias ("alias/" stripped from the name)
 
+Transit key names are the bare key ids: two deployments that must not share keys need separate
+transit mounts (kv_prefix separates only the metadata).
+
 `KeyMetadata.revision` is the KV version of the key's record, and every metadata write is a KV
 check-and-set on it, so concurrent writers on different nodes cannot lose each other's updates.
 A key exists when its KV record exists: a transit key without a record (a create that failed half
 way) is invisible, and the next create of that id completes it.
 
 Encrypt and decrypt read the metadata and call transit concurrently (one round trip of latency),
-then run the caller's state check before anything is returned.
+then run the caller's state check before anything is returned. Encrypt never creates a transit
+key: connect() sets the mount's `disable_upsert`, and where it may not, encrypt reads the
+metadata first and calls transit only for a key that exists.
 
 Transport: one pooled httpx client. Requests go to the current address; a connection failure,
 timeout, 503 (sealed) or 429 moves to the next address. Requests that are safe to resend are
-retried with exponential backoff until `2 * timeout_seconds` have passed; requests that are not
-(transit rotate) are resent only when the failure proves Vault never saw them. After a request
-has exhausted its retries the store is "degraded": later requests make one pass over the
-addresses without backoff, so a Vault outage costs clients one fast 503 instead of a long wait,
-and the first successful answer ends the degraded state.
+retried with exponential backoff until `2 * timeout_seconds` have passed (a Vault sealed on every
+address fails at once: waiting does not unseal it). A transit rotate, which is not idempotent, is
+resent only when the failure proves Vault never saw it; otherwise the key's latest version tells
+whether it happened. After a request has exhausted its retries the store is "degraded": later
+requests make one pass over the addresses without backoff, so during an outage only the first
+request waits out the budget, and the first answer from Vault ends the degraded state.
+
+Auth: a renewable token with a TTL is renewed, and an AppRole token replaced by a new login, at
+half its life by a background task (so an idle node keeps a live token); a request past 3/4 of
+the life refreshes first (the backstop), and with AppRole a 403 causes one new login and one
+retry. The token and the secret id never appear in logs, messages or repr().
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ import random
 import ssl
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -74,6 +85,10 @@ _BACKOFF_MAX = 2.0
 _CAS_RETRIES = 20
 
 
+class _OutcomeUnknown(BackendUnavailable):
+    """A request that must not be resent failed after Vault may have carried it out."""
+
+
 @dataclass(slots=True)
 class _Resp:
     status: int
@@ -90,7 +105,7 @@ class _Resp:
     def errors(self) -> str:
         errors = self.body.get("errors")
         if isinstance(errors, list) and errors:
-            return "; ".join(str(e).strip() for e in errors)
+            return "; ".join(" ".join(str(e).split()) for e in errors)
         return f"HTTP {self.status}"
 
     @property
@@ -343,9 +358,7 @@ class VaultKeyStore:
         data = resp.data
         self._set_token(self._token, float(data.get("ttl") or 0), bool(data.get("renewable")))
         if self._token_ttl and not self._token_renewable:
-            log.warning(
-                "the Vault token is not renewable and expires in %.0f s", self._token_ttl
-            )
+            log.warning("the Vault token is not renewable and expires in %.0f s", self._token_ttl)
 
     async def _check_mounts(self) -> None:
         await self._check_mount(self._transit, "transit", "transit engine", f"{self._transit}/keys")
@@ -358,7 +371,9 @@ class VaultKeyStore:
         if resp.status == 200:
             found = resp.data.get("type")
             if found != kind:
-                raise InvalidRequest(f"the Vault mount {mount!r} is a {found} engine, not a {label}")
+                raise InvalidRequest(
+                    f"the Vault mount {mount!r} is a {found} engine, not a {label}"
+                )
             options = resp.data.get("options") or {}
             if kind == "kv" and str(options.get("version")) != "2":
                 raise InvalidRequest(f"the Vault mount {mount!r} is KV version 1, not a {label}")
@@ -450,8 +465,7 @@ class VaultKeyStore:
                 if isinstance(exc, httpx.PoolTimeout):
                     sent = False
                 if sent and not resend:
-                    self._degraded = True
-                    raise BackendUnavailable(
+                    raise _OutcomeUnknown(
                         f"Vault at {address} failed during {method} {path}: {reason}"
                     ) from exc
                 ambiguous = ambiguous or sent
@@ -468,7 +482,7 @@ class VaultKeyStore:
                     return resp
                 if resp.status not in _NOT_PROCESSED:
                     if not resend:
-                        raise BackendUnavailable(
+                        raise _OutcomeUnknown(
                             f"Vault at {address} failed during {method} {path}: {resp.errors}"
                         )
                     ambiguous = True
@@ -575,11 +589,18 @@ class VaultKeyStore:
             self._auth_problem = f"Vault token renewal failed: {resp.errors}"
             raise BackendUnavailable(self._auth_problem)
         auth = resp.body.get("auth") or {}
+        previous = self._token_ttl
         self._set_token(
             self._token, float(auth.get("lease_duration") or 0), bool(auth.get("renewable"))
         )
         self.auth_refreshes += 1
-        log.info("renewed the Vault token; lease %.0f s", self._token_ttl)
+        if self._token_ttl < previous:
+            # Renewals no longer extend the token: it reached its max TTL and will expire.
+            log.warning(
+                "the Vault token reached its maximum TTL and expires in %.0f s", self._token_ttl
+            )
+        else:
+            log.info("renewed the Vault token; lease %.0f s", self._token_ttl)
 
     async def _refresh_auth(self, *, stale: str | None = None) -> None:
         """Renew the token or log in again. With `stale`, only if nobody replaced that token yet;
@@ -602,7 +623,12 @@ class VaultKeyStore:
             self._refreshable()
             and time.monotonic() >= self._token_obtained + 0.75 * self._token_ttl
         ):
-            await self._refresh_auth()
+            try:
+                await self._refresh_auth()
+            except KMSError as exc:
+                if time.monotonic() >= self._token_obtained + self._token_ttl:
+                    raise
+                log.warning("Vault token refresh failed, using the current one: %s", exc.message)
 
     async def _auth_loop(self) -> None:
         """Renew (token) or log in again (AppRole) at half the token's life, even when idle."""
@@ -677,7 +703,7 @@ class VaultKeyStore:
 
     async def _kv_list_recursive(self, path: str, base: str = "") -> list[str]:
         out: list[str] = []
-        for entry in await self._kv_list(f"{path}/{base}".rstrip("/")):
+        for entry in await self._kv_list(f"{path}/{quote(base, safe='/')}".rstrip("/")):
             if entry.endswith("/"):
                 out += await self._kv_list_recursive(path, f"{base}{entry}")
             else:
@@ -736,9 +762,7 @@ class VaultKeyStore:
         return _record_to_meta(await self._read_key(key_id))
 
     async def _key_ids(self) -> list[str]:
-        return sorted(
-            k for k in await self._kv_list(f"{self._prefix}/keys") if not k.endswith("/")
-        )
+        return sorted(k for k in await self._kv_list(f"{self._prefix}/keys") if not k.endswith("/"))
 
     async def list_keys(
         self, *, after: str | None, limit: int, prefix: str = ""
@@ -746,7 +770,9 @@ class VaultKeyStore:
         if limit <= 0:
             return []
         candidates = [
-            k for k in await self._key_ids() if (after is None or k > after) and k.startswith(prefix)
+            k
+            for k in await self._key_ids()
+            if (after is None or k > after) and k.startswith(prefix)
         ]
 
         async def read(key_id: str) -> KeyMetadata | None:
@@ -781,22 +807,38 @@ class VaultKeyStore:
             raise WriteConflict(meta.key_id)
         return replace(new, revision=revision)
 
+    async def _transit_rotate(self, key_id: str) -> int:
+        """Add a transit key version; returns the latest version afterwards.
+
+        A rotate is not idempotent, so it is never blindly resent. When its outcome is unknown
+        (a timeout, a dropped connection, or OpenBao's 500 "transaction commit failed", which
+        concurrent rotations of one key get although the rotation *was* applied), the key's
+        latest version tells: above the version seen before, a new version exists; otherwise
+        nothing happened and the rotate is tried again.
+        """
+        name = quote(key_id, safe="")
+        before = int((await self._transit_key(key_id)).get("latest_version") or 0)
+        for _ in range(3):
+            try:
+                resp = await self._call("POST", f"{self._transit}/keys/{name}/rotate", resend=False)
+            except _OutcomeUnknown as exc:
+                log.info("rotate of %s: outcome unknown (%s); reading the key", key_id, exc)
+            else:
+                if resp.status == 400 and "not found" in resp.errors:
+                    raise KeyNotFound(key_id=key_id)
+                if resp.status not in (200, 204):
+                    raise self._unexpected(resp, f"rotate transit key {key_id}")
+                latest = resp.data.get("latest_version")
+                if latest is not None:
+                    return int(latest)
+            latest = int((await self._transit_key(key_id)).get("latest_version") or 0)
+            if latest > before:
+                return latest
+        raise BackendUnavailable(f"could not rotate transit key {key_id}")
+
     async def rotate_key(self, key_id: str, rotation_type: RotationType, now: float) -> KeyMetadata:
         await self._read_key(key_id)  # no rotation of a transit key without metadata
-        # Not resent after an ambiguous failure: a second rotate would add another version.
-        resp = await self._call(
-            "POST", f"{self._transit}/keys/{quote(key_id, safe='')}/rotate", resend=False
-        )
-        if resp.status == 400 and "not found" in resp.errors:
-            raise KeyNotFound(key_id=key_id)
-        if resp.status not in (200, 204):
-            raise self._unexpected(resp, f"rotate transit key {key_id}")
-        latest_raw = resp.data.get("latest_version")
-        latest = (
-            int(latest_raw)
-            if latest_raw is not None
-            else int((await self._transit_key(key_id)).get("latest_version") or 0)
-        )
+        latest = await self._transit_rotate(key_id)
         path = self._key_path(key_id)
         for _ in range(_CAS_RETRIES):
             record = await self._read_key(key_id)
@@ -846,30 +888,49 @@ class VaultKeyStore:
 
     # -- crypto ---------------------------------------------------------------------------------
 
-    async def _transit(self, op: str, key_id: str, body: dict[str, Any]) -> _Resp:
-        return await self._call(
-            "POST", f"{self._transit}/{op}/{quote(key_id, safe='')}", json=body
-        )
+    async def _transit_op(
+        self, op: str, key_id: str, body: dict[str, Any], *, raw: bool = False
+    ) -> _Resp:
+        path = f"{self._transit}/{op}/{quote(key_id, safe='')}"
+        return await self._call("POST", path, json=body, raw=raw)
+
+    async def _checked_transit(
+        self, op: str, key_id: str, body: dict[str, Any], check: StateCheck, *, concurrent: bool
+    ) -> _Resp:
+        """Read the key's metadata and call transit (concurrently, or metadata first), run
+        `check` on the metadata, and only then look at transit's answer."""
+        record: _Record | BaseException
+        result: _Resp | BaseException
+        # raw: a 403 from transit may only mean "no such key, and no `create` capability on
+        # encrypt"; it is judged once the metadata says the key exists (no re-login for a
+        # request about a key that does not exist).
+        if concurrent:
+            record, result = await asyncio.gather(
+                self._read_key(key_id),
+                self._transit_op(op, key_id, body, raw=True),
+                return_exceptions=True,
+            )
+        else:
+            record = await self._read_key(key_id)
+            result = await self._transit_op(op, key_id, body, raw=True)
+        if isinstance(record, BaseException):
+            raise record
+        check(_record_to_meta(record))
+        if isinstance(result, BaseException):
+            raise result
+        if result.status == 403:  # the key exists: re-login (AppRole) and retry once, or fail
+            result = await self._transit_op(op, key_id, body)
+        return result
 
     async def encrypt(
         self, key_id: str, plaintext: bytes, aad: bytes, check: StateCheck
     ) -> tuple[int, bytes]:
         body = {"plaintext": _b64(plaintext), "associated_data": _b64(aad)}
-        if self._upsert_disabled:
-            record_result, transit_result = await asyncio.gather(
-                self._read_key(key_id), self._transit("encrypt", key_id, body),
-                return_exceptions=True,
-            )
-        else:
-            # Transit would create a missing key on encrypt: only call it for a known key.
-            record_result = await self._read_key(key_id)
-            transit_result = await self._transit("encrypt", key_id, body)
-        if isinstance(record_result, BaseException):
-            raise record_result
-        check(_record_to_meta(record_result))
-        if isinstance(transit_result, BaseException):
-            raise transit_result
-        resp = transit_result
+        # Without disable_upsert, transit would create a missing key on encrypt: then it is
+        # only called once the metadata says the key exists.
+        resp = await self._checked_transit(
+            "encrypt", key_id, body, check, concurrent=self._upsert_disabled
+        )
         if resp.status == 400 and "not found" in resp.errors:
             raise KeyNotFound(key_id=key_id)
         if resp.status != 200:
@@ -880,18 +941,10 @@ class VaultKeyStore:
         self, key_id: str, version: int, sealed: bytes, aad: bytes, check: StateCheck
     ) -> bytes:
         if version < 1:
+            check(await self.get_key(key_id))
             raise InvalidCiphertext
         body = {"ciphertext": f"vault:v{version}:{_b64(sealed)}", "associated_data": _b64(aad)}
-        record_result, transit_result = await asyncio.gather(
-            self._read_key(key_id), self._transit("decrypt", key_id, body),
-            return_exceptions=True,
-        )
-        if isinstance(record_result, BaseException):
-            raise record_result
-        check(_record_to_meta(record_result))
-        if isinstance(transit_result, BaseException):
-            raise transit_result
-        resp = transit_result
+        resp = await self._checked_transit("decrypt", key_id, body, check, concurrent=True)
         if resp.status == 400:
             # "invalid ciphertext: ...", "cipher: message authentication failed", a version
             # disallowed by policy, a missing transit key: all one error, without detail.
@@ -954,17 +1007,19 @@ class VaultKeyStore:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def status(self) -> BackendStatus:
-        """Reachable and unsealed on some address (plus a known auth problem); never raises."""
+        """Reachable and unsealed on some address (plus a known auth problem); never raises.
+        All addresses are asked at once, so a hung node costs one health timeout, not one each."""
         try:
-            reasons = []
-            for address in self._addresses:
-                ok, reason = await self._health(address)
+            results = await asyncio.gather(*(self._health(a) for a in self._addresses))
+            for address, (ok, reason) in zip(self._addresses, results, strict=True):
                 if ok:
                     if self._auth_problem:
                         return BackendStatus(False, f"{address}: {self._auth_problem}")
                     return BackendStatus(True, f"{address}: {reason}")
-                reasons.append(f"{address}: {reason}")
-            return BackendStatus(False, "; ".join(reasons))
+            return BackendStatus(
+                False,
+                "; ".join(f"{a}: {r}" for a, (_, r) in zip(self._addresses, results, strict=True)),
+            )
         except Exception as exc:  # status must answer whatever happens
             return BackendStatus(False, f"status check failed: {type(exc).__name__}")
 
@@ -978,7 +1033,3 @@ class VaultKeyStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._client.aclose()
-
-
-# Keep the callable type used by _bounded_gather importable for type checkers.
-_Reader = Callable[[str], Awaitable[Any]]
