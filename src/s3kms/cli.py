@@ -379,3 +379,234 @@ def _context(entries: tuple[str, ...]) -> dict[str, str]:
             raise click.BadParameter(f"{entry!r} is not KEY=VALUE", param_hint="--context")
         out[name] = value
     return out
+
+
+# -- audit, backup, users -----------------------------------------------------------------------------
+
+
+@main.group()
+def audit() -> None:
+    """Work with the tamper-evident audit log."""
+
+
+@audit.command("verify")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+def audit_verify(files: tuple[Path, ...]) -> None:
+    """Check the hash chain of audit log FILES (oldest first: audit.log.1 audit.log.2 audit.log)."""
+    from s3kms.audit import verify
+
+    result = verify(list(files))
+    if result.ok:
+        click.echo(f"ok: {result.lines} lines, chain intact")
+        return
+    err_console.print(f"[red]TAMPERED[/red] {result.problem}", highlight=False)
+    sys.exit(1)
+
+
+def _passphrase(passphrase_file: Path | None, confirm: bool) -> str:
+    if passphrase_file is not None:
+        return passphrase_file.read_text().strip()
+    env = os.environ.get("S3KMS_BACKUP_PASSPHRASE")
+    if env:
+        return env
+    value: str = click.prompt("backup passphrase", hide_input=True, confirmation_prompt=confirm)
+    return value
+
+
+def _open_local_store(data_dir: Path, master_key_file: Path | None) -> Any:
+    from s3kms.crypto import masterkey
+    from s3kms.keystore.local import LocalKeyStore
+
+    if not (data_dir / "keystore.db").exists() and not data_dir.exists():
+        raise click.UsageError(f"no data directory at {data_dir}")
+    key = masterkey.load(data_dir, master_key_file, os.environ.get("S3KMS_MASTER_KEY"))
+    return LocalKeyStore(data_dir, key)
+
+
+def _progress_bar(label: str) -> tuple[Any, Callable[[int, int], None]]:
+    from rich.progress import Progress
+
+    progress = Progress(console=err_console, transient=False, disable=not err_console.is_terminal)
+    task = progress.add_task(label, total=None)
+
+    def update(done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total)
+
+    return progress, update
+
+
+_BACKUP_OPTIONS = [
+    click.option(
+        "--data-dir",
+        envvar="S3KMS_DATA_DIR",
+        default="s3kms-data",
+        type=click.Path(path_type=Path),
+        help="The Local backend's data directory.",
+    ),
+    click.option(
+        "--master-key-file",
+        type=click.Path(path_type=Path),
+        help="Master key file (else S3KMS_MASTER_KEY, else <data-dir>/master.key).",
+    ),
+    click.option(
+        "--passphrase-file",
+        type=click.Path(exists=True, path_type=Path),
+        help="File holding the passphrase (else S3KMS_BACKUP_PASSPHRASE, else a prompt).",
+    ),
+]
+
+
+def backup_options(fn: F) -> F:
+    for option in reversed(_BACKUP_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+@main.command()
+@click.argument("out", type=click.Path(path_type=Path))
+@backup_options
+def backup(
+    out: Path, data_dir: Path, master_key_file: Path | None, passphrase_file: Path | None
+) -> None:
+    """Write every Local key (versions, states, metadata, aliases) to OUT, encrypted.
+
+    Reads the data directory directly (safe while the server runs). For the Vault backend use
+    `POST .../kms/backup` and Vault's own snapshots.
+    """
+    import asyncio
+
+    from s3kms.backup import create_backup
+    from s3kms.crypto.masterkey import MasterKeyError
+    from s3kms.fsutil import write_private_file
+
+    passphrase = _passphrase(passphrase_file, confirm=True)
+
+    async def run() -> int:
+        store = _open_local_store(data_dir, master_key_file)
+        progress, update = _progress_bar("backing up keys")
+        try:
+            with progress:
+                data = await create_backup(store, passphrase, update)
+            write_private_file(out, data)
+            return int(await store.count_keys())
+        finally:
+            await store.close()
+
+    try:
+        count = asyncio.run(run())
+    except (KMSError, MasterKeyError) as exc:
+        err_console.print(f"[red]error[/red] {exc}", highlight=False)
+        sys.exit(1)
+    err_console.print(f"backup: {count} key(s) written to {out} (encrypted, mode 0600)")
+
+
+@main.command()
+@click.argument("infile", metavar="IN", type=click.Path(exists=True, path_type=Path))
+@backup_options
+@click.option("--overwrite", is_flag=True, help="Replace keys that exist already.")
+def restore(
+    infile: Path,
+    data_dir: Path,
+    master_key_file: Path | None,
+    passphrase_file: Path | None,
+    overwrite: bool,
+) -> None:
+    """Bring the keys of a backup IN into the Local data directory (existing keys are kept)."""
+    import asyncio
+
+    from s3kms.backup import restore_backup
+    from s3kms.crypto.masterkey import MasterKeyError
+    from s3kms.fsutil import ensure_private_dir
+
+    passphrase = _passphrase(passphrase_file, confirm=False)
+    ensure_private_dir(data_dir)
+
+    async def run() -> Any:
+        store = _open_local_store(data_dir, master_key_file)
+        progress, update = _progress_bar("restoring keys")
+        try:
+            with progress:
+                return await restore_backup(
+                    store, infile.read_bytes(), passphrase, overwrite=overwrite, progress=update
+                )
+        finally:
+            await store.close()
+
+    try:
+        summary = asyncio.run(run())
+    except (KMSError, MasterKeyError) as exc:
+        err_console.print(f"[red]error[/red] {exc}", highlight=False)
+        sys.exit(1)
+    err_console.print(
+        f"restore: {summary.restored} key(s) restored, {summary.skipped} kept as they were "
+        f"(use --overwrite to replace), {summary.aliases} alias(es)"
+    )
+
+
+@main.group()
+def user() -> None:
+    """Manage users (access keys with policies)."""
+
+
+@user.command("add")
+@click.argument("access_key")
+@click.option("--policy", "policies", multiple=True, help="Policy name to attach (repeatable).")
+@click.option("--secret-key", envvar="S3KMS_NEW_USER_SECRET", help="Else one is generated.")
+@client_options
+def user_add(access_key: str, policies: tuple[str, ...], secret_key: str | None, **kw: Any) -> None:
+    """Add a user; a generated secret is printed once."""
+    opts = _opts(kw)
+    _emit(opts, _run(opts, lambda kms: kms.add_user(access_key, list(policies), secret_key)))
+
+
+@user.command("remove")
+@click.argument("access_key")
+@client_options
+def user_remove(access_key: str, **kw: Any) -> None:
+    """Remove a user."""
+    opts = _opts(kw)
+    _emit(opts, _run(opts, lambda kms: kms.remove_user(access_key)))
+
+
+@user.command("list")
+@client_options
+def user_list(**kw: Any) -> None:
+    """List users and their policies."""
+    opts = _opts(kw)
+    _emit(opts, _run(opts, lambda kms: kms.list_users()), title="users")
+
+
+@main.group()
+def policy() -> None:
+    """Manage access policies (IAM-style JSON)."""
+
+
+@policy.command("add")
+@click.argument("name")
+@click.argument("document", type=click.File("r"))
+@client_options
+def policy_add(name: str, document: Any, **kw: Any) -> None:
+    """Create or replace policy NAME from the JSON file DOCUMENT ('-' for stdin)."""
+    opts = _opts(kw)
+    try:
+        doc = json.load(document)
+    except ValueError:
+        raise click.UsageError("DOCUMENT is not valid JSON") from None
+    _emit(opts, _run(opts, lambda kms: kms.put_policy(name, doc)))
+
+
+@policy.command("remove")
+@click.argument("name")
+@client_options
+def policy_remove(name: str, **kw: Any) -> None:
+    """Remove a policy."""
+    opts = _opts(kw)
+    _emit(opts, _run(opts, lambda kms: kms.remove_policy(name)))
+
+
+@policy.command("list")
+@client_options
+def policy_list(**kw: Any) -> None:
+    """List policies."""
+    opts = _opts(kw)
+    _emit(opts, _run(opts, lambda kms: kms.list_policies()), title="policies")

@@ -137,12 +137,16 @@ class Client:
             s3_flavour=True,
         )
         response = self._http.request(method, url, headers=signed, content=data)
-        payload = _json(response)
         if response.status_code != 200:
-            err = payload.get("error", {}) if isinstance(payload, dict) else {}
-            cls = _BY_CODE.get(err.get("code", ""), errors.KMSError)
-            raise cls(err.get("message") or f"HTTP {response.status_code}")
-        return payload
+            self._raise_admin(response)
+        return _json(response)
+
+    @staticmethod
+    def _raise_admin(response: httpx.Response) -> None:
+        payload = _json(response)
+        err = payload.get("error", {}) if isinstance(payload, dict) else {}
+        cls = _BY_CODE.get(err.get("code", ""), errors.KMSError)
+        raise cls(err.get("message") or f"HTTP {response.status_code}")
 
     def _aws(self, operation: str, body: Mapping[str, Any]) -> Any:
         url = f"{self.endpoint}/"
@@ -218,6 +222,62 @@ class Client:
 
     def cancel_key_deletion(self, name: str) -> KeyChange:
         return self._change("key/cancel-deletion", name)
+
+    def add_user(
+        self, access_key: str, policies: list[str], secret_key: str | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"policies": policies}
+        if secret_key:
+            body["secretKey"] = secret_key
+        result: dict[str, Any] = self._admin("POST", "user/add", {"accessKey": access_key}, body)
+        return result
+
+    def remove_user(self, access_key: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._admin("POST", "user/remove", {"accessKey": access_key})
+        return result
+
+    def list_users(self) -> list[dict[str, Any]]:
+        users: list[dict[str, Any]] = self._admin("GET", "user/list")["users"]
+        return users
+
+    def put_policy(self, name: str, document: Mapping[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self._admin("POST", "policy/add", {"name": name}, document)
+        return result
+
+    def remove_policy(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._admin("POST", "policy/remove", {"name": name})
+        return result
+
+    def list_policies(self) -> list[dict[str, Any]]:
+        policies: list[dict[str, Any]] = self._admin("GET", "policy/list")["policies"]
+        return policies
+
+    def audit_lines(self, since: str | None = None) -> list[dict[str, Any]]:
+        url = f"{self.endpoint}{ADMIN_PREFIX}/audit"
+        if since:
+            url += "?" + urlencode({"since": since}, quote_via=quote, safe="-_.~")
+        signed = sigv4.sign_headers(
+            "GET", url, {}, b"", access_key=self.access_key, secret_key=self._secret_key,
+            region=self.region, service="s3", now=time.time(), s3_flavour=True,
+        )  # fmt: skip
+        response = self._http.get(url, headers=signed)
+        if response.status_code != 200:
+            self._raise_admin(response)
+        return [json.loads(line) for line in response.text.splitlines() if line]
+
+    def backup(self, passphrase: str) -> bytes:
+        """An encrypted backup made by the server (all backends)."""
+        url = f"{self.endpoint}{ADMIN_PREFIX}/backup"
+        data = json.dumps({"passphrase": passphrase}).encode()
+        headers = {"content-type": "application/json"}
+        signed = sigv4.sign_headers(
+            "POST", url, headers, data, access_key=self.access_key, secret_key=self._secret_key,
+            region=self.region, service="s3", now=time.time(), s3_flavour=True,
+        )  # fmt: skip
+        response = self._http.post(url, headers=signed, content=data)
+        if response.status_code != 200:
+            self._raise_admin(response)
+        return response.content
 
     # -- AWS KMS operations -----------------------------------------------------------------------
 
