@@ -29,18 +29,26 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any
 
 GENESIS = "0" * 64
-_encode = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=True).encode
+
+
+def _str(value: str | None) -> str:
+    return "null" if value is None else encode_basestring_ascii(value)
+
+
+@lru_cache(maxsize=4)
+def _second_text(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
 
 
 def _now_text(ts: float) -> str:
-    return (
-        datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
-        + f"{int(ts * 1000) % 1000:03d}Z"
-    )
+    """RFC 3339 UTC with milliseconds; the per-second part is cached."""
+    return f"{_second_text(int(ts))}{int(ts * 1000) % 1000:03d}Z"
 
 
 def _last_line(path: Path) -> bytes | None:
@@ -72,6 +80,7 @@ class AuditLog:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._prev, self._seq = self._resume()
         self._fd = self._open()
+        self._size = os.fstat(self._fd).st_size
         self._dirty = False
 
     def _open(self) -> int:
@@ -108,31 +117,24 @@ class AuditLog:
         error: str | None,
         started: float,
     ) -> None:
-        now = time.time()
+        # Built by hand in sorted-key order: this runs on every request, and json.dumps of a dict
+        # costs several times more. Every string goes through the JSON string escaper.
         self._seq += 1
-        line = _encode(
-            {
-                "time": _now_text(now),
-                "seq": self._seq,
-                "request_id": request_id,
-                "principal": principal,
-                "source": source,
-                "action": action,
-                "key": key,
-                "outcome": outcome,
-                "status": status,
-                "error": error,
-                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-                "prev": self._prev,
-            }
+        latency = round((time.perf_counter() - started) * 1000, 3)
+        line = (
+            f'{{"action":{_str(action)},"error":{_str(error)},"key":{_str(key)},'
+            f'"latency_ms":{latency},"outcome":{_str(outcome)},"prev":"{self._prev}",'
+            f'"principal":{_str(principal)},"request_id":{_str(request_id)},"seq":{self._seq},'
+            f'"source":{_str(source)},"status":{status},"time":"{_now_text(time.time())}"}}'
         ).encode()
         os.write(self._fd, line + b"\n")
+        self._size += len(line) + 1
         self._prev = hashlib.sha256(line).hexdigest()
         if self.fsync_interval <= 0:
             os.fsync(self._fd)
         else:
             self._dirty = True
-        if os.fstat(self._fd).st_size >= self.max_bytes:
+        if self._size >= self.max_bytes:
             self._rotate()
 
     def _rotate(self) -> None:
@@ -142,6 +144,7 @@ class AuditLog:
         number = int(existing[-1].name.rsplit(".", 1)[1]) + 1 if existing else 1
         os.replace(self.path, self.path.with_name(f"{self.path.name}.{number}"))
         self._fd = self._open()
+        self._size = 0
 
     def sync(self) -> None:
         """Flush appended lines to stable storage (called periodically and at shutdown)."""
