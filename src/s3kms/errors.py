@@ -18,6 +18,9 @@ envelope, and no handler builds error JSON by hand.
     |   +-- ValidationError              AWS ValidationException with the AWS message template
     |   +-- InvalidMarker                AWS InvalidMarkerException
     |   +-- UnsupportedOperation         AWS UnsupportedOperationException
+    |   +-- SerializationError           AWS SerializationException (body not JSON, wrong member type)
+    |   +-- TagError                     AWS TagException (reserved `aws:` tag keys)
+    |   +-- ReservedName                 AWS NotAuthorizedException (`alias/aws/` names)
     +-- KeyNotFound                    KMSKeyNotFound 404 / NotFoundException
     +-- AliasNotFound                  KMSKeyNotFound 404 / NotFoundException
     +-- KeyAlreadyExists               KMSKeyAlreadyExists 409 / AlreadyExistsException
@@ -25,6 +28,7 @@ envelope, and no handler builds error JSON by hand.
     +-- KeyInvalidState                KMSInvalidState 400 / KMSInvalidStateException
     +-- InvalidCiphertext              KMSInvalidCiphertext 400 / InvalidCiphertextException (no message)
     +-- IncorrectKey                   KMSIncorrectKey 400 / IncorrectKeyException
+    +-- DryRunOperation                400 / DryRunOperationException (AWS `DryRun: true`)
     +-- NotConfigured                  KMSNotConfigured 503
     +-- BackendUnavailable             KMSConnectionError 503 / DependencyTimeoutException
     +-- RouteNotFound                  404 / UnknownOperationException
@@ -131,6 +135,21 @@ class UnsupportedOperation(InvalidRequest):
     default_message = "The operation is not supported"
 
 
+class SerializationError(InvalidRequest):
+    aws_type = "SerializationException"
+    default_message = "The request body could not be parsed"
+
+
+class TagError(InvalidRequest):
+    aws_type = "TagException"
+    default_message = "Invalid tag"
+
+
+class ReservedName(InvalidRequest):
+    aws_type = "NotAuthorizedException"
+    default_message = "The name is reserved"
+
+
 class KeyNotFound(KMSError):
     code = "KMSKeyNotFound"
     status = 404
@@ -177,6 +196,13 @@ class IncorrectKey(KMSError):
     status = 400
     aws_type = "IncorrectKeyException"
     default_message = "The key ID in the request does not identify the key that encrypted the data"
+
+
+class DryRunOperation(KMSError):
+    code = "DryRunOperation"
+    status = 400
+    aws_type = "DryRunOperationException"
+    default_message = "The request would have succeeded, but the DryRun option is set."
 
 
 class NotConfigured(KMSError):
