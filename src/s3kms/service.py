@@ -131,16 +131,23 @@ class KeyService:
     async def describe(self, ref: str) -> KeyMetadata:
         return await self.store.get_key(await self.resolve(ref))
 
-    async def iter_keys(self, *, prefix: str = "", page: int = 1000) -> AsyncIterator[KeyMetadata]:
-        """Every key in key id order, read page by page (never all at once)."""
+    async def key_pages(
+        self, *, prefix: str = "", page: int = 1000
+    ) -> AsyncIterator[Sequence[KeyMetadata]]:
+        """Every key in key id order, a page at a time (never all at once)."""
         after: str | None = None
         while True:
             batch = await self.store.list_keys(after=after, limit=page, prefix=prefix)
-            for meta in batch:
-                yield meta
+            if batch:
+                yield batch
             if len(batch) < page:
                 return
             after = batch[-1].key_id
+
+    async def iter_keys(self, *, prefix: str = "", page: int = 1000) -> AsyncIterator[KeyMetadata]:
+        async for batch in self.key_pages(prefix=prefix, page=page):
+            for meta in batch:
+                yield meta
 
     async def _modify(self, ref: str, change: Callable[[KeyMetadata], KeyMetadata]) -> KeyMetadata:
         """Read-modify-write with compare-and-set; a lost race re-reads and re-applies."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,7 +22,7 @@ from s3kms.clock import rfc3339
 from s3kms.config import parse_configure_body
 from s3kms.errors import InvalidRequest, KMSError, MethodNotAllowed, NotConfigured, RouteNotFound
 from s3kms.http.auth import Authenticator, Principal
-from s3kms.http.responses import Response, json_response
+from s3kms.http.responses import JSON, Response, json_bytes, json_response
 from s3kms.http.sigv4 import RequestView
 from s3kms.model import KeyMetadata, KeyState
 from s3kms.runtime import Runtime
@@ -190,19 +190,44 @@ class AdminAPI:
             meta = await service.create_key(key_id)
         return {"keyId": meta.key_id, "status": "created", "createdAt": rfc3339(meta.created_at)}
 
-    async def list_keys(self, req: RequestView, query: Query, key_id: str | None) -> dict[str, Any]:
+    async def list_keys(self, req: RequestView, query: Query, key_id: str | None) -> Response:
+        """Streamed page by page, so a million keys never sit in memory at once."""
         pattern = query.get("pattern") or "*"
         if len(pattern) > 256:
             raise InvalidRequest("pattern is too long")
         # The literal part before the first glob character narrows the scan to a key id range.
         special = _GLOB_SPECIAL.search(pattern)
         prefix = pattern if special is None else pattern[: special.start()]
-        keys = []
-        async with self.runtime.use() as service:
-            async for meta in service.iter_keys(prefix=prefix):
-                if fnmatch.fnmatchcase(meta.key_id, pattern):
-                    keys.append(_key_summary(meta))
-        return {"keys": keys}
+        lease = self.runtime.use()
+        service = await lease.__aenter__()
+        pages = service.key_pages(prefix=prefix)
+        try:
+            # The first page is read before the status line, so a failing backend gets its error.
+            first = await anext(pages, None)
+        except BaseException:
+            await lease.__aexit__(None, None, None)
+            raise
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                yield b'{"keys":['
+                separator = b""
+                page = first
+                while page is not None:
+                    entries = [
+                        json_bytes(_key_summary(m))
+                        for m in page
+                        if fnmatch.fnmatchcase(m.key_id, pattern)
+                    ]
+                    if entries:
+                        yield separator + b",".join(entries)
+                        separator = b","
+                    page = await anext(pages, None)
+                yield b"]}"
+            finally:
+                await lease.__aexit__(None, None, None)
+
+        return Response(200, b"", JSON, body())
 
     async def key_status(
         self, req: RequestView, query: Query, key_id: str | None
@@ -277,7 +302,18 @@ class AdminAPI:
             except ValueError:
                 raise InvalidRequest("since must be an RFC 3339 time") from None
         self.audit.sync()
-        return Response(200, b"", b"application/x-ndjson", self.audit.lines_since(since_ts))
+        lines = self.audit.lines_since(since_ts)
+
+        async def body() -> AsyncIterator[bytes]:
+            batch: list[bytes] = []
+            for line in lines:
+                batch.append(line)
+                if len(batch) == 1000:
+                    yield b"".join(batch)
+                    batch = []
+            yield b"".join(batch)
+
+        return Response(200, b"", b"application/x-ndjson", body())
 
     async def backup(self, req: RequestView, query: Query, key_id: str | None) -> Response:
         passphrase = _json_body(req).get("passphrase")
@@ -300,13 +336,14 @@ class AdminAPI:
         policies = body.get("policies", [])
         if not isinstance(access_key, str) or not isinstance(policies, list):
             raise InvalidRequest("accessKey and a list of policies are required")
-        secret = body.get("secretKey") or generate_secret()
-        if not isinstance(secret, str):
+        given = body.get("secretKey")
+        if given is not None and not isinstance(given, str):
             raise InvalidRequest("secretKey must be a string")
+        secret = given or generate_secret()
         user = self._user_store().add_user(access_key, secret, [str(p) for p in policies])
         # The secret is returned this once, and only when the server generated it.
         out: dict[str, Any] = {"accessKey": user.access_key, "policies": list(user.policies)}
-        if "secretKey" not in body:
+        if not given:  # generated (an empty secretKey also asks for one)
             out["secretKey"] = secret
         return out
 

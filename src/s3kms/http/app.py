@@ -193,7 +193,7 @@ class App:
             await send({"type": "http.response.body", "body": response.body})
             return
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
-        for chunk in response.chunks:
+        async for chunk in response.chunks:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from s3kms.errors import KMSError
@@ -22,7 +22,7 @@ class Response:
         status: int,
         body: bytes,
         content_type: bytes = JSON,
-        chunks: Iterable[bytes] | None = None,
+        chunks: AsyncIterator[bytes] | None = None,
     ) -> None:
         self.status = status
         self.body = body
@@ -31,6 +31,10 @@ class Response:
 
 
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
+
+
+def json_bytes(payload: Any) -> bytes:
+    return _encode(payload).encode()
 
 
 def json_response(status: int, payload: Any, content_type: bytes = JSON) -> Response:
