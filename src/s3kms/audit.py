@@ -18,10 +18,15 @@ Durability: each line is written with one `write()` to an `O_APPEND` descriptor 
 is sent, so it survives a crash of the server process. `fsync` runs every `fsync_interval` seconds
 (default 1 s) in the background, bounding what a power loss can take; `fsync_interval = 0` fsyncs
 every line before the response (slower, loses nothing).
+
+Worker processes (`--workers N`) share one chain (`shared=True`): each append holds an exclusive
+`flock` on `<log>.lock`, and a worker whose file changed under it (another worker appended or
+rotated) first re-reads the chain's last line, so `prev` and `seq` follow the line really before it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -72,7 +77,12 @@ def _last_line(path: Path) -> bytes | None:
 
 class AuditLog:
     def __init__(
-        self, path: Path, *, max_bytes: int = 64 * 1024 * 1024, fsync_interval: float = 1.0
+        self,
+        path: Path,
+        *,
+        max_bytes: int = 64 * 1024 * 1024,
+        fsync_interval: float = 1.0,
+        shared: bool = False,
     ) -> None:
         self.path = path
         self.max_bytes = max_bytes
@@ -80,8 +90,15 @@ class AuditLog:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._prev, self._seq = self._resume()
         self._fd = self._open()
-        self._size = os.fstat(self._fd).st_size
         self._dirty = False
+        # Several processes append: lock around each append, re-reading what the others wrote
+        # (size -1: re-read the chain before the first line).
+        self._lock_fd = (
+            os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+            if shared
+            else -1
+        )
+        self._size = -1 if shared else os.fstat(self._fd).st_size
 
     def _open(self) -> int:
         return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -107,6 +124,48 @@ class AuditLog:
     def record(
         self,
         *,
+        request_id: str,
+        principal: str | None,
+        source: str | None,
+        action: str | None,
+        key: str | None,
+        outcome: str,
+        status: int,
+        error: str | None,
+        started: float,
+    ) -> None:
+        if self._lock_fd >= 0:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            try:
+                self._catch_up()
+                self._append(
+                    request_id, principal, source, action, key, outcome, status, error, started
+                )
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        else:
+            self._append(
+                request_id, principal, source, action, key, outcome, status, error, started
+            )
+
+    def _catch_up(self) -> None:
+        """Follow what other processes appended (or rotated) since this one's last line."""
+        mine = os.fstat(self._fd)
+        try:
+            current = os.stat(self.path)
+        except FileNotFoundError:
+            current = None
+        if current is None or (current.st_ino, current.st_dev) != (mine.st_ino, mine.st_dev):
+            os.close(self._fd)  # another process rotated the file
+            self._fd = self._open()
+            mine = os.fstat(self._fd)
+            self._size = -1
+        if mine.st_size != self._size:
+            self._prev, self._seq = self._resume()
+            self._size = mine.st_size
+
+    def _append(
+        self,
         request_id: str,
         principal: str | None,
         source: str | None,
@@ -155,6 +214,8 @@ class AuditLog:
     def close(self) -> None:
         self.sync()
         os.close(self._fd)
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
 
     def lines_since(self, since: float | None) -> Iterator[bytes]:
         """Every line (rotated files first) whose time is at or after `since`."""

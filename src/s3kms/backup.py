@@ -67,6 +67,8 @@ class RestoreSummary:
 def _derive(passphrase: str, salt: bytes, log2_n: int, r: int, p: int) -> bytes:
     if not 10 <= log2_n <= 22 or not 1 <= r <= 32 or not 1 <= p <= 16:
         raise BackupError
+    if r * (1 << log2_n) * p > 1 << 23:  # the header is not yet authenticated: cap memory and time
+        raise BackupError  # (at most 1 GiB; 32 times the cost of the parameters s3kms writes)
     return Scrypt(salt=salt, length=32, n=1 << log2_n, r=r, p=p).derive(passphrase.encode())
 
 

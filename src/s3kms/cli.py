@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import httpx
 from rich.console import Console
 from rich.table import Table
 
@@ -119,6 +120,15 @@ def main() -> None:
 @click.option("--tls-cert", type=click.Path(path_type=Path), help="PEM certificate: serve HTTPS.")
 @click.option("--tls-key", type=click.Path(path_type=Path), help="PEM private key for --tls-cert.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--users-file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Users and policies (JSON or TOML), read at start.",
+)
+@click.option("--rate-limit", type=float, help="Requests per second per access key (0: off).")
+@click.option("--audit-log", help="Audit log path, or 'off' (<data-dir>/audit/audit.log).")
+@click.option("--audit-fsync-interval", type=float, help="Seconds between fsyncs; 0: every line.")
+@click.option("--audit-max-bytes", type=int, help="Rotate the audit log at this size (64 MiB).")
 @click.option("--config", type=click.Path(path_type=Path, exists=True), help="TOML settings file.")
 @click.option("--vault-address", help="Vault/OpenBao address(es), comma-separated.")
 @click.option("--vault-token", help="Vault token (prefer S3KMS_VAULT_TOKEN).")
@@ -210,7 +220,7 @@ def _run(opts: ClientOptions, call: Callable[[Client], Any]) -> Any:
     except KMSError as exc:
         err_console.print(f"[red]error[/red] {exc.code}: {exc.message}", highlight=False)
         sys.exit(1)
-    except OSError as exc:  # connection refused, TLS failures
+    except (OSError, httpx.TransportError) as exc:  # connection refused, TLS failures
         err_console.print(f"[red]error[/red] cannot reach {opts.endpoint}: {exc}", highlight=False)
         sys.exit(2)
 
@@ -424,9 +434,15 @@ def _open_local_store(data_dir: Path, master_key_file: Path | None) -> Any:
 
 
 def _progress_bar(label: str) -> tuple[Any, Callable[[int, int], None]]:
-    from rich.progress import Progress
+    from rich.progress import MofNCompleteColumn, Progress
 
-    progress = Progress(console=err_console, transient=False, disable=not err_console.is_terminal)
+    progress = Progress(
+        *Progress.get_default_columns(),
+        MofNCompleteColumn(),  # keys done / total
+        console=err_console,
+        transient=False,
+        disable=not err_console.is_terminal,
+    )
     task = progress.add_task(label, total=None)
 
     def update(done: int, total: int) -> None:
@@ -548,24 +564,33 @@ def user() -> None:
     """Manage users (access keys with policies)."""
 
 
+# The user's access key and secret must not be named like --access-key/--secret-key: those are
+# the caller's own credentials (client_options), and would be taken for them.
 @user.command("add")
-@click.argument("access_key")
+@click.argument("user_access_key", metavar="ACCESS_KEY")
 @click.option("--policy", "policies", multiple=True, help="Policy name to attach (repeatable).")
-@click.option("--secret-key", envvar="S3KMS_NEW_USER_SECRET", help="Else one is generated.")
+@click.option(
+    "--new-secret-key", envvar="S3KMS_NEW_USER_SECRET", help="The user's secret; else generated."
+)
 @client_options
-def user_add(access_key: str, policies: tuple[str, ...], secret_key: str | None, **kw: Any) -> None:
+def user_add(
+    user_access_key: str, policies: tuple[str, ...], new_secret_key: str | None, **kw: Any
+) -> None:
     """Add a user; a generated secret is printed once."""
     opts = _opts(kw)
-    _emit(opts, _run(opts, lambda kms: kms.add_user(access_key, list(policies), secret_key)))
+    _emit(
+        opts,
+        _run(opts, lambda kms: kms.add_user(user_access_key, list(policies), new_secret_key)),
+    )
 
 
 @user.command("remove")
-@click.argument("access_key")
+@click.argument("user_access_key", metavar="ACCESS_KEY")
 @client_options
-def user_remove(access_key: str, **kw: Any) -> None:
+def user_remove(user_access_key: str, **kw: Any) -> None:
     """Remove a user."""
     opts = _opts(kw)
-    _emit(opts, _run(opts, lambda kms: kms.remove_user(access_key)))
+    _emit(opts, _run(opts, lambda kms: kms.remove_user(user_access_key)))
 
 
 @user.command("list")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -100,7 +101,9 @@ class Client:
         self.access_key = access_key
         self._secret_key = secret_key
         self.region = region
-        self._http = httpx.Client(timeout=timeout, verify=ca_cert or True)
+        # A CA bundle path becomes an SSLContext: httpx >= 0.28 deprecates `verify=<path>`.
+        verify = ssl.create_default_context(cafile=ca_cert) if ca_cert else True
+        self._http = httpx.Client(timeout=timeout, verify=verify)
 
     def __repr__(self) -> str:
         return f"Client(endpoint={self.endpoint!r}, access_key={self.access_key!r})"

@@ -59,7 +59,10 @@ def open_audit_log(settings: Settings) -> AuditLog | None:
         else settings.data_dir / "audit" / "audit.log"
     )
     return AuditLog(
-        path, max_bytes=settings.audit_max_bytes, fsync_interval=settings.audit_fsync_interval
+        path,
+        max_bytes=settings.audit_max_bytes,
+        fsync_interval=settings.audit_fsync_interval,
+        shared=settings.workers > 1,  # worker processes append to one chain
     )
 
 
@@ -102,6 +105,9 @@ def serve(settings: Settings) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if settings.log_level != "debug":
+        # httpx logs every request it sends (each Vault call) at INFO: one line per Vault call.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     ensure_private_dir(settings.data_dir)
     root, generated = credentials.load_root(
         settings.data_dir, settings.root_user, settings.root_password

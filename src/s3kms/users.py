@@ -10,7 +10,7 @@ Users and policies come from two places:
 
 SigV4 needs the secret itself to check a signature, so secrets are encrypted, not hashed. A change
 made through one worker process is seen by the others on their next request by a non-root user
-(they compare the file's modification time before using their copy).
+(they compare the file's inode, modification time and size before using their copy).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class UserStore:
         self._static_policies: dict[str, Policy] = {}
         if users_file is not None:
             self._load_static(users_file)
-        self._mtime = -1
+        self._stamp: tuple[int, int, int] | None = (-1, -1, -1)
         self._users: dict[str, User] = {}
         self._policies: dict[str, Policy] = {}
         self._refresh()
@@ -88,15 +88,18 @@ class UserStore:
             self._static_users[access] = User(access, secret, policies, managed=False)
 
     def _refresh(self) -> None:
+        # The file is replaced by rename on every change, so its inode changes too: mtime alone
+        # can miss a change made within the filesystem's timestamp granularity (a few ms).
         try:
-            mtime = self._path.stat().st_mtime_ns
+            st = self._path.stat()
+            stamp: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
         except FileNotFoundError:
-            mtime = 0
-        if mtime == self._mtime:
+            stamp = None
+        if stamp == self._stamp:
             return
         users = dict(self._static_users)
         policies = dict(self._static_policies)
-        if mtime:
+        if stamp is not None:
             stored = json.loads(self._path.read_text())
             for name, document in stored.get("policies", {}).items():
                 policies[name] = parse_policy(name, document)
@@ -104,7 +107,7 @@ class UserStore:
                 sealed = base64.b64decode(entry["secret"])
                 secret = aead.open_sealed(self._aead, sealed, _AAD + access.encode()).decode()
                 users[access] = User(access, secret, tuple(entry["policies"]), managed=True)
-        self._users, self._policies, self._mtime = users, policies, mtime
+        self._users, self._policies, self._stamp = users, policies, stamp
 
     def secret_for(self, access_key: str) -> str | None:
         self._refresh()
@@ -145,7 +148,7 @@ class UserStore:
             if name not in self._static_policies
         }
         write_private_file(self._path, json.dumps({"users": users, "policies": policies}).encode())
-        self._mtime = -1
+        self._stamp = (-1, -1, -1)
         self._refresh()
 
     def add_user(self, access_key: str, secret_key: str, policies: Sequence[str]) -> User:
