@@ -138,6 +138,8 @@ class LocalKeyStore:
         self._seen_generation = -1
         self._meta_cache: dict[str, KeyMetadata] = {}
         self._aead_cache: dict[tuple[str, int], AESGCM] = {}
+        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._flushing = False
 
     def _check_master_key(self, master_key: MasterKey) -> None:
         row = self._conn.execute("SELECT value FROM meta WHERE name = 'master_check'").fetchone()
@@ -170,18 +172,59 @@ class LocalKeyStore:
             self._aead_cache.clear()
             self._seen_generation = current
 
-    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` in one IMMEDIATE transaction, then tell every worker to drop its caches."""
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` in a transaction; return once it is committed (on disk).
+
+        Group commit: writes that arrive while a commit is in progress wait and then share the
+        next transaction (one fsync for all of them), each inside its own savepoint, so one
+        write failing (a duplicate key, say) undoes only itself. With `synchronous=FULL` one
+        fsync per batch instead of per write is what makes concurrent creates fast.
+        """
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((fn, future))
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().create_task(self._flush())
+        result: T = await future
+        return result
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    outcomes = await self._run(self._commit_batch, [fn for fn, _ in batch])
+                except BaseException as exc:  # the commit itself failed: nothing was written
+                    outcomes = [exc] * len(batch)
+                for (_, future), outcome in zip(batch, outcomes, strict=True):
+                    if future.cancelled():
+                        continue
+                    if isinstance(outcome, BaseException):
+                        future.set_exception(outcome)
+                    else:
+                        future.set_result(outcome)
+        finally:
+            self._flushing = False
+
+    def _commit_batch(self, fns: list[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
         conn = self._conn
+        outcomes: list[Any] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
-            result = fn(conn)
+            for fn in fns:
+                conn.execute("SAVEPOINT write")
+                try:
+                    outcomes.append(fn(conn))
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO write")
+                    outcomes.append(exc)
+                conn.execute("RELEASE write")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
         self._generation.bump()
-        return result
+        return outcomes
 
     def _wrap(self, key_id: str, version: int, material: bytes) -> bytes:
         return aead.seal(self._master, material, _wrap_aad(key_id, version))
@@ -204,7 +247,7 @@ class LocalKeyStore:
                 (meta.key_id, meta.created_at, wrapped),
             )
 
-        await self._run(self._write, insert)
+        await self._write(insert)
         return meta
 
     def _select_key(self, key_id: str) -> KeyMetadata | None:
@@ -278,7 +321,7 @@ class LocalKeyStore:
                     raise KeyNotFound(key_id=meta.key_id)
                 raise WriteConflict(meta.key_id)
 
-        await self._run(self._write, update)
+        await self._write(update)
         return new
 
     async def rotate_key(self, key_id: str, rotation_type: RotationType, now: float) -> KeyMetadata:
@@ -305,7 +348,7 @@ class LocalKeyStore:
             assert found is not None
             return found
 
-        return await self._run(self._write, rotate)
+        return await self._write(rotate)
 
     async def list_versions(self, key_id: str) -> Sequence[KeyVersion]:
         def select() -> list[KeyVersion]:
@@ -326,7 +369,7 @@ class LocalKeyStore:
             conn.execute("DELETE FROM key_versions WHERE key_id = ?", (key_id,))
             conn.execute("DELETE FROM aliases WHERE key_id = ?", (key_id,))
 
-        await self._run(self._write, delete)
+        await self._write(delete)
 
     # -- backup ---------------------------------------------------------------------------------
 
@@ -379,7 +422,7 @@ class LocalKeyStore:
                 ],
             )
 
-        await self._run(self._write, insert)
+        await self._write(insert)
 
     # -- crypto ---------------------------------------------------------------------------------
 
@@ -445,7 +488,7 @@ class LocalKeyStore:
                     f"An alias with the name {alias.name} already exists"
                 ) from None
 
-        await self._run(self._write, put)
+        await self._write(put)
 
     async def get_alias(self, name: str) -> Alias:
         def select() -> tuple[Any, ...] | None:
@@ -464,7 +507,7 @@ class LocalKeyStore:
             if conn.execute("DELETE FROM aliases WHERE name = ?", (name,)).rowcount != 1:
                 raise AliasNotFound(name)
 
-        await self._run(self._write, delete)
+        await self._write(delete)
 
     async def list_aliases(self) -> Sequence[Alias]:
         def select() -> list[Alias]:
