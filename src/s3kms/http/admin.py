@@ -156,9 +156,9 @@ class AdminAPI:
     ) -> dict[str, Any]:
         return await self.kms_status_payload()
 
-    async def kms_status_payload(self) -> dict[str, Any]:
+    async def kms_status_payload(self, *, count_keys: bool = True) -> dict[str, Any]:
         try:
-            service = self.runtime.service
+            lease = self.runtime.use()
         except NotConfigured:
             return {
                 "status": "not_configured",
@@ -167,21 +167,23 @@ class AdminAPI:
                 "keyCount": 0,
                 "defaultKeyId": None,
             }
-        store = service.store
-        backend = await store.status()
-        key_count: int | None = None
-        if backend.connected:
-            try:
-                key_count = await store.count_keys()
-            except KMSError:
-                backend = type(backend)(connected=False, detail="key count failed")
-        return {
-            "status": "connected" if backend.connected else "disconnected",
-            "kmsType": store.kind,
-            "endpoint": store.endpoint,
-            "keyCount": key_count,
-            "defaultKeyId": service.default_key_id,
-        }
+        # Held for the whole call, so a concurrent `configure` cannot close the store under it.
+        async with lease as service:
+            store = service.store
+            backend = await store.status()
+            key_count: int | None = None
+            if backend.connected and count_keys:
+                try:
+                    key_count = await store.count_keys()
+                except KMSError:
+                    backend = type(backend)(connected=False, detail="key count failed")
+            return {
+                "status": "connected" if backend.connected else "disconnected",
+                "kmsType": store.kind,
+                "endpoint": store.endpoint,
+                "keyCount": key_count,
+                "defaultKeyId": service.default_key_id,
+            }
 
     # -- keys -------------------------------------------------------------------------------------
 

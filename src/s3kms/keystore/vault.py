@@ -21,13 +21,33 @@ key: connect() sets the mount's `disable_upsert`, and where it may not, encrypt 
 metadata first and calls transit only for a key that exists.
 
 Transport: one pooled httpx client. Requests go to the current address; a connection failure,
-timeout, 503 (sealed) or 429 moves to the next address. Requests that are safe to resend are
+timeout, 503 (sealed), 429 (standby/rate limit) or 307 (a standby that cannot forward, e.g. during
+an election) moves to another address. Requests that are safe to resend are
 retried with exponential backoff until `2 * timeout_seconds` have passed (a Vault sealed on every
 address fails at once: waiting does not unseal it). A transit rotate, which is not idempotent, is
 resent only when the failure proves Vault never saw it; otherwise the key's latest version tells
 whether it happened. After a request has exhausted its retries the store is "degraded": later
 requests make one pass over the addresses without backoff, so during an outage only the first
 request waits out the budget, and the first answer from Vault ends the degraded state.
+
+Leader preference: with several addresses (the nodes of one HA cluster), the current address is the
+cluster's ACTIVE node whenever one can be found. OpenBao's standbys answer reads (KV reads, transit
+decrypt and encrypt) from their own raft replica, which can lag the active node: right after a
+write through the active node a standby may answer 404 / "encryption key not found", or encrypt
+with the previous key version. Two s3kms nodes reading through different standbys would then
+disagree, so every request goes to the active node. It is found with `sys/health` on every
+address at once (active: unsealed and not a standby) at connect; again, before the retry, when a
+request fails on the current address (it may have lost its leadership or died); at most every
+0.5 s while the current address is not known to be active (an election, or no listed node is
+active); every 10 s in the background otherwise (a leadership change that caused no error, e.g. a
+step-down); and when a not-found answer came from a node not known to be active. Such an answer
+may be stale (the thing was written moments ago through the active node), so the request (which
+had no effect) is resent to the active node, or, while there is none (an election), retried with
+backoff; only when the budget is spent is the standby's answer believed. With no active node in
+reach, requests go to any unsealed standby (which forwards writes). So list every node of the
+cluster (or one address that always reaches the active node). Setting `disable_standby_reads =
+true` on the servers makes every standby forward everything instead; leader preference then only
+saves the forwarding hop.
 
 Auth: a renewable token with a TTL is renewed, and an AppRole token replaced by a new login, at
 half its life by a background task (so an idle node keeps a live token); a request past 3/4 of
@@ -76,13 +96,21 @@ RECORD_FORMAT = 1
 _ALIAS_PREFIX = "alias/"
 # Statuses that mean "this node cannot serve the request now; another node or a later try may".
 _SEALED = 503
-_UNAVAILABLE = frozenset({412, 429, 500, 502, 503, 504})
+# A 307/308 comes from a standby that could not forward the request to the active node (during an
+# election it names the node that just died); s3kms never follows it, it looks for the active node.
+_UNAVAILABLE = frozenset({307, 308, 412, 429, 500, 502, 503, 504})
 # Of those, the ones that prove the request was not carried out (safe to resend anything).
-_NOT_PROCESSED = frozenset({412, 429, 503})
+_NOT_PROCESSED = frozenset({307, 308, 412, 429, 503})
 _READ_CONCURRENCY = 16
 _BACKOFF_START = 0.1
 _BACKOFF_MAX = 2.0
 _CAS_RETRIES = 20
+# Leader preference (several addresses): how often to look for the active node.
+_LEADER_RECHECK = 10.0  # while the current address is the known active node (in the background)
+_LEADER_RETRY = 0.5  # while it is not (before a request)
+_LEADER_AFTER_FAILURE = 0.1  # after a request failed on it or got a not-found answer
+_HEALTH_TIMEOUT = 5.0  # status()
+_DISCOVERY_TIMEOUT = 2.0  # looking for the active node (a healthy node answers in milliseconds)
 
 
 class _OutcomeUnknown(BackendUnavailable):
@@ -239,6 +267,14 @@ class VaultKeyStore:
         self._client = client
         self._addresses = settings.addresses
         self._current = 0
+        # Leader preference: whether the current address is known to be the active node, when it
+        # was last checked (loop time), and the background re-check, if one is running.
+        self._multi = len(self._addresses) > 1
+        self._active_known = not self._multi
+        self._leader_checked = float("-inf")
+        self._leader_lock = asyncio.Lock()
+        self._leader_task: asyncio.Task[None] | None = None
+        self.leader_changes = 0  # times the preferred address moved (observability, tests)
         self._timeout = settings.timeout_seconds
         self._budget = 2 * settings.timeout_seconds
         self._degraded = False
@@ -312,13 +348,14 @@ class VaultKeyStore:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _health(self, address: str) -> tuple[bool, str]:
-        """(usable, reason) for one address, from sys/health (no token needed)."""
+    async def _health(self, address: str, timeout: float = _HEALTH_TIMEOUT) -> tuple[bool, str]:
+        """(usable, reason) for one address, from sys/health (no token needed); the reason of a
+        usable address is "active" or "standby"."""
         try:
             resp = await self._client.get(
                 f"{address}/v1/sys/health",
                 params={"standbyok": "true", "perfstandbyok": "true"},
-                timeout=min(self._timeout, 5.0),
+                timeout=min(self._timeout, timeout),
             )
         except httpx.TransportError as exc:
             return False, _describe(exc)
@@ -333,18 +370,91 @@ class VaultKeyStore:
         if body.get("sealed") is True or resp.status_code == 503:
             return False, "Vault is sealed"
         if resp.status_code in (200, 429, 472, 473):
-            return True, "standby" if body.get("standby") else "active"
+            standby = body.get("standby") or body.get("performance_standby")
+            standby = standby or resp.status_code != 200
+            return True, "standby" if standby else "active"
         return False, f"health check answered HTTP {resp.status_code}"
 
     async def _check_health(self) -> None:
-        reasons = []
-        for i, address in enumerate(self._addresses):
-            ok, reason = await self._health(address)
-            if ok:
-                self._current = i
+        """At connect: point at the active node, else at a usable one, else fail."""
+        reasons = await self._discover()
+        if len(reasons) == len(self._addresses):
+            raise BackendUnavailable(
+                "Vault is unavailable: " + "; ".join(f"{a}: {r}" for a, r in reasons.items())
+            )
+
+    async def _discover(self) -> dict[str, str]:
+        """Ask every address's sys/health at once and prefer the active node: the first to say
+        "active" becomes the current address (the other checks are dropped). Without an active
+        node, a usable standby is taken (the current address if it is one). Returns the reasons
+        of the addresses found unusable."""
+        self._leader_checked = asyncio.get_running_loop().time()
+        pending = {
+            asyncio.ensure_future(self._health(address, _DISCOVERY_TIMEOUT)): i
+            for i, address in enumerate(self._addresses)
+        }
+        reasons: dict[str, str] = {}
+        standbys: list[int] = []
+        active: int | None = None
+        try:
+            while pending and active is None:
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    i = pending.pop(task)
+                    ok, reason = task.result()
+                    if not ok:
+                        reasons[self._addresses[i]] = reason
+                    elif reason == "active" and active is None:
+                        active = i
+                    else:
+                        standbys.append(i)
+        finally:
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        if active is not None:
+            self._prefer(active, active=True)
+        elif standbys:
+            self._prefer(self._current if self._current in standbys else min(standbys), False)
+        else:
+            self._active_known = False
+        return reasons
+
+    def _prefer(self, index: int, active: bool) -> None:
+        if index != self._current:
+            self.leader_changes += 1
+            log.info(
+                "Vault requests now go to %s (%s)",
+                self._addresses[index],
+                "the active node" if active else "a standby: no active node found",
+            )
+        self._current = index
+        self._active_known = active
+
+    async def _find_leader(self, max_age: float) -> None:
+        """Look for the active node unless someone did within `max_age` seconds (one at a time:
+        concurrent callers wait for the running check and use its result)."""
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._leader_checked < max_age:
+            return
+        async with self._leader_lock:
+            if loop.time() - self._leader_checked < max_age:
                 return
-            reasons.append(f"{address}: {reason}")
-        raise BackendUnavailable("Vault is unavailable: " + "; ".join(reasons))
+            try:
+                await self._discover()
+            except Exception:  # never let a health check break a request
+                log.exception("looking for the active Vault node failed")
+
+    def _leader_check_due(self) -> None:
+        """Before a request: a background re-check when the current address is the known active
+        node (it may have stepped down silently); see `_request` for the other case."""
+        if self._leader_task is not None and not self._leader_task.done():
+            return
+        if asyncio.get_running_loop().time() - self._leader_checked >= _LEADER_RECHECK:
+            self._leader_task = asyncio.get_running_loop().create_task(
+                self._find_leader(_LEADER_RECHECK), name="s3kms-vault-leader"
+            )
 
     async def _authenticate(self) -> None:
         if self._approle:
@@ -420,6 +530,18 @@ class VaultKeyStore:
         if self._current == index:
             self._current = (index + 1) % len(self._addresses)
 
+    async def _failed(self, index: int) -> None:
+        """A request failed on address `index`: look for the active node (it may be another one
+        now); when none is found, move on to the next address."""
+        if self._current != index:
+            return  # another request already moved on
+        if self._multi:
+            self._active_known = False
+            await self._find_leader(_LEADER_AFTER_FAILURE)
+            if self._active_known:
+                return  # the active node: another one now, or the same after a passing failure
+        self._advance(index)
+
     async def _request(
         self,
         method: str,
@@ -439,6 +561,10 @@ class VaultKeyStore:
         once: one pass over the addresses, no backoff (connect-time checks).
         Returns any answer that is not an availability failure; raises BackendUnavailable.
         """
+        if self._closed:  # a caller that kept this store past a configuration change
+            raise BackendUnavailable(
+                "the Vault connection was closed (the KMS configuration changed)"
+            )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._budget
         single_pass = once or self._degraded
@@ -447,6 +573,11 @@ class VaultKeyStore:
         ambiguous = False
         n = len(self._addresses)
         while True:
+            if self._multi:
+                if self._active_known:
+                    self._leader_check_due()
+                else:
+                    await self._find_leader(_LEADER_RETRY)
             index = self._current
             address = self._addresses[index]
             remaining = deadline - loop.time()
@@ -478,8 +609,29 @@ class VaultKeyStore:
                 resp = _Resp(response.status_code, body if isinstance(body, dict) else {})
                 if resp.status not in _UNAVAILABLE:
                     self._degraded = False
+                    if (
+                        self._multi
+                        and not self._active_known
+                        and (resp.not_found or (resp.status == 400 and "not found" in resp.errors))
+                    ):
+                        # Maybe a lagging standby's answer. The request had no effect, so it is
+                        # resent to the active node; while there is none (an election), it is
+                        # retried with backoff, and the answer is only believed when the budget
+                        # is spent.
+                        await self._find_leader(_LEADER_AFTER_FAILURE)
+                        moved = self._active_known and self._current != index
+                        if moved and loop.time() < deadline:
+                            continue
+                        wait = backoff * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
+                        if not (once or self._active_known) and loop.time() + wait < deadline:
+                            await asyncio.sleep(wait)
+                            backoff = min(backoff * 2, _BACKOFF_MAX)
+                            continue
                     resp.resent = ambiguous
                     return resp
+                if resp.status in (307, 308):
+                    location = response.headers.get("location", "")
+                    resp.body = {"errors": [f"standby redirected the request to {location}"]}
                 if resp.status not in _NOT_PROCESSED:
                     if not resend:
                         raise _OutcomeUnknown(
@@ -489,7 +641,7 @@ class VaultKeyStore:
                 if resp.status == _SEALED:
                     attempts.pass_sealed += 1
                 attempts.reasons.append(f"{address}: {resp.errors}")
-            self._advance(index)
+            await self._failed(index)
             attempts.pass_tries += 1
             if attempts.pass_tries >= n:  # every address failed once
                 all_sealed = attempts.pass_sealed == n
@@ -1027,9 +1179,10 @@ class VaultKeyStore:
         if self._closed:
             return
         self._closed = True
-        task, self._auth_task = self._auth_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for task in (self._auth_task, self._leader_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._auth_task = self._leader_task = None
         await self._client.aclose()

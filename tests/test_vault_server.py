@@ -1,0 +1,837 @@
+"""s3kms servers on the Vault backend, against a real OpenBao (or the Vault named by
+$S3KMS_TEST_VAULT_ADDR / $S3KMS_TEST_VAULT_TOKEN; the tests that seal, kill or restart it skip).
+
+Servers run in-process (KmsThread) or as `s3kms server` subprocesses (KmsProcess) and are driven
+over HTTP: the admin API signed like madmin, and the AWS KMS API (Encrypt, Decrypt, GenerateDataKey)
+through `s3kms.client.Client`. Every test uses its own KV prefix and key names: the shared server is
+shared by the whole session, and transit key names are global to the transit mount.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+from s3kms.client import Client
+from s3kms.config import VaultSettings
+from s3kms.crypto import blob
+from s3kms.errors import (
+    BackendUnavailable,
+    InvalidCiphertext,
+    KeyDisabled,
+    KeyInvalidState,
+    KeyNotFound,
+)
+from s3kms.http import sigv4
+from s3kms.keystore.vault import VaultKeyStore
+
+from kmsserver import ROOT_PASSWORD, ROOT_USER, KmsProcess, KmsThread, thread_settings
+from openbao import (
+    ENV_VAULT_ADDR,
+    ENV_VAULT_CACERT,
+    BaoCluster,
+    BaoDevServer,
+    VaultApi,
+    external_configured,
+    wait_until,
+)
+
+pytestmark = pytest.mark.vault
+
+PREFIXES = ["/rustfs/admin/v3/kms", "/minio/admin/v3/kms"]
+ADMIN = "/rustfs/admin/v3/kms"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+class Signed:
+    """Admin requests signed S3-style with the root credentials (raw responses, any prefix)."""
+
+    def __init__(self, url: str, clock: Any = None) -> None:
+        self.url = url
+        self.clock = clock  # sign with the server's (possibly shifted) clock
+        self.http = httpx.Client(timeout=30)
+
+    def __call__(self, method: str, path: str, body: Any = None) -> httpx.Response:
+        url = self.url + path
+        data = b"" if body is None else json.dumps(body).encode()
+        headers = sigv4.sign_headers(
+            method, url, {}, data, access_key=ROOT_USER, secret_key=ROOT_PASSWORD,
+            region="us-east-1", service="s3",
+            now=self.clock.now() if self.clock else time.time(),
+        )  # fmt: skip
+        return self.http.request(method, url, headers=headers, content=data)
+
+    def ok(self, method: str, path: str, body: Any = None) -> Any:
+        resp = self(method, path, body)
+        assert resp.status_code == 200, (path, resp.status_code, resp.text)
+        return resp.json()
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.ok("GET", f"{ADMIN}/status")
+        return result
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def error_of(resp: httpx.Response) -> dict[str, Any]:
+    err: dict[str, Any] = resp.json()["error"]
+    return err
+
+
+class Server:
+    """A KmsThread with its signed admin caller and its client."""
+
+    def __init__(self, data_dir: Path, **settings: Any) -> None:
+        self.srv = KmsThread(thread_settings(data_dir, **settings)).start()
+        self.admin = Signed(self.srv.url, self.srv.clock)
+        self.client = Client(self.srv.url, ROOT_USER, ROOT_PASSWORD, timeout=30)
+
+    def store(self) -> Any:
+        return self.srv.app.runtime.service.store
+
+    def configure(self, body: dict[str, Any]) -> httpx.Response:
+        return self.admin("POST", f"{ADMIN}/configure", body)
+
+    def close(self) -> None:
+        self.admin.close()
+        self.client.close()
+        self.srv.stop()
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[list[Server]]:
+    """The servers a test starts with `start(servers, ...)`, all stopped at its end."""
+    made: list[Server] = []
+    yield made
+    for server in made:
+        server.close()
+
+
+def start(servers: list[Server], data_dir: Path, **settings: Any) -> Server:
+    server = Server(data_dir, **settings)
+    servers.append(server)
+    return server
+
+
+def ca_cert() -> str | None:
+    return os.environ.get(ENV_VAULT_CACERT) or None
+
+
+def vault_body(api: VaultApi, prefix: str, **extra: Any) -> dict[str, Any]:
+    """The configure body of the document, plus our KV prefix."""
+    body: dict[str, Any] = {
+        "kms_type": "vault",
+        "vault_address": api.addr,
+        "vault_token": api.root_token,
+        "vault_mount_path": "transit",
+        "vault_kv_prefix": prefix,
+    }
+    if ca_cert():
+        body["vault_ca_cert"] = ca_cert()
+    body.update(extra)
+    return body
+
+
+def vault_settings(api: VaultApi, prefix: str, **extra: Any) -> VaultSettings:
+    values: dict[str, Any] = {
+        "addresses": (api.addr,),
+        "token": api.root_token,
+        "kv_prefix": prefix,
+        "ca_cert": ca_cert(),
+        "timeout_seconds": 5.0,
+    }
+    values.update(extra)
+    return VaultSettings(**values)
+
+
+def kv_key_ids(api: VaultApi, prefix: str) -> set[str]:
+    resp = api.api("LIST", f"secret/metadata/{prefix}/keys")
+    if resp.status_code == 404:
+        return set()
+    assert resp.status_code == 200, resp.text
+    return set(resp.json()["data"]["keys"])
+
+
+def transit_key(api: VaultApi, key_id: str) -> dict[str, Any] | None:
+    resp = api.api("GET", f"transit/keys/{key_id}")
+    if resp.status_code == 404:
+        return None
+    assert resp.status_code == 200, resp.text
+    data: dict[str, Any] = resp.json()["data"]
+    return data
+
+
+def s3kms_policy(api: VaultApi, prefix: str) -> str:
+    """Set Vault up as docs/vault.md tells an operator (upsert off), write the least-privilege
+    policy of docs/vault.md (read from the document itself) for KV prefix `prefix`, and return
+    the policy's name."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "vault.md").read_text()
+    hcl = text.split("```hcl\n", 1)[1].split("```", 1)[0]
+    assert 'path "secret/data/s3kms/*"' in hcl and 'path "transit/encrypt/*"' in hcl
+    hcl = hcl.replace("secret/data/s3kms/", f"secret/data/{prefix}/")
+    hcl = hcl.replace("secret/metadata/s3kms/", f"secret/metadata/{prefix}/")
+    api.call("POST", "transit/config/keys", {"disable_upsert": True})
+    name = unique("s3kms-policy")
+    api.write_policy(name, hcl)
+    return name
+
+
+def policy_token(api: VaultApi, policy: str, ttl: str, renewable: bool = True) -> str:
+    """A token with only `policy`: not even Vault's `default` policy (which would also grant
+    lookup-self and renew-self), so the documented policy is tested on its own."""
+    body = {"policies": [policy], "ttl": ttl, "renewable": renewable, "no_default_policy": True}
+    return str(api.call("POST", "auth/token/create", body)["auth"]["client_token"])
+
+
+class Traffic:
+    """A thread doing requests against a server until stopped; records what happened."""
+
+    def __init__(self, server: Server, key_id: str, ciphertext: bytes) -> None:
+        self.server = server
+        self.key_id = key_id
+        self.ciphertext = ciphertext
+        self.results: list[tuple[float, str, float]] = []  # (when, outcome, seconds)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+    def _run(self) -> None:
+        admin = Signed(self.server.srv.url)
+        try:
+            while not self._stop.is_set():
+                began = time.monotonic()
+                resp = admin("GET", f"{ADMIN}/key/status?keyName={self.key_id}")
+                outcome = str(resp.status_code)
+                if resp.status_code != 200:
+                    outcome += " " + error_of(resp)["code"]
+                else:
+                    try:
+                        self.server.client.decrypt(self.ciphertext)
+                    except BackendUnavailable:
+                        outcome = "503 KMSConnectionError"
+                    except Exception as exc:
+                        outcome = f"crypto {type(exc).__name__}"
+                self.results.append((began, outcome, time.monotonic() - began))
+                time.sleep(0.05)
+        finally:
+            admin.close()
+
+    def outcomes(self, since: float = 0.0) -> list[str]:
+        return [o for t, o, _ in self.results if t >= since]
+
+    def wait_for(self, outcome: str, since: float, timeout: float) -> float:
+        """Wait until a request started after `since` had `outcome`; returns when it started."""
+        found: float = wait_until(
+            lambda: next((t for t, o, _ in self.results if t >= since and o == outcome), None),
+            timeout=timeout,
+            what=f"a request with outcome {outcome}",
+            interval=0.05,
+        )
+        return found
+
+
+# --------------------------------------------------------------------------- starting on Vault
+
+
+def test_s3kms_server_boots_straight_onto_vault(bao: VaultApi, tmp_path: Path) -> None:
+    """`s3kms server --backend vault --vault-address ...` with the token in S3KMS_VAULT_TOKEN; a
+    second, stateless node configured only through S3KMS_* variables sees the same keys."""
+    prefix = unique("s3kms-boot")
+    extra = ["--vault-ca-cert", ca_cert()] if ca_cert() else []
+    first = KmsProcess(
+        tmp_path / "one",
+        args=["--backend", "vault", "--vault-address", bao.addr, "--vault-kv-prefix", prefix,
+              "--vault-timeout-seconds", "5", *extra],
+        env={"S3KMS_VAULT_TOKEN": bao.root_token},
+    )  # fmt: skip
+    first.start()
+    try:
+        with Client(first.url, ROOT_USER, ROOT_PASSWORD) as client:
+            status = client.status()
+            assert (status.status, status.kms_type, status.endpoint) == (
+                "connected", "vault", bao.addr
+            )  # fmt: skip
+            assert status.key_count == 0
+            key = client.create_key(unique("boot")).key_id
+            assert client.status().key_count == 1
+            made = client.encrypt(key, b"made by node one", {"bucket": "b"})
+        # The key material is a non-exportable aes256-gcm96 transit key; the state is in KV.
+        material = transit_key(bao, key)
+        assert material is not None
+        assert material["type"] == "aes256-gcm96" and material["exportable"] is False
+        assert kv_key_ids(bao, prefix) == {key}
+    finally:
+        first.stop()
+    assert bao.root_token not in first.log()
+
+    env = {"S3KMS_BACKEND": "vault", "S3KMS_VAULT_ADDRESS": bao.addr,
+           "S3KMS_VAULT_TOKEN": bao.root_token, "S3KMS_VAULT_KV_PREFIX": prefix}  # fmt: skip
+    if ca_cert():
+        env["S3KMS_VAULT_CA_CERT"] = str(ca_cert())
+    second = KmsProcess(tmp_path / "two", env=env)
+    second.start()
+    try:
+        with Client(second.url, ROOT_USER, ROOT_PASSWORD) as client:
+            assert [k.key_id for k in client.list_keys()] == [key]
+            assert client.key_status(key).status == "enabled"
+            assert client.decrypt(made, {"bucket": "b"}) == b"made by node one"
+    finally:
+        second.stop()
+
+
+# --------------------------------------------------------------------------- configure
+
+
+def test_configure_with_the_documents_body(
+    bao: VaultApi, servers: list[Server], tmp_path: Path
+) -> None:
+    """Exactly the document's fields (default KV prefix `s3kms`); keyCount comes from KV."""
+    server = start(servers, tmp_path / "data")
+    body = {
+        "kms_type": "vault",
+        "vault_address": bao.addr,
+        "vault_token": bao.root_token,
+        "vault_mount_path": "transit",
+    }
+    if ca_cert():
+        body["vault_ca_cert"] = str(ca_cert())
+    resp = server.configure(body)
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {"status": "success", "message": "KMS configured successfully"}
+    status = server.admin.status()
+    assert status["kmsType"] == "vault" and status["endpoint"] == bao.addr
+    assert status["status"] == "connected"
+    assert status["keyCount"] == len(kv_key_ids(bao, "s3kms"))
+    key = unique("doc")
+    server.admin.ok("POST", f"{ADMIN}/key/create?keyName={key}")
+    assert key in kv_key_ids(bao, "s3kms")
+    listed = server.admin.ok("GET", f"{ADMIN}/key/list?pattern={key[:-3]}*")["keys"]
+    assert [k["keyId"] for k in listed] == [key]
+    assert server.admin.status()["keyCount"] == len(kv_key_ids(bao, "s3kms"))
+    # Tidy up (this key only: the default prefix may hold someone else's keys on a real Vault).
+    server.srv.run(server.store().delete_key(key))
+    assert key not in kv_key_ids(bao, "s3kms") and transit_key(bao, key) is None
+
+
+@pytest.mark.parametrize("failure", ["unreachable", "bad-token", "missing-mount", "not-transit"])
+def test_failed_configure_keeps_the_previous_backend(
+    bao: VaultApi, servers: list[Server], tmp_path: Path, failure: str
+) -> None:
+    from openbao import free_port
+
+    server = start(servers, tmp_path / "data")
+    assert server.configure({"kms_type": "local"}).status_code == 200  # persisted
+    server.admin.ok("POST", f"{ADMIN}/key/create?keyName=local-one")
+    bad_token = "s.bad-" + uuid.uuid4().hex
+    body, status, code, fragment = {
+        "unreachable": (
+            vault_body(bao, "x", vault_address=f"http://127.0.0.1:{free_port()}"),
+            503, "KMSConnectionError", "cannot connect",
+        ),
+        "bad-token": (
+            vault_body(bao, "x", vault_token=bad_token), 400, "KMSInvalidRequest",
+            "Vault rejected the token: permission denied",
+        ),
+        "missing-mount": (
+            vault_body(bao, "x", vault_mount_path="no-such-transit"), 400, "KMSInvalidRequest",
+            "transit engine not mounted at 'no-such-transit'",
+        ),
+        "not-transit": (
+            vault_body(bao, "x", vault_mount_path="secret"), 400, "KMSInvalidRequest",
+            "is a kv engine, not a transit engine",
+        ),
+    }[failure]  # fmt: skip
+    began = time.monotonic()
+    resp = server.configure(body)
+    assert time.monotonic() - began < 3.0
+    assert resp.status_code == status, resp.text
+    err = error_of(resp)
+    assert err["code"] == code
+    assert fragment in err["message"]
+    assert bad_token not in resp.text
+    # The previous configuration stays, in memory and on disk, and keeps working.
+    assert server.admin.status()["kmsType"] == "local"
+    assert server.admin.ok("GET", f"{ADMIN}/key/status?keyName=local-one")["status"] == "enabled"
+    persisted = json.loads((tmp_path / "data" / "kms-config.json").read_text())
+    assert persisted["kms_type"] == "local"
+
+
+# --------------------------------------------------------------------------- the admin API
+
+
+@pytest.mark.parametrize("prefix", PREFIXES)
+def test_every_admin_route_on_vault(
+    bao: VaultApi, servers: list[Server], tmp_path: Path, prefix: str
+) -> None:
+    kv = unique("s3kms-routes")
+    server = start(servers, tmp_path / "data")
+    assert server.configure(vault_body(bao, kv)).status_code == 200
+    call = server.admin
+    name = unique("route")
+
+    created = call.ok("POST", f"{prefix}/key/create?keyName={name}")
+    assert created["keyId"] == name and created["status"] == "created"
+    generated = call.ok("POST", f"{prefix}/key/create")["keyId"]
+    assert len(generated) == 36 and transit_key(bao, generated) is not None
+    duplicate = call("POST", f"{prefix}/key/create?keyName={name}")
+    assert duplicate.status_code == 409
+    assert error_of(duplicate)["code"] == "KMSKeyAlreadyExists"
+    assert kv_key_ids(bao, kv) == {name, generated}
+
+    status = call.ok("GET", f"{prefix}/key/status?keyName={name}")
+    assert status == {"keyId": name, "status": "enabled", "createdAt": created["createdAt"],
+                      "algorithm": "AES256", "currentVersion": 1}  # fmt: skip
+    listed = call.ok("GET", f"{prefix}/key/list?pattern={quote(name[:-4] + '*')}")["keys"]
+    assert listed == [{"keyId": name, "status": "enabled", "createdAt": created["createdAt"]}]
+    everything = [k["keyId"] for k in call.ok("GET", f"{prefix}/key/list")["keys"]]
+    assert everything == sorted([name, generated])
+    missing = call("GET", f"{prefix}/key/status?keyName=no-such-{name}")
+    assert missing.status_code == 404 and error_of(missing)["code"] == "KMSKeyNotFound"
+
+    ciphertext = server.client.encrypt(name, b"payload", {"bucket": "b"})
+    assert call.ok("POST", f"{prefix}/key/disable?keyName={name}")["status"] == "disabled"
+    with pytest.raises(KeyDisabled):
+        server.client.encrypt(name, b"x")
+    with pytest.raises(KeyDisabled):
+        server.client.decrypt(ciphertext, {"bucket": "b"})
+    assert call.ok("POST", f"{prefix}/key/enable?keyName={name}")["status"] == "enabled"
+    assert server.client.decrypt(ciphertext, {"bucket": "b"}) == b"payload"
+
+    rotated = call.ok("POST", f"{prefix}/key/rotate?keyName={name}")
+    assert rotated["currentVersion"] == 2
+    material = transit_key(bao, name)
+    assert material is not None and material["latest_version"] == 2
+    assert blob.decode(server.client.encrypt(name, b"new")).key_version == 2
+    assert server.client.decrypt(ciphertext, {"bucket": "b"}) == b"payload"  # version 1 still
+
+    deleting = call.ok("POST", f"{prefix}/key/delete?keyName={name}&pendingWindowDays=7")
+    assert deleting["status"] == "pending_deletion" and "deletionDate" in deleting
+    assert call.ok("GET", f"{prefix}/key/status?keyName={name}")["deletionDate"]
+    with pytest.raises(KeyInvalidState):
+        server.client.generate_data_key(name)
+    cancelled = call.ok("POST", f"{prefix}/key/cancel-deletion?keyName={name}")
+    assert cancelled["status"] == "disabled"
+
+    kms = call.ok("GET", f"{prefix}/status")
+    assert kms == {"status": "connected", "kmsType": "vault", "endpoint": bao.addr,
+                   "keyCount": 2, "defaultKeyId": None}  # fmt: skip
+    assert call.ok("POST", f"{prefix}/status") == kms
+
+    # A deletion that falls due destroys the transit key and the metadata.
+    call.ok("POST", f"{prefix}/key/delete?keyName={generated}&pendingWindowDays=7")
+    server.srv.clock.offset += 8 * 86400
+    assert server.srv.run(server.srv.app.runtime.service.run_due_work()) == (1, 0)
+    assert call(
+        "GET", f"{prefix}/key/status?keyName={generated}"
+    ).status_code == 404  # fmt: skip
+    assert transit_key(bao, generated) is None and kv_key_ids(bao, kv) == {name}
+    assert call.ok("GET", f"{prefix}/status")["keyCount"] == 1
+
+
+def test_two_s3kms_nodes_share_one_openbao(
+    bao: VaultApi, servers: list[Server], tmp_path: Path
+) -> None:
+    kv = unique("s3kms-two")
+    settings = vault_settings(bao, kv)
+    a = start(servers, tmp_path / "a", backend="vault", vault=settings)
+    b = start(servers, tmp_path / "b", backend="vault", vault=settings)
+    key = a.client.create_key(unique("shared")).key_id
+    assert [k.key_id for k in b.client.list_keys()] == [key]
+    made = a.client.encrypt(key, b"from a", {"ctx": "1"})
+    assert b.client.decrypt(made, {"ctx": "1"}) == b"from a"
+    dk = b.client.generate_data_key(key)
+    assert a.client.decrypt(dk.ciphertext) == dk.plaintext
+
+    # Disabled on A: refused by B on its very next request, every operation.
+    a.client.disable_key(key)
+    assert b.client.key_status(key).status == "disabled"
+    with pytest.raises(KeyDisabled):
+        b.client.encrypt(key, b"x")
+    with pytest.raises(KeyDisabled):
+        b.client.generate_data_key(key)
+    with pytest.raises(KeyDisabled):
+        b.client.decrypt(made, {"ctx": "1"})
+    b.client.enable_key(key)
+    assert a.client.decrypt(made, {"ctx": "1"}) == b"from a"
+
+    # Rotated on B: A's next encrypt uses the new version.
+    b.client.rotate_key(key)
+    assert blob.decode(a.client.encrypt(key, b"x")).key_version == 2
+    # Scheduled for deletion on A: B refuses crypto, and B may cancel it.
+    a.client.schedule_key_deletion(key, 7)
+    with pytest.raises(KeyInvalidState):
+        b.client.encrypt(key, b"x")
+    assert b.client.cancel_key_deletion(key).status == "disabled"
+    assert a.client.key_status(key).status == "disabled"
+
+    # The same name created on both at once: exactly one wins.
+    name = unique("race")
+    codes: list[int] = []
+
+    def create(server: Server) -> None:
+        caller = Signed(server.srv.url)
+        codes.append(caller("POST", f"{ADMIN}/key/create?keyName={name}").status_code)
+        caller.close()
+
+    threads = [threading.Thread(target=create, args=(s,)) for s in (a, b, a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(codes) == [200, 409, 409, 409]
+    assert a.client.status().key_count == b.client.status().key_count == 2
+
+
+# --------------------------------------------------------------------------- switching
+
+
+def test_switching_local_vault_local_shows_each_backends_keys(
+    bao: VaultApi, servers: list[Server], tmp_path: Path
+) -> None:
+    kv = unique("s3kms-switch")
+    server = start(servers, tmp_path / "data")
+    local_key = server.client.create_key(unique("local")).key_id
+    local_blob = server.client.encrypt(local_key, b"local data")
+
+    assert server.configure(vault_body(bao, kv)).status_code == 200
+    assert server.client.list_keys() == []  # the local keys are not visible on Vault
+    with pytest.raises(KeyNotFound):
+        server.client.key_status(local_key)
+    with pytest.raises(InvalidCiphertext):  # a Local ciphertext names a key Vault does not have
+        server.client.decrypt(local_blob)
+    vault_key = server.client.create_key(unique("vault")).key_id
+    vault_blob = server.client.encrypt(vault_key, b"vault data")
+    server.client.disable_key(vault_key)
+
+    assert server.configure({"kms_type": "local"}).status_code == 200
+    assert [k.key_id for k in server.client.list_keys()] == [local_key]
+    assert server.client.decrypt(local_blob) == b"local data"
+    with pytest.raises(InvalidCiphertext):
+        server.client.decrypt(vault_blob)
+
+    assert server.configure(vault_body(bao, kv)).status_code == 200
+    assert [(k.key_id, k.status) for k in server.client.list_keys()] == [(vault_key, "disabled")]
+    server.client.enable_key(vault_key)
+    assert server.client.decrypt(vault_blob) == b"vault data"
+
+
+def test_a_request_in_flight_finishes_on_the_old_backend(
+    bao: VaultApi, servers: list[Server], tmp_path: Path
+) -> None:
+    kv = unique("s3kms-inflight")
+    server = start(servers, tmp_path / "data", backend="vault", vault=vault_settings(bao, kv))
+    key = server.client.create_key(unique("slow")).key_id
+    store = server.store()
+    assert isinstance(store, VaultKeyStore)
+    entered, release = threading.Event(), threading.Event()
+    read_key = store.get_key
+
+    async def slow_get_key(key_id: str) -> Any:
+        entered.set()
+        while not release.is_set():
+            await asyncio.sleep(0.01)
+        return await read_key(key_id)
+
+    store.get_key = slow_get_key
+    answers: list[httpx.Response] = []
+    caller = Signed(server.srv.url)
+    slow = threading.Thread(
+        target=lambda: answers.append(caller("GET", f"{ADMIN}/key/status?keyName={key}"))
+    )
+    slow.start()
+    try:
+        assert entered.wait(10)
+        # Switching does not wait for the request in flight; new requests use the new backend.
+        assert server.configure({"kms_type": "local"}).status_code == 200
+        assert server.admin.status()["kmsType"] == "local"
+        assert server.admin("GET", f"{ADMIN}/key/status?keyName={key}").status_code == 404
+        assert not store._closed  # still serving the request in flight
+    finally:
+        release.set()
+        slow.join(30)
+    caller.close()
+    assert answers[0].status_code == 200 and answers[0].json()["keyId"] == key
+    wait_until(lambda: store._closed, timeout=5, what="the old Vault store to be closed")
+
+
+def test_configure_under_load_never_fails_a_request(
+    bao: VaultApi, servers: list[Server], tmp_path: Path
+) -> None:
+    """Requests keep being answered while the backend flips local <-> vault."""
+    kv = unique("s3kms-load")
+    server = start(servers, tmp_path / "data")
+    both = unique("both")
+    server.client.create_key(both)
+    assert server.configure(vault_body(bao, kv)).status_code == 200
+    server.client.create_key(both)
+    codes: list[int] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        caller = Signed(server.srv.url)
+        try:
+            while not stop.is_set():
+                codes.append(caller("GET", f"{ADMIN}/key/status?keyName={both}").status_code)
+                codes.append(
+                    caller("POST", f"{ADMIN}/key/create?keyName={unique('l')}").status_code
+                )
+                try:
+                    server.client.generate_data_key(both)
+                    codes.append(200)
+                except Exception as exc:
+                    codes.append(getattr(exc, "status", 999))
+                codes.append(caller("GET", f"{ADMIN}/status").status_code)
+        finally:
+            caller.close()
+
+    workers = [threading.Thread(target=load) for _ in range(4)]
+    for w in workers:
+        w.start()
+    try:
+        for i in range(8):
+            body = {"kms_type": "local"} if i % 2 == 0 else vault_body(bao, kv)
+            assert server.configure(body).status_code == 200
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(30)
+    assert len(codes) > 50
+    assert set(codes) == {200}
+
+
+# --------------------------------------------------------------------------- OpenBao outages
+
+
+def test_sealed_openbao_mid_traffic_then_unsealed(
+    bao_dev_private: BaoDevServer, servers: list[Server], tmp_path: Path
+) -> None:
+    vault = bao_dev_private
+    settings = vault_settings(vault, unique("s3kms-seal"), timeout_seconds=2.0)
+    server = start(servers, tmp_path / "data", backend="vault", vault=settings)
+    key = server.client.create_key(unique("seal")).key_id
+    ciphertext = server.client.encrypt(key, b"before the seal")
+    with Traffic(server, key, ciphertext) as traffic:
+        time.sleep(0.3)
+        sealed_at = time.monotonic()
+        vault.seal()
+        traffic.wait_for("503 KMSConnectionError", sealed_at, timeout=5)
+        status = server.admin.status()
+        assert status["status"] == "disconnected" and status["kmsType"] == "vault"
+        # A new configuration cannot be made on a sealed Vault; the current one stays.
+        resp = server.configure(vault_body(vault, "other"))
+        assert resp.status_code == 503 and "sealed" in error_of(resp)["message"]
+        time.sleep(1.0)
+        unsealed_at = time.monotonic()
+        vault.unseal()
+        # The node recovers by itself: no restart, no configure.
+        traffic.wait_for("200", unsealed_at, timeout=10)
+        time.sleep(0.5)
+    during = [o for t, o, _ in traffic.results if sealed_at + 0.2 <= t < unsealed_at]
+    assert during and set(during) == {"503 KMSConnectionError"}
+    # Sealed answers come fast, the first one too: no waiting out the retry budget (2 x 2 s) on a
+    # Vault that cannot recover by itself.
+    assert max(s for _, o, s in traffic.results if o.startswith("503")) < 1.0
+    assert set(traffic.outcomes()) <= {"200", "503 KMSConnectionError"}
+    assert traffic.outcomes()[-3:] == ["200"] * 3
+    assert server.admin.status()["status"] == "connected"
+    assert server.client.decrypt(ciphertext) == b"before the seal"
+
+
+@pytest.fixture
+def bao_persistent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BaoCluster]:
+    """One OpenBao node with raft storage: unlike a dev server it keeps its data over a kill."""
+    if external_configured():
+        pytest.skip(f"${ENV_VAULT_ADDR} points the tests at an external Vault, which the harness "
+                    "cannot kill or restart")  # fmt: skip
+    node = BaoCluster(tmp_path_factory.mktemp("bao-raft1"), size=1)
+    try:
+        node.start()
+        yield node
+    finally:
+        node.close()
+
+
+def test_openbao_killed_and_restarted_mid_traffic(
+    bao_persistent: BaoCluster, servers: list[Server], tmp_path: Path
+) -> None:
+    """kill -9 of OpenBao while keys are being created: 503s while it is down, recovery by
+    itself, every acknowledged create exists afterwards, and a create that failed half-way is
+    completed by a retry."""
+    vault = bao_persistent
+    node = vault.nodes[0]
+    kv = unique("s3kms-kill")
+    settings = VaultSettings(addresses=(node.addr,), token=vault.root_token, kv_prefix=kv,
+                             timeout_seconds=1.0)  # fmt: skip
+    server = start(servers, tmp_path / "data", backend="vault", vault=settings)
+    acknowledged: dict[str, bytes] = {}  # key -> ciphertext of b"payload"
+    failed: list[str] = []
+    unexpected: list[str] = []
+    timeline: list[tuple[float, bool, float]] = []  # (when, ok, seconds)
+    stop = threading.Event()
+
+    def creator() -> None:
+        with Client(server.srv.url, ROOT_USER, ROOT_PASSWORD, timeout=30) as client:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                name = f"kill-{kv[-10:]}-{i:04d}"
+                began = time.monotonic()
+                try:
+                    client.create_key(name)
+                except BackendUnavailable:
+                    failed.append(name)
+                    timeline.append((began, False, time.monotonic() - began))
+                    continue
+                except Exception as exc:
+                    unexpected.append(f"create {name}: {type(exc).__name__}: {exc}")
+                    continue
+                timeline.append((began, True, time.monotonic() - began))
+                try:
+                    acknowledged[name] = client.encrypt(name, b"payload")
+                except BackendUnavailable:
+                    acknowledged[name] = b""
+                except Exception as exc:
+                    unexpected.append(f"encrypt {name}: {type(exc).__name__}: {exc}")
+                time.sleep(0.01)
+
+    worker = threading.Thread(target=creator)
+    worker.start()
+    try:
+        time.sleep(0.5)
+        killed_at = time.monotonic()
+        vault.kill(node)
+        wait_until(lambda: sum(1 for t, ok, _ in timeline if t > killed_at and not ok) >= 5,
+                   timeout=15, what="failed requests while OpenBao is down")  # fmt: skip
+        status = server.admin.status()
+        assert status["status"] == "disconnected" and status["keyCount"] is None
+        restarted_at = time.monotonic()
+        vault.restart_node(node)
+        wait_until(lambda: any(t > restarted_at and ok for t, ok, _ in timeline),
+                   timeout=15, what="a create to succeed after the restart")  # fmt: skip
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        worker.join(60)
+    assert not unexpected, unexpected
+    down = [s for t, ok, s in timeline if killed_at < t < restarted_at and not ok]
+    assert len(down) >= 5
+    # While down, only the first request waits out the retry budget (2 x 1 s); the rest fail fast.
+    assert sorted(down)[-2] < 0.5, down
+    assert server.admin.status()["status"] == "connected"
+
+    # Nothing acknowledged was lost, and every acknowledged ciphertext still decrypts.
+    listed = {k.key_id for k in server.client.list_keys(f"kill-{kv[-10:]}-*")}
+    assert set(acknowledged) <= listed
+    for ciphertext in acknowledged.values():
+        if ciphertext:
+            assert server.client.decrypt(ciphertext) == b"payload"
+    # A failed create may have made the transit key and not the metadata (invisible), or both
+    # (its answer was lost); a retry completes it either way, and the key works.
+    for name in failed:
+        resp = server.admin("POST", f"{ADMIN}/key/create?keyName={name}")
+        assert resp.status_code in (200, 409), resp.text
+        assert server.client.decrypt(server.client.encrypt(name, b"retried")) == b"retried"
+    # No transit key of ours is left without its metadata.
+    transit = vault.api("LIST", "transit/keys").json()["data"]["keys"]
+    ours = {k for k in transit if k.startswith(f"kill-{kv[-10:]}-")}
+    assert ours == kv_key_ids(vault, kv) == set(acknowledged) | set(failed)
+
+
+# --------------------------------------------------------------------------- auth lifecycle
+
+
+def test_expired_token_then_a_new_one(bao: VaultApi, servers: list[Server], tmp_path: Path) -> None:
+    kv = unique("s3kms-expire")
+    policy = s3kms_policy(bao, kv)
+    token = policy_token(bao, policy, ttl="3s", renewable=False)
+    server = start(servers, tmp_path / "data")
+    began = time.monotonic()
+    assert server.configure(vault_body(bao, kv, vault_token=token)).status_code == 200
+    key = server.client.create_key(unique("exp")).key_id
+    ciphertext = server.client.encrypt(key, b"x")
+    time.sleep(max(0.0, began + 3.5 - time.monotonic()))
+    # Expired: Vault says "permission denied", s3kms answers 503 and reports itself disconnected.
+    resp = server.admin("GET", f"{ADMIN}/key/status?keyName={key}")
+    assert resp.status_code == 503
+    assert error_of(resp)["code"] == "KMSConnectionError"
+    assert "permission denied" in error_of(resp)["message"]
+    assert server.admin.status()["status"] == "disconnected"
+    # A new token through configure: everything is back.
+    fresh = policy_token(bao, policy, ttl="10m")
+    assert server.configure(vault_body(bao, kv, vault_token=fresh)).status_code == 200
+    assert server.client.decrypt(ciphertext) == b"x"
+    assert server.admin.status()["status"] == "connected"
+
+
+def test_renewable_token_is_kept_alive_by_the_server(
+    bao: VaultApi, servers: list[Server], tmp_path: Path
+) -> None:
+    kv = unique("s3kms-renew")
+    policy = s3kms_policy(bao, kv)
+    token = policy_token(bao, policy, ttl="2s")
+    server = start(servers, tmp_path / "data", backend="vault",
+                   vault=vault_settings(bao, kv, token=token))  # fmt: skip
+    key = server.client.create_key(unique("ren")).key_id
+    time.sleep(3.0)  # idle for longer than the token's TTL
+    assert server.client.decrypt(server.client.encrypt(key, b"alive")) == b"alive"
+    assert server.store().auth_refreshes >= 2
+    assert server.admin.status()["status"] == "connected"
+
+
+def test_approle_login_renewed_through_the_server(
+    bao: VaultApi, servers: list[Server], tmp_path: Path
+) -> None:
+    kv = unique("s3kms-approle")
+    policy = s3kms_policy(bao, kv)
+    role = unique("s3kms")
+    role_id, secret_id = bao.enable_approle(role, [policy], token_ttl="2s")
+    bao.call("POST", f"auth/approle/role/{role}", {"token_no_default_policy": True})
+    server = start(servers, tmp_path / "data")
+    body = vault_body(bao, kv, vault_app_role_id=role_id, vault_app_role_secret_id=secret_id)
+    del body["vault_token"]
+    assert server.configure(body).status_code == 200
+    key = server.client.create_key(unique("ar")).key_id
+    ciphertext = server.client.encrypt(key, b"approle")
+    store = server.store()
+    first_token = store._token
+    time.sleep(2.5)  # past the first token's lease: the server logged in again by itself
+    assert server.client.decrypt(ciphertext) == b"approle"
+    assert store.auth_refreshes >= 1 and store._token != first_token
+    # The current token revoked behind the server's back: the next request logs in again.
+    bao.call("POST", "auth/token/revoke", {"token": store._token})
+    assert server.admin.ok("GET", f"{ADMIN}/key/status?keyName={key}")["status"] == "enabled"
+    assert server.admin.status()["status"] == "connected"
+    assert secret_id not in server.admin("GET", f"{ADMIN}/status").text
+    # The rest of a key's life under the documented policy: rotation, and the deletion that the
+    # maintenance pass carries out once the waiting period is over.
+    assert server.client.rotate_key(key).status == "enabled"
+    assert blob.decode(server.client.encrypt(key, b"v2")).key_version == 2
+    server.client.schedule_key_deletion(key, 7)
+    server.srv.run(store.delete_key(key))
+    assert transit_key(bao, key) is None and kv_key_ids(bao, kv) == set()
