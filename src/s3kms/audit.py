@@ -134,19 +134,18 @@ class AuditLog:
         error: str | None,
         started: float,
     ) -> None:
-        if self._lock_fd >= 0:
+        shared = self._lock_fd >= 0
+        if shared:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-            try:
+        try:
+            if shared:
                 self._catch_up()
-                self._append(
-                    request_id, principal, source, action, key, outcome, status, error, started
-                )
-            finally:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-        else:
             self._append(
                 request_id, principal, source, action, key, outcome, status, error, started
             )
+        finally:
+            if shared:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _catch_up(self) -> None:
         """Follow what other processes appended (or rotated) since this one's last line."""

@@ -119,30 +119,36 @@ class Client:
 
     # -- transport --------------------------------------------------------------------------------
 
-    def _admin(
-        self, method: str, route: str, query: Mapping[str, str] | None = None, body: Any = None
-    ) -> Any:
+    def _send_admin(
+        self,
+        method: str,
+        route: str,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+    ) -> httpx.Response:
+        """Sign (S3-style) and send an admin request; raises the error tree on failure."""
         url = f"{self.endpoint}{ADMIN_PREFIX}/{route}"
         if query:
             url += "?" + urlencode(query, quote_via=quote, safe="-_.~")
         data = b"" if body is None else json.dumps(body).encode()
         headers = {"content-type": "application/json"} if body is not None else {}
         signed = sigv4.sign_headers(
-            method,
-            url,
-            headers,
-            data,
-            access_key=self.access_key,
-            secret_key=self._secret_key,
-            region=self.region,
-            service="s3",
-            now=time.time(),
-            s3_flavour=True,
-        )
+            method, url, headers, data, access_key=self.access_key, secret_key=self._secret_key,
+            region=self.region, service="s3", now=time.time(), s3_flavour=True,
+        )  # fmt: skip
         response = self._http.request(method, url, headers=signed, content=data)
         if response.status_code != 200:
             self._raise_admin(response)
-        return _json(response)
+        return response
+
+    def _admin(
+        self,
+        method: str,
+        route: str,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+    ) -> Any:
+        return _json(self._send_admin(method, route, query, body))
 
     @staticmethod
     def _raise_admin(response: httpx.Response) -> None:
@@ -256,31 +262,12 @@ class Client:
         return policies
 
     def audit_lines(self, since: str | None = None) -> list[dict[str, Any]]:
-        url = f"{self.endpoint}{ADMIN_PREFIX}/audit"
-        if since:
-            url += "?" + urlencode({"since": since}, quote_via=quote, safe="-_.~")
-        signed = sigv4.sign_headers(
-            "GET", url, {}, b"", access_key=self.access_key, secret_key=self._secret_key,
-            region=self.region, service="s3", now=time.time(), s3_flavour=True,
-        )  # fmt: skip
-        response = self._http.get(url, headers=signed)
-        if response.status_code != 200:
-            self._raise_admin(response)
+        response = self._send_admin("GET", "audit", {"since": since} if since else None)
         return [json.loads(line) for line in response.text.splitlines() if line]
 
     def backup(self, passphrase: str) -> bytes:
         """An encrypted backup made by the server (all backends)."""
-        url = f"{self.endpoint}{ADMIN_PREFIX}/backup"
-        data = json.dumps({"passphrase": passphrase}).encode()
-        headers = {"content-type": "application/json"}
-        signed = sigv4.sign_headers(
-            "POST", url, headers, data, access_key=self.access_key, secret_key=self._secret_key,
-            region=self.region, service="s3", now=time.time(), s3_flavour=True,
-        )  # fmt: skip
-        response = self._http.post(url, headers=signed, content=data)
-        if response.status_code != 200:
-            self._raise_admin(response)
-        return response.content
+        return self._send_admin("POST", "backup", body={"passphrase": passphrase}).content
 
     # -- AWS KMS operations -----------------------------------------------------------------------
 
