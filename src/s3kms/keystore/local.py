@@ -37,6 +37,9 @@ from s3kms.model import Alias, KeyMetadata, KeyState, KeyVersion, RotationType
 T = TypeVar("T")
 
 SCHEMA_VERSION = "1"
+# Entries per in-memory cache (metadata; unwrapped key versions). Past it the cache starts over,
+# which keeps a server with a million keys at bounded memory while hot keys refill at once.
+MAX_CACHED_KEYS = 100_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -266,6 +269,8 @@ class LocalKeyStore:
         if found is None:
             raise KeyNotFound(key_id=key_id)
         if seen == self._seen_generation == self._generation.current():
+            if len(self._meta_cache) >= MAX_CACHED_KEYS:
+                self._meta_cache.clear()  # bounded memory with a million keys; refills on use
             self._meta_cache[key_id] = found
         return found
 
@@ -445,6 +450,8 @@ class LocalKeyStore:
             return None
         cipher = AESGCM(material)
         if seen == self._seen_generation == self._generation.current():
+            if len(self._aead_cache) >= MAX_CACHED_KEYS:
+                self._aead_cache.clear()
             self._aead_cache[(key_id, version)] = cipher
         return cipher
 
