@@ -93,6 +93,8 @@ T = TypeVar("T")
 
 KEY_TYPE = "aes256-gcm96"
 RECORD_FORMAT = 1
+# Vault calls in flight per s3kms node (and pooled keep-alive connections).
+_MAX_IN_FLIGHT = 64
 _ALIAS_PREFIX = "alias/"
 # Statuses that mean "this node cannot serve the request now; another node or a later try may".
 _SEALED = 503
@@ -265,6 +267,9 @@ class VaultKeyStore:
         self.settings = settings
         self.endpoint = settings.endpoint
         self._client = client
+        # Queue excess calls here, in O(1): httpcore's pool scans every waiting request and
+        # connection on each release, which collapsed throughput at hundreds of requests in flight.
+        self._slots = asyncio.Semaphore(_MAX_IN_FLIGHT)
         self._addresses = settings.addresses
         self._current = 0
         # Leader preference: whether the current address is known to be the active node, when it
@@ -327,7 +332,9 @@ class VaultKeyStore:
             verify=verify,
             # Keep every pooled connection alive: closing and reopening them under load costs more
             # than the Vault calls themselves (throughput fell as client connections rose).
-            limits=httpx.Limits(max_connections=128, max_keepalive_connections=128),
+            limits=httpx.Limits(
+                max_connections=_MAX_IN_FLIGHT, max_keepalive_connections=_MAX_IN_FLIGHT
+            ),
             trust_env=False,
         )
         store = cls(settings, client)
@@ -584,14 +591,15 @@ class VaultKeyStore:
             address = self._addresses[index]
             remaining = deadline - loop.time()
             try:
-                response = await self._client.request(
-                    method,
-                    f"{address}/v1/{path}",
-                    json=json,
-                    params=params,
-                    headers=self._headers(token),
-                    timeout=max(min(self._timeout, remaining), 0.05),
-                )
+                async with self._slots:
+                    response = await self._client.request(
+                        method,
+                        f"{address}/v1/{path}",
+                        json=json,
+                        params=params,
+                        headers=self._headers(token),
+                        timeout=max(min(self._timeout, remaining), 0.05),
+                    )
             except httpx.TransportError as exc:
                 reason = _describe(exc)
                 sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
