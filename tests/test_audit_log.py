@@ -86,3 +86,23 @@ def test_lines_since(tmp_path: Path) -> None:
     assert [json.loads(x)["request_id"] for x in log.lines_since(cut)] == ["R3", "R4"]
     assert len(list(log.lines_since(None))) == 5
     log.close()
+
+
+def test_shared_logs_keep_one_chain_through_rotation(tmp_path: Path) -> None:
+    """Two writers (as two worker processes) append to one chain, across rotations and restarts."""
+    a = AuditLog(tmp_path / "audit.log", max_bytes=1500, shared=True)
+    b = AuditLog(tmp_path / "audit.log", max_bytes=1500, shared=True)
+    for i in range(10):
+        write(a if i % 3 else b, 1, start=i)
+    b.close()
+    c = AuditLog(tmp_path / "audit.log", max_bytes=1500, shared=True)  # a restarted worker
+    for i in range(10, 20):
+        write(a if i % 2 else c, 1, start=i)
+    files = [*a.rotated_files(), tmp_path / "audit.log"]
+    a.close()
+    c.close()
+    assert len(files) > 2  # the chain crossed rotations made by different writers
+    result = verify(files)
+    assert result.ok and result.lines == 20
+    seqs = [json.loads(x)["seq"] for f in files for x in f.read_text().splitlines()]
+    assert seqs == list(range(1, 21))

@@ -19,9 +19,11 @@ is sent, so it survives a crash of the server process. `fsync` runs every `fsync
 (default 1 s) in the background, bounding what a power loss can take; `fsync_interval = 0` fsyncs
 every line before the response (slower, loses nothing).
 
-Worker processes (`--workers N`) share one chain (`shared=True`): each append holds an exclusive
-`flock` on `<log>.lock`, and a worker whose file changed under it (another worker appended or
-rotated) first re-reads the chain's last line, so `prev` and `seq` follow the line really before it.
+Worker processes (`--workers N`) share one chain (`shared=True`): the chain's head (last `seq`,
+last line's hash, file size, rotation count) lives in the memory-mapped `<log>-head` file, and each
+append holds an exclusive `flock` on it, reads the head, writes its line and stores the new head.
+No file is re-read on the hot path; a worker that sees the rotation count move reopens the file.
+At start the head is checked against the file on disk and rebuilt from it when they disagree.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import mmap
 import os
+import struct
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -40,6 +44,8 @@ from pathlib import Path
 from typing import Any
 
 GENESIS = "0" * 64
+# The shared chain head: last seq, current file size, rotation count, last line's SHA-256.
+_HEAD = struct.Struct("<QQQ32s")
 
 
 def _str(value: str | None) -> str:
@@ -91,14 +97,30 @@ class AuditLog:
         self._prev, self._seq = self._resume()
         self._fd = self._open()
         self._dirty = False
-        # Several processes append: lock around each append, re-reading what the others wrote
-        # (size -1: re-read the chain before the first line).
-        self._lock_fd = (
-            os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-            if shared
-            else -1
-        )
-        self._size = -1 if shared else os.fstat(self._fd).st_size
+        self._size = os.fstat(self._fd).st_size
+        self._rotations = 0
+        self._lock_fd = -1
+        if shared:
+            # Not `audit.log.*`, so `s3kms audit verify audit.log.* audit.log` never picks it up.
+            self._open_head(path.with_name(path.name + "-head"))
+
+    def _open_head(self, head_path: Path) -> None:
+        """Map the shared chain head; rebuild it from the file when it does not match."""
+        self._lock_fd = os.open(head_path, os.O_RDWR | os.O_CREAT, 0o600)
+        if os.fstat(self._lock_fd).st_size < _HEAD.size:
+            os.ftruncate(self._lock_fd, _HEAD.size)
+        self._head = mmap.mmap(self._lock_fd, _HEAD.size)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            seq, size, rotations, _ = _HEAD.unpack_from(self._head)
+            if size != self._size or seq != self._seq:
+                # First worker, or a crash between a write and its head update: trust the file.
+                _HEAD.pack_into(
+                    self._head, 0, self._seq, self._size, rotations, bytes.fromhex(self._prev)
+                )
+            self._rotations = rotations
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _open(self) -> int:
         return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -134,34 +156,27 @@ class AuditLog:
         error: str | None,
         started: float,
     ) -> None:
-        shared = self._lock_fd >= 0
-        if shared:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-        try:
-            if shared:
-                self._catch_up()
+        if self._lock_fd < 0:
             self._append(
                 request_id, principal, source, action, key, outcome, status, error, started
             )
-        finally:
-            if shared:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-
-    def _catch_up(self) -> None:
-        """Follow what other processes appended (or rotated) since this one's last line."""
-        mine = os.fstat(self._fd)
+            return
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
-            current = os.stat(self.path)
-        except FileNotFoundError:
-            current = None
-        if current is None or (current.st_ino, current.st_dev) != (mine.st_ino, mine.st_dev):
-            os.close(self._fd)  # another process rotated the file
-            self._fd = self._open()
-            mine = os.fstat(self._fd)
-            self._size = -1
-        if mine.st_size != self._size:
-            self._prev, self._seq = self._resume()
-            self._size = mine.st_size
+            self._seq, self._size, rotations, prev = _HEAD.unpack_from(self._head)
+            self._prev = prev.hex()
+            if rotations != self._rotations:
+                os.close(self._fd)  # another worker rotated the file
+                self._fd = self._open()
+                self._rotations = rotations
+            self._append(
+                request_id, principal, source, action, key, outcome, status, error, started
+            )
+            _HEAD.pack_into(
+                self._head, 0, self._seq, self._size, self._rotations, bytes.fromhex(self._prev)
+            )
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _append(
         self,
@@ -203,6 +218,7 @@ class AuditLog:
         os.replace(self.path, self.path.with_name(f"{self.path.name}.{number}"))
         self._fd = self._open()
         self._size = 0
+        self._rotations += 1
 
     def sync(self) -> None:
         """Flush appended lines to stable storage (called periodically and at shutdown)."""
@@ -214,6 +230,7 @@ class AuditLog:
         self.sync()
         os.close(self._fd)
         if self._lock_fd >= 0:
+            self._head.close()
             os.close(self._lock_fd)
 
     def lines_since(self, since: float | None) -> Iterator[bytes]:
