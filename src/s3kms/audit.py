@@ -156,27 +156,31 @@ class AuditLog:
         error: str | None,
         started: float,
     ) -> None:
-        if self._lock_fd < 0:
-            self._append(
-                request_id, principal, source, action, key, outcome, status, error, started
-            )
-            return
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        shared = self._lock_fd >= 0
+        if shared:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
-            self._seq, self._size, rotations, prev = _HEAD.unpack_from(self._head)
-            self._prev = prev.hex()
-            if rotations != self._rotations:
-                os.close(self._fd)  # another worker rotated the file
-                self._fd = self._open()
-                self._rotations = rotations
+            if shared:
+                self._load_head()
             self._append(
                 request_id, principal, source, action, key, outcome, status, error, started
             )
-            _HEAD.pack_into(
-                self._head, 0, self._seq, self._size, self._rotations, bytes.fromhex(self._prev)
-            )
+            if shared:
+                _HEAD.pack_into(
+                    self._head, 0, self._seq, self._size, self._rotations, bytes.fromhex(self._prev)
+                )
         finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            if shared:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _load_head(self) -> None:
+        """Continue from the shared head (under the lock): what every worker appended so far."""
+        self._seq, self._size, rotations, prev = _HEAD.unpack_from(self._head)
+        self._prev = prev.hex()
+        if rotations != self._rotations:
+            os.close(self._fd)  # another worker rotated the file
+            self._fd = self._open()
+            self._rotations = rotations
 
     def _append(
         self,
