@@ -1,13 +1,14 @@
 """The AWS Encryption SDK (v4) encrypting and decrypting through s3kms as its KMS.
 
 The SDK finds s3kms through the environment (`AWS_ENDPOINT_URL_KMS` and credentials), exactly as an
-application would. The backend is a parameter of `kms_settings`: the Local keystore here; a Vault
-variant joins the list once the Vault keystore is wired into the server settings.
+application would. Both backends: the Local keystore, and Vault transit on a real OpenBao (the
+session's `bao` server, or the external Vault named by S3KMS_TEST_VAULT_ADDR).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import pytest
 from aws_encryption_sdk import CommitmentPolicy, StrictAwsKmsMasterKeyProvider
 from aws_encryption_sdk.exceptions import DecryptKeyError
 
-from s3kms.config import Settings
+from s3kms.config import Settings, VaultSettings
 
 from kmsserver import ROOT_PASSWORD, ROOT_USER, KmsThread, thread_settings
 
@@ -26,17 +27,18 @@ REGION = "us-east-1"
 MESSAGE = b"the quarterly numbers, encrypted client-side" * 20
 CONTEXT = {"purpose": "s3kms-test", "tenant": "t-42"}
 
-SettingsFactory = Callable[[Path], Settings]
 
-BACKENDS: dict[str, SettingsFactory] = {
-    "local": lambda path: thread_settings(path / "data", backend="local"),
-}
-
-
-@pytest.fixture(params=sorted(BACKENDS))
+@pytest.fixture(params=["local", "vault"])
 def kms_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    factory: SettingsFactory = BACKENDS[request.param]
-    return factory(tmp_path)
+    if request.param == "local":
+        return thread_settings(tmp_path / "data", backend="local")
+    bao = request.getfixturevalue("bao")  # a real OpenBao (or the external Vault)
+    vault = VaultSettings(
+        addresses=(bao.addr,),
+        token=bao.root_token,
+        kv_prefix=f"esdk-{uuid.uuid4().hex[:12]}",  # the server is shared between tests
+    )
+    return thread_settings(tmp_path / "data", backend="vault", vault=vault)
 
 
 @pytest.fixture

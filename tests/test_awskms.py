@@ -1,7 +1,8 @@
 """The AWS KMS JSON 1.1 API through a real server, with boto3 (real botocore signing and parsing).
 
-Most tests share one server; those that move the server's clock, or need to know every key in the
-keystore, start their own.
+Every test runs on both backends (Local, and Vault transit on a real OpenBao). Most tests share one
+server per backend; those that move the server's clock, or need to know every key in the keystore,
+start their own.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from s3kms.client import Client
+from s3kms.config import VaultSettings
 from s3kms.crypto import blob
 from s3kms.http import sigv4
 
@@ -53,21 +55,38 @@ def boto_kms(srv: KmsThread, *, validate: bool = True, secret: str = ROOT_PASSWO
     )
 
 
-def start_server(path: Path) -> KmsThread:
-    return KmsThread(thread_settings(path / "data")).start()
+def start_server(path: Path, backend: str, request: pytest.FixtureRequest) -> KmsThread:
+    if backend == "local":
+        return KmsThread(thread_settings(path / "data")).start()
+    bao = request.getfixturevalue("bao")  # a real OpenBao (or the external Vault)
+    vault = VaultSettings(
+        addresses=(bao.addr,),
+        token=bao.root_token,
+        kv_prefix=f"awskms-{uuid.uuid4().hex[:12]}",  # each server sees only its own keys
+    )
+    return KmsThread(thread_settings(path / "data", backend="vault", vault=vault)).start()
+
+
+# Every test runs on both backends: the Local keystore and Vault transit on a real OpenBao.
+@pytest.fixture(scope="module", params=["local", "vault"])
+def backend(request: pytest.FixtureRequest) -> str:
+    param: str = request.param
+    return param
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KmsThread]:
-    server = start_server(tmp_path_factory.mktemp("awskms"))
+def srv(
+    tmp_path_factory: pytest.TempPathFactory, backend: str, request: pytest.FixtureRequest
+) -> Iterator[KmsThread]:
+    server = start_server(tmp_path_factory.mktemp("awskms"), backend, request)
     yield server
     server.stop()
 
 
 @pytest.fixture
-def own_srv(tmp_path: Path) -> Iterator[KmsThread]:
+def own_srv(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> Iterator[KmsThread]:
     """A server of the test's own: its clock may move, its keystore holds only the test's keys."""
-    server = start_server(tmp_path)
+    server = start_server(tmp_path, backend, request)
     yield server
     server.stop()
 
@@ -972,3 +991,8 @@ def test_auth_failures_reach_boto3_as_aws_errors(srv: KmsThread) -> None:
     )
     assert resp.status_code == 400
     assert resp.json()["__type"] == "MissingAuthenticationTokenException"
+
+
+def test_the_server_runs_the_backend_asked_for(srv: KmsThread, backend: str) -> None:
+    with Client(srv.url, ROOT_USER, ROOT_PASSWORD) as admin:
+        assert admin.status().kms_type == backend
