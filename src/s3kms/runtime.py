@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 from s3kms.clock import Clock
 from s3kms.config import KMSConfig, Settings, VaultSettings, load_kms_config, save_kms_config
@@ -179,9 +178,3 @@ async def open_vault(settings: VaultSettings) -> KeyStore:
     from s3kms.keystore.vault import VaultKeyStore
 
     return await VaultKeyStore.connect(settings)
-
-
-def data_dir_ready(path: Path) -> None:
-    from s3kms.fsutil import ensure_private_dir
-
-    ensure_private_dir(path)

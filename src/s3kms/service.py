@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TypeVar
 
 from s3kms.clock import Clock
 from s3kms.crypto import blob
 from s3kms.crypto.context import canonical_context
 from s3kms.errors import (
-    AliasNotFound,
     IncorrectKey,
     InvalidCiphertext,
     InvalidRequest,
@@ -33,7 +31,6 @@ from s3kms.errors import (
 from s3kms.keystore.base import KeyStore, WriteConflict
 from s3kms.model import KEY_NAME_RE, Alias, DataKey, KeyMetadata, KeyState, KeyVersion, RotationType
 
-T = TypeVar("T")
 DAY = 86400.0
 MIN_PENDING_DAYS, MAX_PENDING_DAYS, DEFAULT_PENDING_DAYS = 7, 30, 30
 MIN_ROTATION_DAYS, MAX_ROTATION_DAYS, DEFAULT_ROTATION_DAYS = 90, 2560, 365
@@ -369,10 +366,3 @@ class KeyService:
                 await self.store.rotate_key(meta.key_id, RotationType.AUTOMATIC, now)
                 rotated += 1
         return deleted, rotated
-
-
-async def ignore_missing(call: Awaitable[T]) -> T | None:
-    try:
-        return await call
-    except (KeyNotFound, AliasNotFound):
-        return None
