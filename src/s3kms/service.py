@@ -274,7 +274,7 @@ class KeyService:
         version, sealed = await self.store.encrypt(
             key_id, plaintext, header + canonical_context(context), check_usable
         )
-        return key_id, blob.Blob(key_id, version, sealed).encode()
+        return key_id, blob.assemble(header, version, sealed)
 
     async def generate_data_key(
         self, ref: str, size: int, context: Mapping[str, str] | None = None

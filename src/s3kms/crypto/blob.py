@@ -40,7 +40,12 @@ class Blob:
         return header(self.key_id) + context
 
     def encode(self) -> bytes:
-        return header(self.key_id) + _VERSION.pack(self.key_version) + self.sealed
+        return assemble(header(self.key_id), self.key_version, self.sealed)
+
+
+def assemble(key_header: bytes, key_version: int, sealed: bytes) -> bytes:
+    """The blob from its parts, for a caller that already holds `header(key_id)`."""
+    return key_header + _VERSION.pack(key_version) + sealed
 
 
 def header(key_id: str) -> bytes:
