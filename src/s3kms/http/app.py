@@ -74,11 +74,10 @@ _DENIALS = frozenset(
 class Call:
     """What the audit log needs to know about one request, filled in as dispatch learns it."""
 
-    __slots__ = ("action", "key_id", "principal")
+    __slots__ = ("action", "principal")
 
     def __init__(self) -> None:
         self.action: str | None = None  # set once the request reached a KMS route
-        self.key_id: str | None = None
         self.principal: Principal | None = None
 
 
@@ -166,16 +165,15 @@ class App:
             error = "InternalError"
         if self.audit is not None and call.action is not None:
             # Written before the response leaves: an answered request is always on record.
+            # Once authorised, the principal knows the precise action and key the request was about.
+            who = call.principal
+            authorised = who is not None and who.action is not None
             self.audit.record(
                 request_id=request_id,
-                principal=call.principal.access_key if call.principal else None,
+                principal=who.access_key if who else None,
                 source=_source(scope),
-                action=call.principal.action
-                if call.principal and call.principal.action
-                else call.action,
-                key=call.principal.key_id
-                if call.principal and call.principal.action
-                else call.key_id,
+                action=who.action if who and authorised else call.action,
+                key=who.key_id if who and authorised else None,
                 outcome="allowed" if error is None else "denied" if error in _DENIALS else "failed",
                 status=response.status,
                 error=error,
