@@ -15,7 +15,7 @@ import pytest
 from s3kms.client import Client
 from s3kms.errors import KeyNotFound
 
-from kmsserver import MASTER_KEY, ROOT_PASSWORD, ROOT_USER, KmsProcess, free_port
+from kmsserver import MASTER_KEY, ROOT_PASSWORD, ROOT_USER, KmsProcess, free_port, wait_ready
 
 
 def client_for(server: KmsProcess) -> Client:
@@ -91,18 +91,21 @@ def test_malformed_master_key_stops_the_server(tmp_path: Path, value: str, fragm
     assert fragment in server.log()
 
 
-def test_first_start_generates_master_key_and_credentials(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+def _bare_server(data: Path, port: int) -> subprocess.Popen[bytes]:
+    """`s3kms server` with no S3KMS_* settings at all, as on a user's first start."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("S3KMS_")}
-    port = free_port()
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "s3kms", "server", "--address", f"127.0.0.1:{port}",
          "--data-dir", str(data)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
-    try:
-        from kmsserver import wait_ready
 
+
+def test_first_start_generates_master_key_and_credentials(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    port = free_port()
+    proc = _bare_server(data, port)
+    try:
         wait_ready(f"http://127.0.0.1:{port}")
         creds = json.loads((data / "credentials").read_text())
         for name in ("credentials", "master.key", "keystore.db"):
@@ -118,11 +121,7 @@ def test_first_start_generates_master_key_and_credentials(tmp_path: Path) -> Non
     assert "master key" in output and "same directory" in output
     assert base64.b64decode((data / "master.key").read_text()) != bytes(32)
 
-    again = subprocess.Popen(
-        [sys.executable, "-m", "s3kms", "server", "--address", f"127.0.0.1:{port}",
-         "--data-dir", str(data)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    again = _bare_server(data, port)
     try:
         wait_ready(f"http://127.0.0.1:{port}")
     finally:
