@@ -459,7 +459,38 @@ def _health(client: VaultApi, base_url: str) -> int:
 # --------------------------------------------------------------------------- dev server
 
 
-class BaoDevServer(VaultApi):
+class _BaoProcess:
+    """Process control shared by a dev server and a cluster node: one `bao` process and its log."""
+
+    process: subprocess.Popen[bytes] | None
+    _log: IO[bytes] | None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        """SIGTERM, SIGKILL after ``STOP_GRACE`` s, and reap. Idempotent."""
+        if self.process is not None:
+            _reap(self.process, grace=STOP_GRACE)
+        self._release()
+
+    def kill(self) -> None:
+        """SIGKILL (no shutdown, no seal) and reap."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGKILL)
+        self._release()
+
+    def _release(self) -> None:
+        if self.process is not None:
+            _reap(self.process, grace=0.0)
+            self.process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+class BaoDevServer(VaultApi, _BaoProcess):
     """``bao server -dev`` on 127.0.0.1: in-memory, unsealed, KV v2 at ``secret/``.
 
     ``start`` may be called again after ``stop``/``kill``: the new server listens on the same
@@ -498,10 +529,6 @@ class BaoDevServer(VaultApi):
     def __enter__(self) -> Self:
         self.start()
         return self
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
 
     def start(self) -> None:
         """Start the server and wait (bounded) until sys/health answers 200 and the
@@ -569,26 +596,6 @@ class BaoDevServer(VaultApi):
         except httpx.HTTPError:
             return None
 
-    def _release(self) -> None:
-        if self.process is not None:
-            _reap(self.process, grace=0.0)
-            self.process = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def stop(self) -> None:
-        """SIGTERM, SIGKILL after ``STOP_GRACE`` s, and reap. Idempotent."""
-        if self.process is not None:
-            _reap(self.process, grace=STOP_GRACE)
-        self._release()
-
-    def kill(self) -> None:
-        """SIGKILL (no shutdown, no seal) and reap."""
-        if self.process is not None:
-            self.process.send_signal(signal.SIGKILL)
-        self._release()
-
     def close(self) -> None:
         self.stop()
         super().close()
@@ -645,7 +652,7 @@ def start_dev_server(tmp_path: Path) -> BaoDevServer:
 
 
 @dataclass(eq=False)
-class BaoNode:
+class BaoNode(_BaoProcess):
     """One raft node of a :class:`BaoCluster` (API and cluster port on 127.0.0.1)."""
 
     node_id: str
@@ -675,10 +682,6 @@ class BaoNode:
     @property
     def log_path(self) -> Path:
         return self.workdir / "bao.log"
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
 
     def write_config(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -714,24 +717,6 @@ disable_standby_reads = {"false" if self.standby_reads else "true"}
         self._release()
         args = [bao_binary(), "server", f"-config={self.config_path}"]
         self.process, self._log = _spawn(args, self.log_path, self.workdir)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            _reap(self.process, grace=STOP_GRACE)
-        self._release()
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.send_signal(signal.SIGKILL)
-        self._release()
-
-    def _release(self) -> None:
-        if self.process is not None:
-            _reap(self.process, grace=0.0)
-            self.process = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
 
 class BaoCluster(VaultApi):
