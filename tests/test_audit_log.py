@@ -6,6 +6,8 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from s3kms.audit import AuditLog, verify
 
 
@@ -106,3 +108,30 @@ def test_shared_logs_keep_one_chain_through_rotation(tmp_path: Path) -> None:
     assert result.ok and result.lines == 20
     seqs = [json.loads(x)["seq"] for f in files for x in f.read_text().splitlines()]
     assert seqs == list(range(1, 21))
+
+
+def test_worker_starting_while_another_appends_keeps_the_chain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that read the log, then saw another worker append before it took the lock."""
+    a = AuditLog(tmp_path / "audit.log", shared=True)
+    write(a, 3)
+    real_resume = AuditLog._resume
+    raced: list[bool] = []
+
+    def resume_then_race(self: AuditLog) -> tuple[str, int]:
+        state = real_resume(self)
+        if self is not a and not raced:
+            raced.append(True)
+            write(a, 2, start=3)  # lands after this worker read the chain, before its lock
+        return state
+
+    monkeypatch.setattr(AuditLog, "_resume", resume_then_race)
+    b = AuditLog(tmp_path / "audit.log", shared=True)
+    write(b, 1, start=5)
+    write(a, 1, start=6)
+    a.close()
+    b.close()
+    assert raced
+    result = verify([tmp_path / "audit.log"])
+    assert result.ok and result.lines == 7, result.problem

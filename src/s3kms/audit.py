@@ -112,12 +112,19 @@ class AuditLog:
         self._head = mmap.mmap(self._lock_fd, _HEAD.size)
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
-            seq, size, rotations, _ = _HEAD.unpack_from(self._head)
-            if size != self._size or seq != self._seq:
-                # First worker, or a crash between a write and its head update: trust the file.
+            # Judge the head against the log as it is now, under the lock: other workers may have
+            # appended (or rotated) since this one read the chain in __init__.
+            os.close(self._fd)
+            self._fd = self._open()
+            size_now = os.fstat(self._fd).st_size
+            seq, size, rotations, prev = _HEAD.unpack_from(self._head)
+            if size != size_now or (seq == 0 and prev == bytes(32)):
+                # No head yet, or a crash between a write and its head update: trust the files.
+                self._prev, self._seq = self._resume()
                 _HEAD.pack_into(
-                    self._head, 0, self._seq, self._size, rotations, bytes.fromhex(self._prev)
+                    self._head, 0, self._seq, size_now, rotations, bytes.fromhex(self._prev)
                 )
+            self._size = size_now
             self._rotations = rotations
         finally:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
