@@ -11,6 +11,9 @@ Users and policies come from two places:
 SigV4 needs the secret itself to check a signature, so secrets are encrypted, not hashed. A change
 made through one worker process is seen by the others on their next request by a non-root user
 (they compare the file's inode, modification time and size before using their copy).
+
+A change is written to `users.json` first and only then made in memory: when the write fails
+(disk full, read-only), the OSError reaches the caller and the store is as it was.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +39,9 @@ from s3kms.policy import Policy, parse_policy
 
 USERS_FILE = "users.json"
 _AAD = b"s3kms-user-secret\x00"
+# ASCII only: str.isalnum would also take letters and digits of other scripts (ü, ٣).
+_ACCESS_KEY_RE = re.compile(r"[A-Za-z0-9._-]{3,128}")
+_POLICY_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
 class UserNotFound(KMSError):
@@ -53,8 +60,26 @@ class User:
 
 
 def _validate_access_key(access_key: str) -> None:
-    if not 3 <= len(access_key) <= 128 or not all(c.isalnum() or c in "._-" for c in access_key):
+    if _ACCESS_KEY_RE.fullmatch(access_key) is None:
         raise InvalidRequest("accessKey must be 3-128 characters of A-Z a-z 0-9 . _ -")
+
+
+def _validate_policy_name(name: str) -> None:
+    if _POLICY_NAME_RE.fullmatch(name) is None:
+        raise InvalidRequest("policy name must be 1-128 characters of A-Z a-z 0-9 . _ -")
+
+
+def _validate_encodable(value: str, what: str) -> None:
+    try:
+        value.encode()
+    except UnicodeEncodeError:  # a lone surrogate, e.g. from the JSON escape "\ud800"
+        raise InvalidRequest(f"{what} must be valid Unicode (no lone surrogates)") from None
+
+
+def _validate_secret(secret_key: str) -> None:
+    if len(secret_key) < 8:
+        raise InvalidRequest("secretKey must be at least 8 characters")
+    _validate_encodable(secret_key, "secretKey")
 
 
 class UserStore:
@@ -84,6 +109,7 @@ class UserStore:
         for entry in doc.get("users", []):
             access, secret = entry["access_key"], entry["secret_key"]
             _validate_access_key(access)
+            _validate_encodable(secret, f"the secret_key of {access}")
             policies = tuple(entry.get("policies", []))
             self._static_users[access] = User(access, secret, policies, managed=False)
 
@@ -131,39 +157,48 @@ class UserStore:
 
     # -- writing (admin routes) -------------------------------------------------------------------
 
-    def _save(self) -> None:
-        users = {
-            u.access_key: {
-                "secret": base64.b64encode(
-                    aead.seal(self._aead, u.secret_key.encode(), _AAD + u.access_key.encode())
-                ).decode(),
-                "policies": list(u.policies),
+    def _commit(self, users: dict[str, User], policies: dict[str, Policy]) -> None:
+        """Write `users` and `policies` to users.json, then adopt them.
+
+        Nothing in memory changes before the file is replaced: if encoding or writing fails
+        (InvalidRequest, OSError), the error propagates and the store is as it was.
+        """
+        try:
+            sealed = {
+                u.access_key: {
+                    "secret": base64.b64encode(
+                        aead.seal(self._aead, u.secret_key.encode(), _AAD + u.access_key.encode())
+                    ).decode(),
+                    "policies": list(u.policies),
+                }
+                for u in users.values()
+                if u.managed
             }
-            for u in self._users.values()
-            if u.managed
-        }
-        policies = {
+        except UnicodeEncodeError:  # every route validates first; this is the last line
+            raise InvalidRequest("user names and secrets must be valid Unicode") from None
+        stored = {
             p.name: json.loads(p.document)
-            for name, p in self._policies.items()
+            for name, p in policies.items()
             if name not in self._static_policies
         }
-        write_private_file(self._path, json.dumps({"users": users, "policies": policies}).encode())
+        # ensure_ascii (the default): the file is ASCII whatever the documents hold.
+        data = json.dumps({"users": sealed, "policies": stored}).encode()
+        write_private_file(self._path, data)
+        self._users, self._policies = users, policies
         self._stamp = (-1, -1, -1)
         self._refresh()
 
     def add_user(self, access_key: str, secret_key: str, policies: Sequence[str]) -> User:
         self._refresh()
         _validate_access_key(access_key)
-        if len(secret_key) < 8:
-            raise InvalidRequest("secretKey must be at least 8 characters")
+        _validate_secret(secret_key)
         if access_key in self._users:
             raise KeyAlreadyExists(f"user {access_key} already exists")
         missing = [p for p in policies if p not in self._policies]
         if missing:
             raise InvalidRequest(f"unknown policy: {', '.join(missing)}")
         user = User(access_key, secret_key, tuple(policies), managed=True)
-        self._users[access_key] = user
-        self._save()
+        self._commit({**self._users, access_key: user}, self._policies)
         return user
 
     def remove_user(self, access_key: str) -> None:
@@ -173,26 +208,24 @@ class UserStore:
             raise UserNotFound
         if not user.managed:
             raise InvalidRequest("this user comes from the users file; remove it there")
-        del self._users[access_key]
-        self._save()
+        users = {k: u for k, u in self._users.items() if k != access_key}
+        self._commit(users, self._policies)
 
     def set_policy(self, name: str, document: str | dict[str, Any]) -> Policy:
         self._refresh()
-        if not name or len(name) > 128 or not all(c.isalnum() or c in "._-" for c in name):
-            raise InvalidRequest("policy name must be 1-128 characters of A-Z a-z 0-9 . _ -")
+        _validate_policy_name(name)
         if name in self._static_policies:
             raise InvalidRequest("this policy comes from the users file; change it there")
         policy = parse_policy(name, document)
-        self._policies[name] = policy
-        self._save()
+        self._commit(self._users, {**self._policies, name: policy})
         return policy
 
     def remove_policy(self, name: str) -> None:
         self._refresh()
         if name not in self._policies or name in self._static_policies:
             raise InvalidRequest(f"no removable policy named {name}")
-        del self._policies[name]
-        self._save()
+        policies = {k: p for k, p in self._policies.items() if k != name}
+        self._commit(self._users, policies)
 
 
 def generate_secret() -> str:
