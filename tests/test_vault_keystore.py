@@ -655,6 +655,20 @@ def test_connect_to_closed_port_fails_fast(prefix: str) -> None:
     assert elapsed < 2.0
 
 
+def test_credentials_in_an_address_are_refused_and_never_shown(prefix: str) -> None:
+    """Settings built without parse_vault_addresses (an older kms-config.json, code): connect()
+    refuses a userinfo part before any request, and repr() and endpoint never show it."""
+    address = f"http://user:s3cr3t-pw@127.0.0.1:{free_port()}"
+    config = VaultSettings(addresses=("http://127.0.0.1:1", address), token="t", kv_prefix=prefix)
+    assert "s3cr3t-pw" not in repr(config) and "s3cr3t-pw" not in config.endpoint
+    assert config.endpoint.endswith("http://***@127.0.0.1:" + address.rsplit(":", 1)[1])
+    elapsed, result = run(timed(lambda: VaultKeyStore.connect(config)))
+    assert isinstance(result, InvalidRequest), result
+    assert "must not contain credentials" in result.message
+    assert "s3cr3t-pw" not in result.message
+    assert elapsed < 0.5  # refused before any connection attempt
+
+
 def test_connect_with_bad_token_is_invalid_request(bao: VaultApi, prefix: str) -> None:
     token = "s.not-a-real-token-" + uuid.uuid4().hex
     with pytest.raises(InvalidRequest) as info:
@@ -792,7 +806,7 @@ def test_vault_down_is_bounded_then_recovers(bao_dev_private: BaoDevServer, pref
         async with await VaultKeyStore.connect(config) as store:
             await store.create_key(new_meta(key_id))
             await asyncio.to_thread(server.stop)
-            # Connection refused: retried with backoff within 2 x timeout, then 503.
+            # Connection refused everywhere: retried briefly with backoff (1 s), then 503.
             elapsed, result = await timed(lambda: store.get_key(key_id))
             assert isinstance(result, BackendUnavailable), result
             assert result.status == 503

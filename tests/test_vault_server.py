@@ -12,16 +12,21 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
+import boto3
 import httpx
 import pytest
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
 
 from s3kms.client import Client
 from s3kms.config import VaultSettings
@@ -44,10 +49,13 @@ from openbao import (
     BaoDevServer,
     VaultApi,
     external_configured,
+    free_port,
     wait_until,
 )
 
 pytestmark = pytest.mark.vault
+
+T = TypeVar("T")
 
 PREFIXES = ["/rustfs/admin/v3/kms", "/minio/admin/v3/kms"]
 ADMIN = "/rustfs/admin/v3/kms"
@@ -342,8 +350,6 @@ def test_configure_with_the_documents_body(
 def test_failed_configure_keeps_the_previous_backend(
     bao: VaultApi, servers: list[Server], tmp_path: Path, failure: str
 ) -> None:
-    from openbao import free_port
-
     server = start(servers, tmp_path / "data")
     assert server.configure({"kms_type": "local"}).status_code == 200  # persisted
     server.admin.ok("POST", f"{ADMIN}/key/create?keyName=local-one")
@@ -379,6 +385,76 @@ def test_failed_configure_keeps_the_previous_backend(
     assert server.admin.ok("GET", f"{ADMIN}/key/status?keyName=local-one")["status"] == "enabled"
     persisted = json.loads((tmp_path / "data" / "kms-config.json").read_text())
     assert persisted["kms_type"] == "local"
+
+
+# --------------------------------------------------------------------------- no secrets in addresses
+
+PASSWORD_IN_URL = "s3cr3t-pw"
+
+
+def test_configure_refuses_a_vault_address_with_credentials(bao: VaultApi, tmp_path: Path) -> None:
+    """A `user:password@` in vault_address (any of the list, with or without a scheme) is refused
+    with 400 KMSInvalidRequest, and the password is in neither the answer, the server's log, the
+    audit log nor the persisted configuration."""
+    host = bao.addr.split("://", 1)[1]
+    server = KmsProcess(tmp_path / "data")
+    server.start()
+    admin = Signed(server.url)
+    try:
+        for address in (
+            f"http://user:{PASSWORD_IN_URL}@{host}",
+            f"{bao.addr},https://user:{PASSWORD_IN_URL}@{host}",
+            f"user:{PASSWORD_IN_URL}@{host}",  # no scheme
+            f"http://user:{PASSWORD_IN_URL}/,x@{host}",  # "/" and "," would cut the address
+        ):
+            resp = admin("POST", f"{ADMIN}/configure", vault_body(bao, "x", vault_address=address))
+            assert resp.status_code == 400, resp.text
+            assert error_of(resp)["code"] == "KMSInvalidRequest"
+            assert error_of(resp)["message"] == (
+                "vault_address must not contain credentials (user:password@); "
+                "use vault_token or AppRole"
+            )
+            assert PASSWORD_IN_URL not in resp.text
+        assert admin.status()["kmsType"] == "local"  # nothing changed
+    finally:
+        admin.close()
+        server.stop()
+    assert PASSWORD_IN_URL not in server.log()
+    audit = sorted((tmp_path / "data" / "audit").glob("audit.log*"))
+    assert audit and any("KMSConfigure" in p.read_text() for p in audit)
+    assert not any(PASSWORD_IN_URL in p.read_text() for p in audit)
+    assert not (tmp_path / "data" / "kms-config.json").exists()
+
+
+@pytest.mark.parametrize("source", ["flag", "environment", "config file", "persisted"])
+def test_server_refuses_to_start_with_credentials_in_the_vault_address(
+    tmp_path: Path, source: str
+) -> None:
+    """`s3kms server` exits with a clear message that does not hold the password, whether the
+    address comes from --vault-address, S3KMS_VAULT_ADDRESS, the TOML file, or a kms-config.json
+    persisted before addresses were checked (VaultKeyStore.connect refuses it too)."""
+    address = f"http://u:{PASSWORD_IN_URL}@127.0.0.1:{free_port()}"
+    data = tmp_path / "data"
+    args: list[str] = []
+    env = {"S3KMS_VAULT_TOKEN": "a-token"}
+    if source == "flag":
+        args = ["--backend", "vault", "--vault-address", address]
+    elif source == "environment":
+        env |= {"S3KMS_BACKEND": "vault", "S3KMS_VAULT_ADDRESS": address}
+    elif source == "config file":
+        toml = tmp_path / "s3kms.toml"
+        toml.write_text(f'backend = "vault"\nvault_address = "{address}"\n')
+        args = ["--config", str(toml)]
+    else:
+        data.mkdir(mode=0o700)
+        stored = {"kms_type": "vault", "default_key_id": None,
+                  "vault": {"addresses": [address], "token": "a-token"}}  # fmt: skip
+        (data / "kms-config.json").write_text(json.dumps(stored))
+    server = KmsProcess(data, args=args, env=env)
+    server.start(wait=False)
+    assert server.wait_exit() != 0
+    assert "vault_address must not contain credentials (user:password@)" in server.log()
+    assert PASSWORD_IN_URL not in server.log()
 
 
 # --------------------------------------------------------------------------- the admin API
@@ -743,7 +819,7 @@ def test_openbao_killed_and_restarted_mid_traffic(
     assert not unexpected, unexpected
     down = [s for t, ok, s in timeline if killed_at < t < restarted_at and not ok]
     assert len(down) >= 5
-    # While down, only the first request waits out the retry budget (2 x 1 s); the rest fail fast.
+    # While down, only the first request retries (for at most 1 s); the rest fail fast.
     assert sorted(down)[-2] < 0.5, down
     assert server.admin.status()["status"] == "connected"
 
@@ -763,6 +839,121 @@ def test_openbao_killed_and_restarted_mid_traffic(
     transit = vault.api("LIST", "transit/keys").json()["data"]["keys"]
     ours = {k for k in transit if k.startswith(f"kill-{kv[-10:]}-")}
     assert ours == kv_key_ids(vault, kv) == set(acknowledged) | set(failed)
+
+
+# The requirement of an outage: every request answers 503 within this, the first one too.
+OUTAGE_ANSWER_BOUND = 5.0
+
+
+def boto_kms(url: str) -> Any:
+    """A boto3 KMS client that sends each request once (botocore would retry a 503)."""
+    return boto3.client(
+        "kms", endpoint_url=url, region_name="us-east-1", aws_access_key_id=ROOT_USER,
+        aws_secret_access_key=ROOT_PASSWORD, config=BotoConfig(retries={"total_max_attempts": 1}),
+    )  # fmt: skip
+
+
+def timed(call: Callable[[], T]) -> tuple[float, T]:
+    began = time.monotonic()
+    result = call()
+    return time.monotonic() - began, result
+
+
+def aws_data_key(kms: Any, key: str) -> tuple[int, str]:
+    """GenerateDataKey: (HTTP status, AWS error code or "")."""
+    try:
+        kms.generate_data_key(KeyId=key, KeySpec="AES_256")
+    except ClientError as exc:
+        return exc.response["ResponseMetadata"]["HTTPStatusCode"], exc.response["Error"]["Code"]
+    return 200, ""
+
+
+@pytest.fixture
+def blackhole() -> Iterator[str]:
+    """A loopback address that never completes a TCP connection: its listen queue is full, so
+    the kernel drops new SYNs, as a firewalled or powered-off host does (a closed port, by
+    contrast, refuses at once). Nothing answers on it; it is not a fake Vault."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        fillers.append(filler)
+    try:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        except TimeoutError:
+            pass
+        else:
+            pytest.skip("this kernel does not drop connections to a full listen queue")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        for sock in (*fillers, listener):
+            sock.close()
+
+
+@pytest.mark.parametrize("listed", ["one address", "and a closed port", "and a blackhole"])
+def test_openbao_killed_answers_503_within_seconds_then_recovers(
+    bao_persistent: BaoCluster,
+    servers: list[Server],
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    listed: str,
+) -> None:
+    """SIGKILL of OpenBao with the default timeouts: key/status (admin API, 503
+    KMSConnectionError) and GenerateDataKey (AWS API, 503 DependencyTimeoutException) answer
+    within seconds, also the first requests of the outage, and also when the address list holds a
+    port that refuses or an address that never answers as well. After a restart on the same
+    address and storage, requests succeed again with no restart or configure of s3kms."""
+    vault = bao_persistent
+    node = vault.nodes[0]
+    extra = {
+        "one address": (),
+        "and a closed port": (f"http://127.0.0.1:{free_port()}",),
+        "and a blackhole": (request.getfixturevalue("blackhole"),),
+    }[listed]
+    # Defaults for everything else: vault_timeout_seconds 10, the connect timeout.
+    settings = VaultSettings(
+        addresses=(*extra, node.addr), token=vault.root_token, kv_prefix=unique("s3kms-down")
+    )
+    server = start(servers, tmp_path / "data", backend="vault", vault=settings)
+    key = server.client.create_key(unique("down")).key_id
+    kms = boto_kms(server.srv.url)
+    made = kms.generate_data_key(KeyId=key, KeySpec="AES_256")
+    status_path = f"{ADMIN}/key/status?keyName={key}"
+
+    vault.kill(node)
+    # The first requests of the outage, at once (each used to wait out 2 x vault_timeout_seconds
+    # of retries), then one more of each while the outage is known.
+    with ThreadPoolExecutor(2) as pool:
+        first_status = pool.submit(timed, lambda: server.admin("GET", status_path))
+        first_data_key = pool.submit(timed, lambda: aws_data_key(kms, key))
+        answers = [(first_status.result(), first_data_key.result())]
+    answers.append((timed(lambda: server.admin("GET", status_path)),
+                    timed(lambda: aws_data_key(kms, key))))  # fmt: skip
+    for (status_took, resp), (data_key_took, data_key) in answers:
+        assert resp.status_code == 503, resp.text
+        assert error_of(resp)["code"] == "KMSConnectionError"
+        assert node.addr in error_of(resp)["message"]
+        assert data_key == (503, "DependencyTimeoutException")
+        assert status_took < OUTAGE_ANSWER_BOUND, answers
+        assert data_key_took < OUTAGE_ANSWER_BOUND, answers
+    assert server.admin.status()["status"] == "disconnected"
+    print(f"\n503 after (key/status, GenerateDataKey): first {answers[0][0][0]:.2f} s, "
+          f"{answers[0][1][0]:.2f} s; next {answers[1][0][0]:.2f} s, {answers[1][1][0]:.2f} s")  # fmt: skip
+
+    # Back on the same address with the same storage: the node recovers by itself.
+    vault.restart_node(node)
+    wait_until(lambda: server.admin("GET", status_path).status_code == 200, timeout=15,
+               what="key/status to succeed after the restart")  # fmt: skip
+    assert aws_data_key(kms, key) == (200, "")
+    decrypted = kms.decrypt(CiphertextBlob=made["CiphertextBlob"])
+    assert decrypted["Plaintext"] == made["Plaintext"]
+    assert server.admin.status()["status"] == "connected"
 
 
 # --------------------------------------------------------------------------- auth lifecycle

@@ -43,6 +43,7 @@ _VAULT_OPTIONS = {
     "vault_app_role_id": "app_role_id",
     "vault_app_role_secret_id": "app_role_secret_id",
     "vault_timeout_seconds": "timeout_seconds",
+    "vault_connect_timeout_seconds": "connect_timeout_seconds",
     "vault_ca_cert": "ca_cert",
     "vault_skip_tls_verify": "skip_tls_verify",
 }
@@ -138,7 +139,10 @@ def main() -> None:
 @click.option("--vault-kv-prefix", help="Path prefix in KV (s3kms).")
 @click.option("--vault-app-role-id")
 @click.option("--vault-app-role-secret-id", help="Prefer S3KMS_VAULT_APP_ROLE_SECRET_ID.")
-@click.option("--vault-timeout-seconds", type=float)
+@click.option("--vault-timeout-seconds", type=float, help="Bound on one Vault request (10).")
+@click.option(
+    "--vault-connect-timeout-seconds", type=float, help="Bound on opening a connection (2)."
+)
 @click.option("--vault-ca-cert", type=click.Path())
 def server(**flags: Any) -> None:
     """Run the KMS server."""
@@ -322,6 +326,7 @@ def status(**kw: Any) -> None:
 @click.option("--vault-app-role-id")
 @click.option("--vault-app-role-secret-id", envvar="S3KMS_VAULT_APP_ROLE_SECRET_ID")
 @click.option("--vault-timeout-seconds", type=float)
+@click.option("--vault-connect-timeout-seconds", type=float)
 @click.option("--vault-ca-cert")
 @client_options
 def configure(**kw: Any) -> None:

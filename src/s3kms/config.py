@@ -9,6 +9,7 @@ restart. Secrets in either are hidden from `repr()`.
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -27,6 +28,28 @@ def _hidden(value: object) -> str:
     return "<hidden>" if value else "None"
 
 
+CREDENTIALS_IN_ADDRESS = (
+    "vault_address must not contain credentials (user:password@); use vault_token or AppRole"
+)
+# The userinfo of any URL in a text: from "://" to the last "@" before a space.
+_URL_USERINFO_RE = re.compile(r"://\S*@")
+
+
+def redact_address(address: str) -> str:
+    """`address` with a `user:password@` part replaced by `***@` (for messages, logs, repr)."""
+    if "@" not in address:
+        return address
+    scheme, sep, rest = address.partition("://")
+    host = (rest if sep else address).rpartition("@")[2]
+    return f"{scheme}://***@{host}" if sep else f"***@{host}"
+
+
+def redact_urls(text: str) -> str:
+    """`text` with the userinfo of every URL in it replaced by `***` (an error from a library
+    may quote the URL it was given)."""
+    return _URL_USERINFO_RE.sub("://***@", text)
+
+
 @dataclass(frozen=True)
 class VaultSettings:
     """How to reach the Vault/OpenBao cluster that holds the keys."""
@@ -39,17 +62,24 @@ class VaultSettings:
     kv_prefix: str = "s3kms"
     app_role_id: str | None = None
     app_role_secret_id: str | None = field(default=None, repr=False)
+    # Bounds one request to Vault (each try); a safe-to-resend request is retried on other
+    # addresses within 2 x this (see keystore/vault.py for the whole budget).
     timeout_seconds: float = 10.0
     ca_cert: str | None = None
     skip_tls_verify: bool = False
+    # Bounds opening a connection (TCP + TLS): an address that does not accept one in this time
+    # counts as down, like one that refuses.
+    connect_timeout_seconds: float = 2.0
 
     @property
     def endpoint(self) -> str:
-        return ",".join(self.addresses)
+        """The addresses for display (`/kms/status`): never with a userinfo part."""
+        return ",".join(redact_address(a) for a in self.addresses)
 
     def __repr__(self) -> str:
+        addresses = tuple(redact_address(a) for a in self.addresses)
         return (
-            f"VaultSettings(addresses={self.addresses!r}, token={_hidden(self.token)}, "
+            f"VaultSettings(addresses={addresses!r}, token={_hidden(self.token)}, "
             f"namespace={self.namespace!r}, mount_path={self.mount_path!r}, "
             f"app_role_id={self.app_role_id!r}, "
             f"app_role_secret_id={_hidden(self.app_role_secret_id)})"
@@ -108,6 +138,7 @@ _CONFIGURE_FIELDS = {
     "vault_app_role_id",
     "vault_app_role_secret_id",
     "vault_timeout_seconds",
+    "vault_connect_timeout_seconds",
     "vault_ca_cert",
     "vault_skip_tls_verify",
     "allow_insecure",
@@ -124,18 +155,32 @@ def _opt_str(body: Mapping[str, Any], name: str) -> str | None:
 
 
 def parse_vault_addresses(raw: str) -> tuple[str, ...]:
+    """The comma-separated Vault addresses of the configure body, a flag, a variable or the TOML
+    file. Messages never quote a `user:password@` part."""
+    # Any "@" is refused before the list is split or a message quotes it: a password may hold
+    # "," or "/", which would otherwise cut the address so that a piece of it looks harmless.
+    if "@" in raw:
+        raise InvalidRequest(CREDENTIALS_IN_ADDRESS)
     addresses = tuple(a.strip().rstrip("/") for a in raw.split(",") if a.strip())
     if not addresses:
         raise InvalidRequest("vault_address is required")
     for address in addresses:
+        shown = redact_address(address)
         parts = urlsplit(address)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise InvalidRequest(f"vault_address {address!r} is not an http(s) URL")
+            raise InvalidRequest(f"vault_address {shown!r} is not an http(s) URL")
         try:
             parts.port  # noqa: B018 - raises ValueError on a bad port
         except ValueError:
-            raise InvalidRequest(f"vault_address {address!r} has an invalid port") from None
+            raise InvalidRequest(f"vault_address {shown!r} has an invalid port") from None
     return addresses
+
+
+def _seconds(body: Mapping[str, Any], name: str, default: float) -> float:
+    value = body.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 300:
+        raise InvalidRequest(f"{name} must be a number in (0, 300]")
+    return float(value)
 
 
 def parse_configure_body(body: Any) -> KMSConfig:
@@ -160,6 +205,7 @@ def parse_configure_body(body: Any) -> KMSConfig:
     address = _opt_str(body, "vault_address")
     if address is None:
         raise InvalidRequest("vault_address is required for kms_type vault")
+    addresses = parse_vault_addresses(address)  # first: its credentials error wins
     token = _opt_str(body, "vault_token")
     role_id = _opt_str(body, "vault_app_role_id")
     secret_id = _opt_str(body, "vault_app_role_secret_id")
@@ -169,9 +215,8 @@ def parse_configure_body(body: Any) -> KMSConfig:
         raise InvalidRequest(
             "vault_token or vault_app_role_id/vault_app_role_secret_id is required"
         )
-    timeout = body.get("vault_timeout_seconds", 10)
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 300:
-        raise InvalidRequest("vault_timeout_seconds must be a number in (0, 300]")
+    timeout = _seconds(body, "vault_timeout_seconds", 10.0)
+    connect_timeout = _seconds(body, "vault_connect_timeout_seconds", 2.0)
     skip_verify = body.get("vault_skip_tls_verify", False)
     allow_insecure = body.get("allow_insecure", False)
     if not isinstance(skip_verify, bool) or not isinstance(allow_insecure, bool):
@@ -179,7 +224,7 @@ def parse_configure_body(body: Any) -> KMSConfig:
     if skip_verify and not allow_insecure:
         raise InvalidRequest("vault_skip_tls_verify requires allow_insecure: true")
     settings = VaultSettings(
-        addresses=parse_vault_addresses(address),
+        addresses=addresses,
         token=token,
         namespace=_opt_str(body, "vault_namespace"),
         mount_path=(_opt_str(body, "vault_mount_path") or "transit").strip("/"),
@@ -187,9 +232,10 @@ def parse_configure_body(body: Any) -> KMSConfig:
         kv_prefix=(_opt_str(body, "vault_kv_prefix") or "s3kms").strip("/"),
         app_role_id=role_id,
         app_role_secret_id=secret_id,
-        timeout_seconds=float(timeout),
+        timeout_seconds=timeout,
         ca_cert=_opt_str(body, "vault_ca_cert"),
         skip_tls_verify=skip_verify,
+        connect_timeout_seconds=connect_timeout,
     )
     return KMSConfig("vault", default_key_id, settings)
 

@@ -22,13 +22,29 @@ metadata first and calls transit only for a key that exists.
 
 Transport: one pooled httpx client. Requests go to the current address; a connection failure,
 timeout, 503 (sealed), 429 (standby/rate limit) or 307 (a standby that cannot forward, e.g. during
-an election) moves to another address. Requests that are safe to resend are
-retried with exponential backoff until `2 * timeout_seconds` have passed (a Vault sealed on every
-address fails at once: waiting does not unseal it). A transit rotate, which is not idempotent, is
-resent only when the failure proves Vault never saw it; otherwise the key's latest version tells
-whether it happened. After a request has exhausted its retries the store is "degraded": later
-requests make one pass over the addresses without backoff, so during an outage only the first
-request waits out the budget, and the first answer from Vault ends the degraded state.
+an election) moves to another address. A transit rotate, which is not idempotent, is resent only
+when the failure proves Vault never saw it; otherwise the key's latest version tells whether it
+happened. The timing budget of one request:
+
+- Each try is bounded by `timeout_seconds` (default 10), of which opening the connection (TCP and
+  TLS) by `connect_timeout_seconds` (default 2; a healthy node connects in milliseconds).
+- When every address has been tried once (a pass) and failed, what follows depends on why:
+  - Sealed on every address: 503 at once (waiting does not unseal Vault).
+  - No address accepted a connection (refused, or none within the connect timeout): Vault is
+    down or unreachable, and the request certainly reached nothing. It is retried with backoff
+    only until `_DOWN_RETRY` (1 s) after it began, then 503. A killed Vault or a closed port thus
+    answers within about 1 s; an address that drops packets costs one connect timeout, and with
+    several addresses one more look for the active node (at most 2 s, all addresses at once):
+    at most 4 s with the defaults.
+  - Otherwise (some node answered: a standby during an election with 307 or 500, a 429, a
+    proxy's 502/504; or a node accepted the connection and then hung until `timeout_seconds`):
+    requests that are safe to resend are retried with exponential backoff (0.1 s doubling to
+    2 s) until `2 * timeout_seconds` have passed. This rides out an election (2-3 s on the test
+    cluster, while the dead leader refuses and the standbys answer 307) and moves past a hung
+    node, at the cost of one `timeout_seconds` per hung try.
+- After a request has exhausted its retries the store is "degraded": later requests make one pass
+  over the addresses without backoff, so during an outage only the first requests wait (at most
+  the budget above), and the first answer from Vault ends the degraded state.
 
 Leader preference: with several addresses (the nodes of one HA cluster), the current address is the
 cluster's ACTIVE node whenever one can be found. OpenBao's standbys answer reads (KV reads, transit
@@ -73,7 +89,7 @@ from urllib.parse import quote
 
 import httpx
 
-from s3kms.config import VaultSettings
+from s3kms.config import CREDENTIALS_IN_ADDRESS, VaultSettings, redact_address, redact_urls
 from s3kms.errors import (
     AliasNotFound,
     BackendUnavailable,
@@ -106,6 +122,10 @@ _NOT_PROCESSED = frozenset({307, 308, 412, 429, 503})
 _READ_CONCURRENCY = 16
 _BACKOFF_START = 0.1
 _BACKOFF_MAX = 2.0
+# Once every address has failed to connect (refused, or no connection within the connect
+# timeout), a request is retried only until this many seconds after it began: a down Vault
+# answers 503 at once instead of after the whole retry budget (see the module docstring).
+_DOWN_RETRY = 1.0
 _CAS_RETRIES = 20
 # Leader preference (several addresses): how often to look for the active node.
 _LEADER_RECHECK = 10.0  # while the current address is the known active node (in the background)
@@ -156,7 +176,18 @@ class _Attempts:
 
     reasons: list[str] = field(default_factory=list)
     pass_sealed: int = 0
+    pass_unreachable: int = 0  # no connection at all: refused, connect timeout
     pass_tries: int = 0
+
+
+@dataclass(slots=True, frozen=True)
+class _Health:
+    """One address's sys/health: usable, why (e.g. "active", "Vault is sealed"), and whether
+    a connection could be opened at all."""
+
+    ok: bool
+    reason: str
+    connected: bool = True
 
 
 def _b64(raw: bytes) -> str:
@@ -239,12 +270,22 @@ def _parse_ciphertext(text: Any) -> tuple[int, bytes]:
     raise InternalError("Vault transit returned a malformed ciphertext")
 
 
+def _connect_failed(exc: httpx.TransportError) -> bool:
+    """No connection was opened (refused, unresolvable, TLS handshake, connect timeout): the
+    request certainly never reached Vault."""
+    return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+
+
 def _describe(exc: httpx.TransportError) -> str:
+    # redact_urls: an httpx message may quote the URL (the addresses have no userinfo, as
+    # connect() checks; this is the second line).
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "cannot connect (timed out)"
     if isinstance(exc, httpx.TimeoutException):
         return "timed out"
     if isinstance(exc, httpx.ConnectError):
-        return f"cannot connect ({exc})" if str(exc) else "cannot connect"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return f"cannot connect ({redact_urls(str(exc))})" if str(exc) else "cannot connect"
+    return f"{type(exc).__name__}: {redact_urls(str(exc))}" if str(exc) else type(exc).__name__
 
 
 async def _bounded_gather(items: Iterable[Awaitable[T]], limit: int) -> list[T]:
@@ -271,6 +312,8 @@ class VaultKeyStore:
         # connection on each release, which collapsed throughput at hundreds of requests in flight.
         self._slots = asyncio.Semaphore(_MAX_IN_FLIGHT)
         self._addresses = settings.addresses
+        # The addresses as messages and logs show them (never with a userinfo part).
+        self._labels = tuple(redact_address(a) for a in settings.addresses)
         self._current = 0
         # Leader preference: whether the current address is known to be the active node, when it
         # was last checked (loop time), and the background re-check, if one is running.
@@ -280,7 +323,12 @@ class VaultKeyStore:
         self._leader_lock = asyncio.Lock()
         self._leader_task: asyncio.Task[None] | None = None
         self.leader_changes = 0  # times the preferred address moved (observability, tests)
+        # The last look for the active node opened no connection to any address (every one
+        # refused or timed out connecting), and those addresses' reasons.
+        self._none_reachable = False
+        self._unreachable: list[str] = []
         self._timeout = settings.timeout_seconds
+        self._connect_timeout = min(settings.connect_timeout_seconds, settings.timeout_seconds)
         self._budget = 2 * settings.timeout_seconds
         self._degraded = False
         self._transit = settings.mount_path.strip("/")
@@ -313,6 +361,10 @@ class VaultKeyStore:
         """
         if not settings.addresses:
             raise InvalidRequest("no Vault address configured")
+        if any("@" in a for a in settings.addresses):
+            # parse_vault_addresses refuses these; settings may also come from an older
+            # kms-config.json or be built directly. httpx would send them as Basic auth.
+            raise InvalidRequest(CREDENTIALS_IN_ADDRESS)
         if settings.token is None and (
             settings.app_role_id is None or settings.app_role_secret_id is None
         ):
@@ -328,7 +380,10 @@ class VaultKeyStore:
         else:
             verify = True
         client = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.timeout_seconds),
+            timeout=httpx.Timeout(
+                settings.timeout_seconds,
+                connect=min(settings.connect_timeout_seconds, settings.timeout_seconds),
+            ),
             verify=verify,
             # Keep every pooled connection alive: closing and reopening them under load costs more
             # than the Vault calls themselves (throughput fell as client connections rose).
@@ -357,17 +412,21 @@ class VaultKeyStore:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _health(self, address: str, timeout: float = _HEALTH_TIMEOUT) -> tuple[bool, str]:
-        """(usable, reason) for one address, from sys/health (no token needed); the reason of a
-        usable address is "active" or "standby"."""
+    def _timeouts(self, seconds: float) -> httpx.Timeout:
+        """`seconds` for the whole try, of which at most the connect timeout to connect."""
+        return httpx.Timeout(seconds, connect=min(self._connect_timeout, seconds))
+
+    async def _health(self, address: str, timeout: float = _HEALTH_TIMEOUT) -> _Health:
+        """One address's sys/health (no token needed); the reason of a usable address is
+        "active" or "standby"."""
         try:
             resp = await self._client.get(
                 f"{address}/v1/sys/health",
                 params={"standbyok": "true", "perfstandbyok": "true"},
-                timeout=min(self._timeout, timeout),
+                timeout=self._timeouts(min(self._timeout, timeout)),
             )
         except httpx.TransportError as exc:
-            return False, _describe(exc)
+            return _Health(False, _describe(exc), connected=not _connect_failed(exc))
         try:
             body = resp.json()
         except ValueError:
@@ -375,34 +434,34 @@ class VaultKeyStore:
         if not isinstance(body, dict):
             body = {}
         if body.get("initialized") is False or resp.status_code == 501:
-            return False, "Vault is not initialized"
+            return _Health(False, "Vault is not initialized")
         if body.get("sealed") is True or resp.status_code == 503:
-            return False, "Vault is sealed"
+            return _Health(False, "Vault is sealed")
         if resp.status_code in (200, 429, 472, 473):
             standby = body.get("standby") or body.get("performance_standby")
             standby = standby or resp.status_code != 200
-            return True, "standby" if standby else "active"
-        return False, f"health check answered HTTP {resp.status_code}"
+            return _Health(True, "standby" if standby else "active")
+        return _Health(False, f"health check answered HTTP {resp.status_code}")
 
     async def _check_health(self) -> None:
         """At connect: point at the active node, else at a usable one, else fail."""
         reasons = await self._discover()
         if len(reasons) == len(self._addresses):
-            raise BackendUnavailable(
-                "Vault is unavailable: " + "; ".join(f"{a}: {r}" for a, r in reasons.items())
-            )
+            raise BackendUnavailable("Vault is unavailable: " + "; ".join(reasons))
 
-    async def _discover(self) -> dict[str, str]:
+    async def _discover(self) -> list[str]:
         """Ask every address's sys/health at once and prefer the active node: the first to say
         "active" becomes the current address (the other checks are dropped). Without an active
         node, a usable standby is taken (the current address if it is one). Returns the reasons
-        of the addresses found unusable."""
-        self._leader_checked = asyncio.get_running_loop().time()
+        of the addresses found unusable ("<address>: <reason>")."""
+        loop = asyncio.get_running_loop()
+        self._leader_checked = loop.time()
         pending = {
             asyncio.ensure_future(self._health(address, _DISCOVERY_TIMEOUT)): i
             for i, address in enumerate(self._addresses)
         }
-        reasons: dict[str, str] = {}
+        reasons: list[str] = []
+        unconnected = 0
         standbys: list[int] = []
         active: int | None = None
         try:
@@ -410,10 +469,11 @@ class VaultKeyStore:
                 done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     i = pending.pop(task)
-                    ok, reason = task.result()
-                    if not ok:
-                        reasons[self._addresses[i]] = reason
-                    elif reason == "active" and active is None:
+                    health = task.result()
+                    if not health.ok:
+                        reasons.append(f"{self._labels[i]}: {health.reason}")
+                        unconnected += not health.connected
+                    elif health.reason == "active" and active is None:
                         active = i
                     else:
                         standbys.append(i)
@@ -422,6 +482,11 @@ class VaultKeyStore:
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
+            # The result's age counts from now: a look that waited out connect timeouts must
+            # not be repeated at once by the next request (see _request).
+            self._leader_checked = loop.time()
+        self._none_reachable = unconnected == len(self._addresses)
+        self._unreachable = reasons if self._none_reachable else []
         if active is not None:
             self._prefer(active, active=True)
         elif standbys:
@@ -435,7 +500,7 @@ class VaultKeyStore:
             self.leader_changes += 1
             log.info(
                 "Vault requests now go to %s (%s)",
-                self._addresses[index],
+                self._labels[index],
                 "the active node" if active else "a standby: no active node found",
             )
         self._current = index
@@ -551,6 +616,17 @@ class VaultKeyStore:
                 return  # the active node: another one now, or the same after a passing failure
         self._advance(index)
 
+    def _none_reachable_pass(self, attempts: _Attempts) -> bool:
+        """When the last look for the active node could connect to no address, count that as a
+        whole pass of `attempts` that found every address unreachable: trying each one again
+        would only wait out the same connect timeouts."""
+        if not (self._multi and not self._active_known and self._none_reachable):
+            return False
+        attempts.reasons += self._unreachable
+        attempts.pass_tries = attempts.pass_unreachable = len(self._addresses)
+        attempts.pass_sealed = 0
+        return True
+
     async def _request(
         self,
         method: str,
@@ -575,7 +651,8 @@ class VaultKeyStore:
                 "the Vault connection was closed (the KMS configuration changed)"
             )
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._budget
+        began = loop.time()
+        deadline = began + self._budget
         single_pass = once or self._degraded
         attempts = _Attempts()
         backoff = _BACKOFF_START
@@ -587,77 +664,92 @@ class VaultKeyStore:
                     self._leader_check_due()
                 else:
                     await self._find_leader(_LEADER_RETRY)
-            index = self._current
-            address = self._addresses[index]
-            remaining = deadline - loop.time()
-            try:
-                async with self._slots:
-                    response = await self._client.request(
-                        method,
-                        f"{address}/v1/{path}",
-                        json=json,
-                        params=params,
-                        headers=self._headers(token),
-                        timeout=max(min(self._timeout, remaining), 0.05),
-                    )
-            except httpx.TransportError as exc:
-                reason = _describe(exc)
-                sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-                if isinstance(exc, httpx.PoolTimeout):
-                    sent = False
-                if sent and not resend:
-                    raise _OutcomeUnknown(
-                        f"Vault at {address} failed during {method} {path}: {reason}"
-                    ) from exc
-                ambiguous = ambiguous or sent
-                attempts.reasons.append(f"{address}: {reason}")
-            else:
+            if not self._none_reachable_pass(attempts):  # (a look at most _LEADER_RETRY ago)
+                index = self._current
+                address, label = self._addresses[index], self._labels[index]
+                remaining = deadline - loop.time()
                 try:
-                    body = response.json()
-                except ValueError:
-                    body = {}
-                resp = _Resp(response.status_code, body if isinstance(body, dict) else {})
-                if resp.status not in _UNAVAILABLE:
-                    self._degraded = False
-                    if (
-                        self._multi
-                        and not self._active_known
-                        and (resp.not_found or (resp.status == 400 and "not found" in resp.errors))
-                    ):
-                        # Maybe a lagging standby's answer. The request had no effect, so it is
-                        # resent to the active node; while there is none (an election), it is
-                        # retried with backoff, and the answer is only believed when the budget
-                        # is spent.
-                        await self._find_leader(_LEADER_AFTER_FAILURE)
-                        moved = self._active_known and self._current != index
-                        if moved and loop.time() < deadline:
-                            continue
-                        wait = backoff * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
-                        if not (once or self._active_known) and loop.time() + wait < deadline:
-                            await asyncio.sleep(wait)
-                            backoff = min(backoff * 2, _BACKOFF_MAX)
-                            continue
-                    resp.resent = ambiguous
-                    return resp
-                if resp.status in (307, 308):
-                    location = response.headers.get("location", "")
-                    resp.body = {"errors": [f"standby redirected the request to {location}"]}
-                if resp.status not in _NOT_PROCESSED:
-                    if not resend:
-                        raise _OutcomeUnknown(
-                            f"Vault at {address} failed during {method} {path}: {resp.errors}"
+                    async with self._slots:
+                        response = await self._client.request(
+                            method,
+                            f"{address}/v1/{path}",
+                            json=json,
+                            params=params,
+                            headers=self._headers(token),
+                            timeout=self._timeouts(max(min(self._timeout, remaining), 0.05)),
                         )
-                    ambiguous = True
-                if resp.status == _SEALED:
-                    attempts.pass_sealed += 1
-                attempts.reasons.append(f"{address}: {resp.errors}")
-            await self._failed(index)
-            attempts.pass_tries += 1
+                except httpx.TransportError as exc:
+                    reason = _describe(exc)
+                    sent = not _connect_failed(exc)
+                    if isinstance(exc, httpx.PoolTimeout):
+                        sent = False
+                    if sent and not resend:
+                        raise _OutcomeUnknown(
+                            f"Vault at {label} failed during {method} {path}: {reason}"
+                        ) from exc
+                    ambiguous = ambiguous or sent
+                    attempts.pass_unreachable += _connect_failed(exc)
+                    attempts.reasons.append(f"{label}: {reason}")
+                else:
+                    try:
+                        body = response.json()
+                    except ValueError:
+                        body = {}
+                    resp = _Resp(response.status_code, body if isinstance(body, dict) else {})
+                    if resp.status not in _UNAVAILABLE:
+                        self._degraded = False
+                        if (
+                            self._multi
+                            and not self._active_known
+                            and (
+                                resp.not_found
+                                or (resp.status == 400 and "not found" in resp.errors)
+                            )
+                        ):
+                            # Maybe a lagging standby's answer. The request had no effect, so it
+                            # is resent to the active node; while there is none (an election),
+                            # it is retried with backoff, and the answer is only believed when
+                            # the budget is spent.
+                            await self._find_leader(_LEADER_AFTER_FAILURE)
+                            moved = self._active_known and self._current != index
+                            if moved and loop.time() < deadline:
+                                continue
+                            wait = backoff * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
+                            if not (once or self._active_known) and loop.time() + wait < deadline:
+                                await asyncio.sleep(wait)
+                                backoff = min(backoff * 2, _BACKOFF_MAX)
+                                continue
+                        resp.resent = ambiguous
+                        return resp
+                    if resp.status in (307, 308):
+                        location = redact_urls(response.headers.get("location", ""))
+                        resp.body = {"errors": [f"standby redirected the request to {location}"]}
+                    if resp.status not in _NOT_PROCESSED:
+                        if not resend:
+                            raise _OutcomeUnknown(
+                                f"Vault at {label} failed during {method} {path}: {resp.errors}"
+                            )
+                        ambiguous = True
+                    if resp.status == _SEALED:
+                        attempts.pass_sealed += 1
+                    attempts.reasons.append(f"{label}: {resp.errors}")
+                await self._failed(index)
+                attempts.pass_tries += 1
+                self._none_reachable_pass(attempts)  # the look for the active node it caused
             if attempts.pass_tries >= n:  # every address failed once
                 all_sealed = attempts.pass_sealed == n
-                attempts.pass_tries = attempts.pass_sealed = 0
+                # Nothing to wait for: no address accepted a connection. A short retry covers
+                # a passing refusal; a longer one would only make every caller wait.
+                all_down = attempts.pass_unreachable == n
+                attempts.pass_tries = attempts.pass_sealed = attempts.pass_unreachable = 0
                 wait = backoff * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
-                if single_pass or all_sealed or loop.time() + wait >= deadline:
+                now = loop.time()
+                if (
+                    single_pass
+                    or all_sealed
+                    or now + wait >= deadline
+                    or (all_down and now + wait >= began + _DOWN_RETRY)
+                ):
                     break
                 await asyncio.sleep(wait)
                 backoff = min(backoff * 2, _BACKOFF_MAX)
@@ -1173,14 +1265,14 @@ class VaultKeyStore:
         All addresses are asked at once, so a hung node costs one health timeout, not one each."""
         try:
             results = await asyncio.gather(*(self._health(a) for a in self._addresses))
-            for address, (ok, reason) in zip(self._addresses, results, strict=True):
-                if ok:
+            for label, health in zip(self._labels, results, strict=True):
+                if health.ok:
                     if self._auth_problem:
-                        return BackendStatus(False, f"{address}: {self._auth_problem}")
-                    return BackendStatus(True, f"{address}: {reason}")
+                        return BackendStatus(False, f"{label}: {self._auth_problem}")
+                    return BackendStatus(True, f"{label}: {health.reason}")
             return BackendStatus(
                 False,
-                "; ".join(f"{a}: {r}" for a, (_, r) in zip(self._addresses, results, strict=True)),
+                "; ".join(f"{a}: {h.reason}" for a, h in zip(self._labels, results, strict=True)),
             )
         except Exception as exc:  # status must answer whatever happens
             return BackendStatus(False, f"status check failed: {type(exc).__name__}")
