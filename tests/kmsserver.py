@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
@@ -25,7 +26,7 @@ import uvicorn
 
 from s3kms.clock import OffsetClock
 from s3kms.config import Settings
-from s3kms.server import build_app
+from s3kms.server import build_app, uvicorn_options
 
 ROOT_USER = "testroot"
 ROOT_PASSWORD = "test-root-password-0123456789"  # a test credential, scanned for in logs
@@ -62,6 +63,7 @@ class KmsProcess:
     verify: bool | str = True
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    preexec_fn: Callable[[], Any] | None = None  # run in the child before exec (e.g. setrlimit)
     _log: IO[bytes] | None = None
 
     @property
@@ -84,7 +86,9 @@ class KmsProcess:
             "--data-dir", str(self.data_dir),
             *self.args,
         ]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(
+            cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, preexec_fn=self.preexec_fn
+        )
         if wait:
             try:
                 wait_ready(self.url, verify=self.verify)
@@ -136,10 +140,9 @@ class KmsThread:
         self.port = free_port()
         self.settings = replace(settings, host="127.0.0.1", port=self.port)
         self.app = build_app(self.settings, clock=self.clock)
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, loop="asyncio", lifespan="on",
-            log_level="warning", access_log=False,
-        )  # fmt: skip
+        # The options `s3kms server` runs with (protocol, limits, timeouts), on a quieter log.
+        options = {**uvicorn_options(self.settings), "log_level": "warning"}
+        config = uvicorn.Config(self.app, **options)
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -160,7 +160,19 @@ def test_one_line_per_kms_request_before_the_response(srv: KmsThread) -> None:
     line = one_line(signed(url, "GET", f"{ADMIN}/key/status?keyName=missing-key"))
     assert (line["outcome"], line["error"], line["status"]) == ("failed", "KMSKeyNotFound", 404)
 
-    line = one_line(signed(url, "POST", f"{ADMIN}/key/create?keyName=audited"))
+    # A change gets two lines: its intent before it runs (refused if that cannot be written),
+    # then its outcome.
+    resp = signed(url, "POST", f"{ADMIN}/key/create?keyName=audited")
+    intent = read_lines(directory)[-2]
+    one_line.count += 1  # type: ignore[attr-defined]
+    line = one_line(resp)
+    assert (intent["action"], intent["outcome"], intent["status"], intent["request_id"]) == (
+        "admin:KMSCreateKey",
+        "intent",
+        0,
+        resp.headers["x-amz-request-id"],
+    )
+    assert intent["principal"] == ROOT_USER and intent["seq"] == line["seq"] - 1
     assert (line["action"], line["key"], line["outcome"]) == (
         "admin:KMSCreateKey",
         "audited",

@@ -411,7 +411,7 @@ def test_roundtrip_presign(s3: bool) -> None:
     assert verify(view("GET", url, {}), now=T + 599, s3=s3) == Verified(AK, REGION, "s3")
 
 
-def test_presign_accepts_a_payload_hash_header() -> None:
+def test_presign_of_a_change_must_sign_its_payload() -> None:
     url = sigv4.presign_url(
         "PUT",
         f"{BASE}/b/o",
@@ -422,11 +422,36 @@ def test_presign_accepts_a_payload_hash_header() -> None:
         now=T,
         expires=60,
     )
-    # A presigned URL signs UNSIGNED-PAYLOAD and the body is not checked; a payload hash header,
-    # when sent, is the payload hash (as in botocore) and must match the body.
-    assert verify(view("PUT", url, {}, b"data")).service == "s3"
+    # A presigned URL signs UNSIGNED-PAYLOAD: for anything but a read that would let whoever holds
+    # the URL send any body with it, so the body's hash must come along (and match).
+    expect(errors.ContentSHA256Mismatch, view("PUT", url, {}, b"data"))
+    unsigned = {"x-amz-content-sha256": sigv4.UNSIGNED_PAYLOAD}
+    expect(errors.ContentSHA256Mismatch, view("PUT", url, unsigned, b"data"))
     bad = view("PUT", url, {"x-amz-content-sha256": hashlib.sha256(b"other").hexdigest()}, b"data")
     expect(errors.ContentSHA256Mismatch, bad)
+
+
+def test_presign_with_the_payload_hash_binds_the_body() -> None:
+    body = b'{"Version": "2012-10-17"}'
+    digest = hashlib.sha256(body).hexdigest()
+    url = sigv4.presign_url(
+        "POST", ADMIN_URL, access_key=AK, secret_key=SK, region=REGION, service="s3", now=T,
+        expires=60, payload_hash=digest,
+    )  # fmt: skip
+    assert verify(view("POST", url, {"x-amz-content-sha256": digest}, body)).service == "s3"
+    # The same URL with another body: its hash is not the signed one.
+    other = b'{"Version": "2008-10-17"}'
+    other_hash = {"x-amz-content-sha256": hashlib.sha256(other).hexdigest()}
+    expect(errors.SignatureDoesNotMatch, view("POST", url, other_hash, other))
+    expect(errors.ContentSHA256Mismatch, view("POST", url, {"x-amz-content-sha256": digest}, other))
+
+
+def test_presigned_get_needs_no_payload_hash() -> None:
+    url = sigv4.presign_url(
+        "GET", f"{BASE}/b/o", access_key=AK, secret_key=SK, region=REGION, service="s3", now=T,
+        expires=60,
+    )  # fmt: skip
+    assert verify(view("GET", url, {}, b"")).service == "s3"
 
 
 def test_empty_region_accepted() -> None:

@@ -19,6 +19,14 @@ is sent, so it survives a crash of the server process. `fsync` runs every `fsync
 (default 1 s) in the background, bounding what a power loss can take; `fsync_interval = 0` fsyncs
 every line before the response (slower, loses nothing).
 
+Whole or nothing: a write that fails or comes up short (disk full) is cut back with `ftruncate`
+(shrinking needs no space) and raises AuditUnavailable, so no torn line ever breaks the chain; the
+caller refuses the request. A torn last line left by a crash is cut off at start.
+
+Bounded: string fields are cut to MAX_FIELD characters; unauthenticated failures get lines from a
+token bucket (`admit_unauthenticated`) and the rest are counted into one `audit:suppressed` line per
+`tick()`; rotation keeps `keep_files` rotated files.
+
 Worker processes (`--workers N`) share one chain (`shared=True`): the chain's head (last `seq`,
 last line's hash, file size, rotation count) lives in the memory-mapped `<log>-head` file, and each
 append holds an exclusive `flock` on it, reads the head, writes its line and stores the new head.
@@ -28,9 +36,11 @@ At start the head is checked against the file on disk and rebuilt from it when t
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
+import logging
 import mmap
 import os
 import struct
@@ -43,13 +53,18 @@ from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any
 
+from s3kms.errors import AuditUnavailable
+
+log = logging.getLogger("s3kms.audit")
 GENESIS = "0" * 64
+# Every string field is cut to this many characters: no request can make a line long.
+MAX_FIELD = 256
 # The shared chain head: last seq, current file size, rotation count, last line's SHA-256.
 _HEAD = struct.Struct("<QQQ32s")
 
 
 def _str(value: str | None) -> str:
-    return "null" if value is None else encode_basestring_ascii(value)
+    return "null" if value is None else encode_basestring_ascii(value[:MAX_FIELD])
 
 
 @lru_cache(maxsize=4)
@@ -81,6 +96,25 @@ def _last_line(path: Path) -> bytes | None:
     return None
 
 
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a last line that a crash left half-written: it was never acknowledged."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+            return
+        start = max(0, size - 1024 * 1024)
+        tail = os.pread(fd, size - start, start)
+        cut = start + tail.rfind(b"\n") + 1 if b"\n" in tail else start
+        log.warning("audit log %s: removing a torn last line (%d bytes)", path, size - cut)
+        os.ftruncate(fd, cut)
+    finally:
+        os.close(fd)
+
+
 class AuditLog:
     def __init__(
         self,
@@ -89,17 +123,29 @@ class AuditLog:
         max_bytes: int = 64 * 1024 * 1024,
         fsync_interval: float = 1.0,
         shared: bool = False,
+        keep_files: int = 10,
+        unauthenticated_rate: float = 1.0,
+        unauthenticated_burst: int = 20,
     ) -> None:
         self.path = path
         self.max_bytes = max_bytes
         self.fsync_interval = fsync_interval
+        self.keep_files = keep_files
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _drop_torn_tail(path)
         self._prev, self._seq = self._resume()
         self._fd = self._open()
         self._dirty = False
         self._size = os.fstat(self._fd).st_size
         self._rotations = 0
         self._lock_fd = -1
+        # Unauthenticated failures: a token bucket of lines; the rest are counted and written as
+        # one `audit:suppressed` line per tick, so anyone on the network cannot fill the disk.
+        self._unauth_rate = unauthenticated_rate
+        self._unauth_burst = float(unauthenticated_burst)
+        self._unauth_tokens = self._unauth_burst
+        self._unauth_updated = time.monotonic()
+        self.suppressed = 0
         if shared:
             # Not `audit.log.*`, so `s3kms audit verify audit.log.* audit.log` never picks it up.
             self._open_head(path.with_name(path.name + "-head"))
@@ -107,8 +153,7 @@ class AuditLog:
     def _open_head(self, head_path: Path) -> None:
         """Map the shared chain head; rebuild it from the file when it does not match."""
         self._lock_fd = os.open(head_path, os.O_RDWR | os.O_CREAT, 0o600)
-        if os.fstat(self._lock_fd).st_size < _HEAD.size:
-            os.ftruncate(self._lock_fd, _HEAD.size)
+        os.posix_fallocate(self._lock_fd, 0, _HEAD.size)  # no hole: a full disk cannot SIGBUS us
         self._head = mmap.mmap(self._lock_fd, _HEAD.size)
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
@@ -150,10 +195,22 @@ class AuditLog:
                 found.append((int(suffix), p))
         return [p for _, p in sorted(found)]
 
+    def admit_unauthenticated(self) -> bool:
+        """Whether an unauthenticated failure gets a line of its own, or is only counted."""
+        now = time.monotonic()
+        tokens = self._unauth_tokens + (now - self._unauth_updated) * self._unauth_rate
+        self._unauth_tokens = min(self._unauth_burst, tokens)
+        self._unauth_updated = now
+        if self._unauth_tokens >= 1.0:
+            self._unauth_tokens -= 1.0
+            return True
+        self.suppressed += 1
+        return False
+
     def record(
         self,
         *,
-        request_id: str,
+        request_id: str | None,
         principal: str | None,
         source: str | None,
         action: str | None,
@@ -162,7 +219,9 @@ class AuditLog:
         status: int,
         error: str | None,
         started: float,
+        suppressed: int = 0,
     ) -> None:
+        """Append one line, whole or not at all: on failure raise AuditUnavailable, chain intact."""
         shared = self._lock_fd >= 0
         if shared:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
@@ -170,8 +229,9 @@ class AuditLog:
             if shared:
                 self._load_head()
             self._append(
-                request_id, principal, source, action, key, outcome, status, error, started
-            )
+                request_id, principal, source, action, key, outcome, status, error, started,
+                suppressed,
+            )  # fmt: skip
             if shared:
                 _HEAD.pack_into(
                     self._head, 0, self._seq, self._size, self._rotations, bytes.fromhex(self._prev)
@@ -191,7 +251,7 @@ class AuditLog:
 
     def _append(
         self,
-        request_id: str,
+        request_id: str | None,
         principal: str | None,
         source: str | None,
         action: str | None,
@@ -200,53 +260,119 @@ class AuditLog:
         status: int,
         error: str | None,
         started: float,
+        suppressed: int,
     ) -> None:
         # Built by hand in sorted-key order: this runs on every request, and json.dumps of a dict
-        # costs several times more. Every string goes through the JSON string escaper.
-        self._seq += 1
+        # costs several times more. Every string goes through the JSON string escaper, capped.
+        seq = self._seq + 1
         latency = round((time.perf_counter() - started) * 1000, 3)
+        extra = f'"suppressed":{suppressed},' if suppressed else ""
         line = (
             f'{{"action":{_str(action)},"error":{_str(error)},"key":{_str(key)},'
             f'"latency_ms":{latency},"outcome":{_str(outcome)},"prev":"{self._prev}",'
-            f'"principal":{_str(principal)},"request_id":{_str(request_id)},"seq":{self._seq},'
-            f'"source":{_str(source)},"status":{status},"time":"{_now_text(time.time())}"}}'
+            f'"principal":{_str(principal)},"request_id":{_str(request_id)},"seq":{seq},'
+            f'"source":{_str(source)},"status":{status},{extra}"time":"{_now_text(time.time())}"}}'
         ).encode()
-        os.write(self._fd, line + b"\n")
+        self._write_whole(line + b"\n")
+        self._seq = seq
         self._size += len(line) + 1
         self._prev = hashlib.sha256(line).hexdigest()
-        if self.fsync_interval <= 0:
-            os.fsync(self._fd)
-        else:
-            self._dirty = True
         if self._size >= self.max_bytes:
             self._rotate()
 
+    def _write_whole(self, data: bytes) -> None:
+        """One write of the whole line (and its fsync when asked); a failure leaves no trace."""
+        try:
+            written = os.write(self._fd, data)
+            if written != len(data):
+                raise OSError(errno.ENOSPC, "short write to the audit log")
+            if self.fsync_interval <= 0:
+                os.fsync(self._fd)
+            else:
+                self._dirty = True
+        except OSError as exc:
+            # A torn line would break the chain for good: cut the file back to the last whole
+            # line (shrinking needs no free space) and refuse the request.
+            try:
+                os.ftruncate(self._fd, self._size)
+            except OSError:
+                log.error("audit log %s: cannot cut back a failed write", self.path)
+            log.error("audit log %s: write failed (%s); refusing requests", self.path, exc)
+            raise AuditUnavailable from None
+
     def _rotate(self) -> None:
-        os.fsync(self._fd)
-        os.close(self._fd)
+        """Start a new file; on failure keep appending to this one and try again later."""
         existing = self.rotated_files()
         number = int(existing[-1].name.rsplit(".", 1)[1]) + 1 if existing else 1
-        os.replace(self.path, self.path.with_name(f"{self.path.name}.{number}"))
-        self._fd = self._open()
+        rotated = self.path.with_name(f"{self.path.name}.{number}")
+        try:
+            os.fsync(self._fd)
+            os.replace(self.path, rotated)
+            try:
+                fd = self._open()
+            except OSError:
+                os.replace(rotated, self.path)
+                raise
+        except OSError as exc:
+            log.warning("audit log %s: rotation failed (%s); will retry", self.path, exc)
+            return
+        os.close(self._fd)
+        self._fd = fd
         self._size = 0
+        self._dirty = False
         self._rotations += 1
+        self._prune([*existing, rotated])
+
+    def _prune(self, rotated: list[Path]) -> None:
+        """Keep the newest `keep_files` rotated files (0 keeps them all)."""
+        if self.keep_files <= 0:
+            return
+        for old in rotated[: max(0, len(rotated) - self.keep_files)]:
+            try:
+                old.unlink()
+            except OSError as exc:
+                log.warning("audit log: cannot remove %s (%s)", old, exc)
+
+    def tick(self) -> None:
+        """Periodic work: the line for counted unauthenticated failures, then the fsync."""
+        if self.suppressed:
+            count = self.suppressed
+            try:
+                self.record(
+                    request_id=None, principal=None, source=None, action="audit:suppressed",
+                    key=None, outcome="denied", status=0, error="Unauthenticated",
+                    started=time.perf_counter(), suppressed=count,
+                )  # fmt: skip
+                self.suppressed -= count
+            except AuditUnavailable:
+                pass  # counted still; written at a later tick
+        self.sync()
 
     def sync(self) -> None:
         """Flush appended lines to stable storage (called periodically and at shutdown)."""
         if self._dirty:
-            os.fsync(self._fd)
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                log.error("audit log %s: fsync failed (%s)", self.path, exc)
+                return
             self._dirty = False
 
     def close(self) -> None:
-        self.sync()
+        self.tick()
         os.close(self._fd)
         if self._lock_fd >= 0:
             self._head.close()
             os.close(self._lock_fd)
 
     def lines_since(self, since: float | None) -> Iterator[bytes]:
-        """Every line (rotated files first) whose time is at or after `since`."""
-        since_text = _now_text(since) if since is not None else ""
+        """Every line (rotated files first) whose time is at or after `since`.
+
+        `since` is turned into text here, not when iteration starts: a time out of range fails
+        before a streamed answer has sent its status line."""
+        return self._lines_from(_now_text(since) if since is not None else "")
+
+    def _lines_from(self, since_text: str) -> Iterator[bytes]:
         for path in [*self.rotated_files(), self.path]:
             if not path.exists():
                 continue

@@ -114,15 +114,24 @@ def _meta_from(data: dict[str, Any]) -> KeyMetadata:
 
 
 async def create_backup(
-    store: KeyStore, passphrase: str, progress: Progress | None = None
+    store: KeyStore,
+    passphrase: str,
+    progress: Progress | None = None,
+    authorize_key: Callable[[str], None] | None = None,
 ) -> bytes:
-    """Every key (read page by page), its versions and the aliases, sealed under the passphrase."""
+    """Every key (read page by page), its versions and the aliases, sealed under the passphrase.
+
+    `authorize_key` is called with each key id before its material is read, and raises to refuse
+    the whole backup (a caller who may not use every key may not take one).
+    """
     total = await store.count_keys()
     keys: list[dict[str, Any]] = []
     after: str | None = None
     while True:
         page = await store.list_keys(after=after, limit=500)
         for meta in page:
+            if authorize_key is not None:
+                authorize_key(meta.key_id)
             entry = _meta_json(meta)
             versions: list[tuple[KeyVersion, bytes | None]]
             if isinstance(store, LocalKeyStore):

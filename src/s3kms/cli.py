@@ -49,6 +49,16 @@ _VAULT_OPTIONS = {
 }
 
 
+_INT_LIMITS = (
+    "max_connections",
+    "max_request_line",
+    "max_header_bytes",
+    "max_headers",
+    "max_body_bytes",
+)
+_SECONDS_LIMITS = ("header_timeout", "body_timeout", "keep_alive_timeout", "send_timeout")
+
+
 def resolve_settings(flags: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
     """Flags win over `S3KMS_*` environment variables, which win over the TOML config file."""
     config_file = flags.get("config") or env.get("S3KMS_CONFIG")
@@ -73,18 +83,28 @@ def resolve_settings(flags: Mapping[str, Any], env: Mapping[str, str]) -> Settin
     for name in ("data_dir", "master_key_file", "tls_cert", "tls_key", "users_file"):
         if merged.get(name) is not None:
             merged[name] = Path(merged[name])
-    for name in ("port", "workers"):
+    for name in ("port", "workers", *_INT_LIMITS):
         if name in merged:
             merged[name] = int(merged[name])
-    for name in ("maintenance_interval", "rate_limit", "audit_fsync_interval"):
+    for name in _SECONDS_LIMITS:
         if name in merged:
             merged[name] = float(merged[name])
-    if "audit_max_bytes" in merged:
-        merged["audit_max_bytes"] = int(merged["audit_max_bytes"])
+    for name in (
+        "maintenance_interval",
+        "rate_limit",
+        "audit_fsync_interval",
+        "audit_unauthenticated_rate",
+    ):
+        if name in merged:
+            merged[name] = float(merged[name])
+    for name in ("audit_max_bytes", "audit_keep_files", "audit_unauthenticated_burst"):
+        if name in merged:
+            merged[name] = int(merged[name])
     if "addresses" in vault_fields:
         vault_fields["addresses"] = parse_vault_addresses(str(vault_fields["addresses"]))
-        if "timeout_seconds" in vault_fields:
-            vault_fields["timeout_seconds"] = float(vault_fields["timeout_seconds"])
+        for name in ("timeout_seconds", "connect_timeout_seconds"):
+            if name in vault_fields:
+                vault_fields[name] = float(vault_fields[name])
         if "skip_tls_verify" in vault_fields:
             vault_fields["skip_tls_verify"] = str(vault_fields["skip_tls_verify"]).lower() in (
                 "1",
@@ -130,6 +150,24 @@ def main() -> None:
 @click.option("--audit-log", help="Audit log path, or 'off' (<data-dir>/audit/audit.log).")
 @click.option("--audit-fsync-interval", type=float, help="Seconds between fsyncs; 0: every line.")
 @click.option("--audit-max-bytes", type=int, help="Rotate the audit log at this size (64 MiB).")
+@click.option("--audit-keep-files", type=int, help="Rotated audit files to keep (10; 0: all).")
+@click.option(
+    "--audit-unauthenticated-rate",
+    type=float,
+    help="Lines per second for unauthenticated failures; the rest are counted (1).",
+)
+@click.option(
+    "--audit-unauthenticated-burst", type=int, help="Burst of such lines before counting (20)."
+)
+@click.option("--max-connections", type=int, help="Open connections per worker (1024; fd limit).")
+@click.option("--max-request-line", type=int, help="Bytes of a request's target (8192); over: 414.")
+@click.option("--max-header-bytes", type=int, help="Bytes of a request's headers (16384); 431.")
+@click.option("--max-headers", type=int, help="Headers in a request (100); over: 431.")
+@click.option("--max-body-bytes", type=int, help="Bytes of a request's body (1048576); over: 413.")
+@click.option("--header-timeout", type=float, help="Seconds for a request's head to arrive (10).")
+@click.option("--body-timeout", type=float, help="Seconds for a request's body to arrive (30).")
+@click.option("--keep-alive-timeout", type=float, help="Idle seconds between requests (5).")
+@click.option("--send-timeout", type=float, help="Seconds an answer may stay unread (30).")
 @click.option("--config", type=click.Path(path_type=Path, exists=True), help="TOML settings file.")
 @click.option("--vault-address", help="Vault/OpenBao address(es), comma-separated.")
 @click.option("--vault-token", help="Vault token (prefer S3KMS_VAULT_TOKEN).")
@@ -146,7 +184,7 @@ def main() -> None:
 @click.option("--vault-ca-cert", type=click.Path())
 def server(**flags: Any) -> None:
     """Run the KMS server."""
-    from s3kms.server import serve
+    from s3kms.server import StartupError, serve
 
     try:
         settings = resolve_settings(flags, os.environ)
@@ -154,7 +192,11 @@ def server(**flags: Any) -> None:
         raise click.UsageError(str(exc)) from None
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
-    serve(settings)
+    try:
+        serve(settings)
+    except StartupError as exc:
+        click.echo(f"s3kms: {exc}", err=True)
+        sys.exit(2)
 
 
 # -- client commands --------------------------------------------------------------------------------

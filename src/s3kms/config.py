@@ -268,8 +268,40 @@ class Settings:
     audit_log: str | None = None  # path, or "off"; default <data-dir>/audit/audit.log
     audit_fsync_interval: float = 1.0  # 0 = fsync every line before the response
     audit_max_bytes: int = 64 * 1024 * 1024
+    audit_keep_files: int = 10  # rotated audit files kept; 0 = keep every one
+    # Unauthenticated failures get lines at this rate (burst); the rest are counted in one line.
+    audit_unauthenticated_rate: float = 1.0
+    audit_unauthenticated_burst: int = 20
+    # Connection limits, enforced before authentication (http/protocol.py; docs/security.md).
+    max_connections: int = 1024  # per worker process; lowered at start to fit RLIMIT_NOFILE
+    max_request_line: int = 8 * 1024  # bytes of the request target; over it: 414
+    max_header_bytes: int = 16 * 1024  # bytes of the header block; over it: 431
+    max_headers: int = 100  # over it: 431
+    max_body_bytes: int = 1024 * 1024  # over it: 413
+    header_timeout: float = 10.0  # seconds for a request's head to arrive
+    body_timeout: float = 30.0  # seconds for its body to arrive, once the head has
+    keep_alive_timeout: float = 5.0  # idle seconds before a kept-alive connection is closed
+    send_timeout: float = 30.0  # seconds a client may leave an answer unread
     vault: VaultSettings | None = None
 
+    def __post_init__(self) -> None:
+        for name in _POSITIVE_LIMITS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ValueError(f"{name} must be a positive number, not {value!r}")
+
+
+_POSITIVE_LIMITS = (
+    "max_connections",
+    "max_request_line",
+    "max_header_bytes",
+    "max_headers",
+    "max_body_bytes",
+    "header_timeout",
+    "body_timeout",
+    "keep_alive_timeout",
+    "send_timeout",
+)
 
 # The TOML file uses the flag names with underscores; environment variables are S3KMS_<NAME>.
 SETTING_NAMES = tuple(f.name for f in fields(Settings) if f.name != "vault")

@@ -24,6 +24,7 @@ envelope, and no handler builds error JSON by hand.
     +-- KeyNotFound                    KMSKeyNotFound 404 / NotFoundException
     +-- AliasNotFound                  KMSKeyNotFound 404 / NotFoundException
     +-- KeyAlreadyExists               KMSKeyAlreadyExists 409 / AlreadyExistsException
+    +-- ConcurrentChange               KMSConcurrentChange 409 / KMSInvalidStateException
     +-- KeyDisabled                    KMSKeyDisabled 400 / DisabledException
     +-- KeyInvalidState                KMSInvalidState 400 / KMSInvalidStateException
     +-- InvalidCiphertext              KMSInvalidCiphertext 400 / InvalidCiphertextException (no message)
@@ -31,6 +32,8 @@ envelope, and no handler builds error JSON by hand.
     +-- DryRunOperation                400 / DryRunOperationException (AWS `DryRun: true`)
     +-- NotConfigured                  KMSNotConfigured 503
     +-- BackendUnavailable             KMSConnectionError 503 / DependencyTimeoutException
+    +-- StorageUnavailable             KMSStorageUnavailable 503 / DependencyTimeoutException
+    +-- AuditUnavailable               KMSAuditUnavailable 503 / DependencyTimeoutException
     +-- RouteNotFound                  404 / UnknownOperationException
     +-- MethodNotAllowed               405
     +-- RequestTooLarge                413
@@ -168,6 +171,15 @@ class KeyAlreadyExists(KMSError):
     default_message = "Key with the same ID already exists"
 
 
+class ConcurrentChange(KMSError):
+    """Another request changed the same key or alias in between; nothing was changed: retry."""
+
+    code = "KMSConcurrentChange"
+    status = 409
+    aws_type = "KMSInvalidStateException"
+    default_message = "The resource was changed by a concurrent request; nothing was changed"
+
+
 class KeyDisabled(KMSError):
     code = "KMSKeyDisabled"
     status = 400
@@ -217,6 +229,24 @@ class BackendUnavailable(KMSError):
     status = 503
     aws_type = "DependencyTimeoutException"
     default_message = "Cannot connect to KMS backend"
+
+
+class StorageUnavailable(KMSError):
+    """A local file could not be written (disk full, read-only, I/O error): nothing was changed."""
+
+    code = "KMSStorageUnavailable"
+    status = 503
+    aws_type = "DependencyTimeoutException"
+    default_message = "The key store cannot be written right now; nothing was changed"
+
+
+class AuditUnavailable(KMSError):
+    """Fail closed: the audit line could not be written whole, so the request is refused."""
+
+    code = "KMSAuditUnavailable"
+    status = 503
+    aws_type = "DependencyTimeoutException"
+    default_message = "The audit log cannot be written right now; the request was refused"
 
 
 class RouteNotFound(KMSError):

@@ -6,6 +6,7 @@ import ipaddress
 import json
 import logging
 import os
+import resource
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -15,9 +16,12 @@ from s3kms import credentials
 from s3kms.audit import AuditLog
 from s3kms.clock import Clock, SystemClock
 from s3kms.config import Settings, VaultSettings
+from s3kms.crypto.masterkey import MasterKeyError
+from s3kms.errors import KMSError
 from s3kms.fsutil import ensure_private_dir
 from s3kms.http.app import App
 from s3kms.http.auth import Authenticator
+from s3kms.http.protocol import ConnectionLimits
 from s3kms.runtime import Runtime
 from s3kms.users import UserStore
 
@@ -25,6 +29,26 @@ log = logging.getLogger("s3kms")
 
 # Worker processes started by uvicorn rebuild the app from this environment variable.
 _SETTINGS_ENV = "S3KMS__SERVER_SETTINGS"
+# File descriptors kept out of max_connections: the keystore, the audit log, the users file, the
+# event loop's own, and up to 64 connections to Vault.
+_FD_RESERVE = 128
+
+
+class StartupError(Exception):
+    """The server cannot start; the message is one line for the operator."""
+
+
+def check_writable(data_dir: Path) -> None:
+    """Create the data directory if needed and prove it takes a file, before anything else."""
+    probe = data_dir / ".s3kms-write-check"
+    try:
+        ensure_private_dir(data_dir)
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.close(fd)
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise StartupError(f"cannot write to the data directory {data_dir}: {reason}") from None
 
 
 def build_app(settings: Settings, clock: Clock | None = None) -> App:
@@ -47,6 +71,7 @@ def build_app(settings: Settings, clock: Clock | None = None) -> App:
         auth,
         background_interval=settings.maintenance_interval,
         audit=open_audit_log(settings),
+        max_body=settings.max_body_bytes,
     )
 
 
@@ -62,6 +87,9 @@ def open_audit_log(settings: Settings) -> AuditLog | None:
         path,
         max_bytes=settings.audit_max_bytes,
         fsync_interval=settings.audit_fsync_interval,
+        keep_files=settings.audit_keep_files,
+        unauthenticated_rate=settings.audit_unauthenticated_rate,
+        unauthenticated_burst=settings.audit_unauthenticated_burst,
         shared=settings.workers > 1,  # worker processes append to one chain
     )
 
@@ -97,6 +125,60 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def fit_to_fd_limit(max_connections: int) -> int:
+    """`max_connections`, lowered so that connections leave this process file descriptors for its
+    own files, its Vault connections and the clients it accepts (see docs/security.md)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return max_connections
+    budget = max(1, soft // 2, soft - _FD_RESERVE)
+    if max_connections > budget:
+        log.info(
+            "max_connections %d lowered to %d to fit the open-file limit (%d)",
+            max_connections,
+            budget,
+            soft,
+        )
+        return budget
+    return max_connections
+
+
+def connection_limits(settings: Settings) -> ConnectionLimits:
+    return ConnectionLimits(
+        max_connections=fit_to_fd_limit(settings.max_connections),
+        max_request_line=settings.max_request_line,
+        max_header_bytes=settings.max_header_bytes,
+        max_headers=settings.max_headers,
+        max_body_bytes=settings.max_body_bytes,
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        send_timeout=settings.send_timeout,
+    )
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for `settings`: `serve` and the tests' in-process servers share them."""
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "loop": "uvloop",
+        "http": connection_limits(settings).protocol_factory(),  # httptools, with the limits
+        "timeout_keep_alive": settings.keep_alive_timeout,
+        "access_log": False,
+        "log_level": settings.log_level,
+        "server_header": False,
+        "proxy_headers": False,
+        "lifespan": "on",
+    }
+    if settings.tls_cert is not None:
+        import ssl
+
+        options["ssl_certfile"] = str(settings.tls_cert)
+        options["ssl_keyfile"] = str(settings.tls_key)
+        options["ssl_version"] = ssl.PROTOCOL_TLS_SERVER
+    return options
+
+
 def serve(settings: Settings) -> None:
     import uvicorn
 
@@ -108,7 +190,8 @@ def serve(settings: Settings) -> None:
     if settings.log_level != "debug":
         # httpx logs every request it sends (each Vault call) at INFO: one line per Vault call.
         logging.getLogger("httpx").setLevel(logging.WARNING)
-    ensure_private_dir(settings.data_dir)
+    os.umask(0o077)  # every file s3kms creates is private to its user, whatever the caller's umask
+    check_writable(settings.data_dir)
     root, generated = credentials.load_root(
         settings.data_dir, settings.root_user, settings.root_password
     )
@@ -128,25 +211,17 @@ def serve(settings: Settings) -> None:
             "Use --tls-cert/--tls-key outside a trusted network.",
             settings.host,
         )
-    options: dict[str, Any] = {
-        "host": settings.host,
-        "port": settings.port,
-        "loop": "uvloop",
-        "http": "httptools",
-        "access_log": False,
-        "log_level": settings.log_level,
-        "server_header": False,
-        "proxy_headers": False,
-        "lifespan": "on",
-    }
-    if tls:
-        import ssl
-
-        options["ssl_certfile"] = str(settings.tls_cert)
-        options["ssl_keyfile"] = str(settings.tls_key)
-        options["ssl_version"] = ssl.PROTOCOL_TLS_SERVER
+    options = uvicorn_options(settings)
+    try:
+        # Built here also with workers (each builds its own), so a missing master key or an
+        # unusable audit path ends the start with one line, not a traceback per worker.
+        app = build_app(settings)
+    except (OSError, ValueError, KMSError, MasterKeyError) as exc:
+        raise StartupError(f"cannot start: {exc}") from None
     if settings.workers > 1:
+        if app.audit is not None:
+            app.audit.close()  # the check is done; each worker opens its own
         os.environ[_SETTINGS_ENV] = _settings_to_env(settings)
         uvicorn.run("s3kms.server:app_factory", factory=True, workers=settings.workers, **options)
     else:
-        uvicorn.run(build_app(settings), **options)
+        uvicorn.run(app, **options)

@@ -21,6 +21,7 @@ from s3kms.clock import Clock
 from s3kms.crypto import blob
 from s3kms.crypto.context import canonical_context
 from s3kms.errors import (
+    ConcurrentChange,
     IncorrectKey,
     InvalidCiphertext,
     InvalidRequest,
@@ -158,7 +159,7 @@ class KeyService:
                 return await self.store.update_key(new)
             except WriteConflict:
                 continue
-        raise WriteConflict(key_id)
+        raise ConcurrentChange(f"Key {key_id} is being changed by concurrent requests; retry")
 
     async def enable(self, ref: str) -> KeyMetadata:
         def change(meta: KeyMetadata) -> KeyMetadata:
@@ -327,10 +328,16 @@ class KeyService:
         _not_pending(await self.store.get_key(key_id))
         await self.store.put_alias(Alias(name, key_id, self.clock.now()), replace=False)
 
-    async def update_alias(self, name: str, target_ref: str) -> None:
+    async def update_alias(
+        self, name: str, target_ref: str, *, expected_key_id: str | None = None
+    ) -> None:
+        """Point the alias at another key; `expected_key_id` is the target the caller was
+        authorised against, and a concurrent retarget in between is refused, not overwritten."""
         key_id = await self.resolve(target_ref)
         _not_pending(await self.store.get_key(key_id))
         current = await self.store.get_alias(name)
+        if expected_key_id is not None and current.key_id != expected_key_id:
+            raise ConcurrentChange(f"Alias {name} was retargeted by a concurrent request; retry")
         await self.store.put_alias(replace(current, key_id=key_id), replace=True)
 
     async def delete_alias(self, name: str) -> None:

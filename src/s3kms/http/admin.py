@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -20,8 +21,17 @@ from s3kms.audit import AuditLog
 from s3kms.backup import create_backup
 from s3kms.clock import rfc3339
 from s3kms.config import parse_configure_body
-from s3kms.errors import InvalidRequest, KMSError, MethodNotAllowed, NotConfigured, RouteNotFound
+from s3kms.errors import (
+    AccessDenied,
+    InvalidRequest,
+    KMSError,
+    MethodNotAllowed,
+    NotConfigured,
+    RouteNotFound,
+    StorageUnavailable,
+)
 from s3kms.http.auth import Authenticator, Principal
+from s3kms.http.jsonbody import parse_json
 from s3kms.http.responses import JSON, Response, json_bytes, json_response
 from s3kms.http.sigv4 import RequestView
 from s3kms.model import KeyMetadata, KeyState
@@ -29,8 +39,10 @@ from s3kms.runtime import Runtime
 from s3kms.service import DEFAULT_PENDING_DAYS, KeyService, validate_key_name
 from s3kms.users import UserStore, generate_secret
 
+log = logging.getLogger("s3kms.http")
+
 Query = dict[str, str]
-Handler = Callable[[RequestView, Query, str | None], Awaitable[Any]]
+Handler = Callable[[RequestView, Query, str | None, Principal], Awaitable[Any]]
 _GLOB_SPECIAL = re.compile(r"[*?\[]")
 
 
@@ -75,6 +87,7 @@ class Route:
     action: str  # the policy action, e.g. admin:KMSKeyStatus
     handler: Handler
     key: str = "none"  # "required", "optional" or "none": whether the route names a key
+    changes: bool = False  # changes state: the audit log records its intent before it runs
 
 
 class BoundRoute:
@@ -93,7 +106,13 @@ class BoundRoute:
             None if route.key == "none" else _key_param(query, required=route.key == "required")
         )
         principal.authorize(route.action, key_id)
-        result = await route.handler(req, query, key_id)
+        try:
+            result = await route.handler(req, query, key_id, principal)
+        except OSError as exc:
+            # Every file s3kms writes is replaced atomically (temp file, fsync, rename): a failed
+            # write (disk full, read-only) changed nothing, and the client may retry.
+            log.error("admin %s: cannot write to disk: %s", route.action, exc)
+            raise StorageUnavailable from None
         return result if isinstance(result, Response) else json_response(200, result)
 
 
@@ -105,30 +124,33 @@ class AdminAPI:
         post, get = frozenset({"POST"}), frozenset({"GET"})
         # One table serves both prefixes.
         self.routes: dict[str, Route] = {
-            "configure": Route(post, "admin:KMSConfigure", self.configure),
+            "configure": Route(post, "admin:KMSConfigure", self.configure, changes=True),
             "status": Route(frozenset({"GET", "POST"}), "admin:KMSStatus", self.kms_status),
-            "key/create": Route(post, "admin:KMSCreateKey", self.create, "optional"),
+            "key/create": Route(post, "admin:KMSCreateKey", self.create, "optional", True),
             "key/list": Route(get, "admin:KMSListKeys", self.list_keys),
             "key/status": Route(get, "admin:KMSKeyStatus", self.key_status, "required"),
-            "key/enable": Route(post, "admin:KMSEnableKey", self.enable, "required"),
-            "key/disable": Route(post, "admin:KMSDisableKey", self.disable, "required"),
-            "key/rotate": Route(post, "admin:KMSRotateKey", self.rotate, "required"),
+            "key/enable": Route(post, "admin:KMSEnableKey", self.enable, "required", True),
+            "key/disable": Route(post, "admin:KMSDisableKey", self.disable, "required", True),
+            "key/rotate": Route(post, "admin:KMSRotateKey", self.rotate, "required", True),
             "key/delete": Route(
                 frozenset({"POST", "DELETE"}),
                 "admin:KMSDeleteKey",
                 self.schedule_deletion,
                 "required",
+                True,
             ),
             "key/cancel-deletion": Route(
-                post, "admin:KMSCancelKeyDeletion", self.cancel_deletion, "required"
+                post, "admin:KMSCancelKeyDeletion", self.cancel_deletion, "required", True
             ),
             "audit": Route(get, "admin:KMSAudit", self.audit_lines),
             "backup": Route(post, "admin:KMSBackup", self.backup),
-            "user/add": Route(post, "admin:KMSManageUsers", self.add_user),
-            "user/remove": Route(post, "admin:KMSManageUsers", self.remove_user),
+            "user/add": Route(post, "admin:KMSManageUsers", self.add_user, changes=True),
+            "user/remove": Route(post, "admin:KMSManageUsers", self.remove_user, changes=True),
             "user/list": Route(get, "admin:KMSManageUsers", self.list_users),
-            "policy/add": Route(post, "admin:KMSManagePolicies", self.add_policy),
-            "policy/remove": Route(post, "admin:KMSManagePolicies", self.remove_policy),
+            "policy/add": Route(post, "admin:KMSManagePolicies", self.add_policy, changes=True),
+            "policy/remove": Route(
+                post, "admin:KMSManagePolicies", self.remove_policy, changes=True
+            ),
             "policy/list": Route(get, "admin:KMSManagePolicies", self.list_policies),
         }
 
@@ -143,16 +165,18 @@ class AdminAPI:
 
     # -- KMS --------------------------------------------------------------------------------------
 
-    async def configure(self, req: RequestView, query: Query, key_id: str | None) -> dict[str, Any]:
+    async def configure(
+        self, req: RequestView, query: Query, key_id: str | None, principal: Principal
+    ) -> dict[str, Any]:
         try:
-            body = json.loads(req.body or b"null")
-        except (ValueError, UnicodeDecodeError):
+            body = parse_json(req.body or b"null")
+        except ValueError:
             raise InvalidRequest("request body is not valid JSON") from None
         await self.runtime.configure(parse_configure_body(body))
         return {"status": "success", "message": "KMS configured successfully"}
 
     async def kms_status(
-        self, req: RequestView, query: Query, key_id: str | None
+        self, req: RequestView, query: Query, key_id: str | None, principal: Principal
     ) -> dict[str, Any]:
         return await self.kms_status_payload()
 
@@ -187,12 +211,16 @@ class AdminAPI:
 
     # -- keys -------------------------------------------------------------------------------------
 
-    async def create(self, req: RequestView, query: Query, key_id: str | None) -> dict[str, Any]:
+    async def create(
+        self, req: RequestView, query: Query, key_id: str | None, principal: Principal
+    ) -> dict[str, Any]:
         async with self.runtime.use() as service:
             meta = await service.create_key(key_id)
         return {"keyId": meta.key_id, "status": "created", "createdAt": rfc3339(meta.created_at)}
 
-    async def list_keys(self, req: RequestView, query: Query, key_id: str | None) -> Response:
+    async def list_keys(
+        self, req: RequestView, query: Query, key_id: str | None, principal: Principal
+    ) -> Response:
         """Streamed page by page, so a million keys never sit in memory at once."""
         pattern = query.get("pattern") or "*"
         if len(pattern) > 256:
@@ -210,7 +238,7 @@ class AdminAPI:
             await lease.__aexit__(None, None, None)
             raise
 
-        async def body() -> AsyncIterator[bytes]:
+        async def body() -> AsyncGenerator[bytes, None]:
             try:
                 yield b'{"keys":['
                 separator = b""
@@ -229,10 +257,14 @@ class AdminAPI:
             finally:
                 await lease.__aexit__(None, None, None)
 
-        return Response(200, b"", JSON, body())
+        # Started here, so its `finally` (which frees the lease) runs even if the answer is
+        # discarded before streaming (a failed audit line) or the client goes away.
+        stream = body()
+        head = await anext(stream)
+        return Response(200, head, JSON, stream)
 
     async def key_status(
-        self, req: RequestView, query: Query, key_id: str | None
+        self, req: RequestView, query: Query, key_id: str | None, principal: Principal
     ) -> dict[str, Any]:
         assert key_id is not None
         async with self.runtime.use() as service:
@@ -249,20 +281,26 @@ class AdminAPI:
             meta = await action(service, key_id)
         return {"keyId": meta.key_id, "status": meta.state.admin_word, "message": message}
 
-    async def enable(self, req: RequestView, query: Query, key_id: str | None) -> dict[str, Any]:
+    async def enable(
+        self, req: RequestView, query: Query, key_id: str | None, principal: Principal
+    ) -> dict[str, Any]:
         return await self._transition(key_id, KeyService.enable, "Key enabled successfully")
 
-    async def disable(self, req: RequestView, query: Query, key_id: str | None) -> dict[str, Any]:
+    async def disable(
+        self, req: RequestView, query: Query, key_id: str | None, principal: Principal
+    ) -> dict[str, Any]:
         return await self._transition(key_id, KeyService.disable, "Key disabled successfully")
 
     async def cancel_deletion(
-        self, req: RequestView, query: Query, key_id: str | None
+        self, req: RequestView, query: Query, key_id: str | None, principal: Principal
     ) -> dict[str, Any]:
         return await self._transition(
             key_id, KeyService.cancel_deletion, "Key deletion cancelled successfully"
         )
 
-    async def rotate(self, req: RequestView, query: Query, key_id: str | None) -> dict[str, Any]:
+    async def rotate(
+        self, req: RequestView, query: Query, key_id: str | None, principal: Principal
+    ) -> dict[str, Any]:
         assert key_id is not None
         async with self.runtime.use() as service:
             meta = await service.rotate(key_id)
@@ -274,11 +312,12 @@ class AdminAPI:
         }
 
     async def schedule_deletion(
-        self, req: RequestView, query: Query, key_id: str | None
+        self, req: RequestView, query: Query, key_id: str | None, principal: Principal
     ) -> dict[str, Any]:
         assert key_id is not None
         raw_days = query.get("pendingWindowDays", str(DEFAULT_PENDING_DAYS))
-        if not raw_days.isdigit():
+        # ASCII digits only: "²".isdigit() is true, and int() refuses thousands of digits.
+        if not (raw_days.isascii() and raw_days.isdigit() and len(raw_days) <= 3):
             raise InvalidRequest("pendingWindowDays must be a whole number of days (7-30)")
         async with self.runtime.use() as service:
             meta = await service.schedule_deletion(key_id, int(raw_days))
@@ -292,21 +331,20 @@ class AdminAPI:
 
     # -- audit and backup -------------------------------------------------------------------------
 
-    async def audit_lines(self, req: RequestView, query: Query, key_id: str | None) -> Response:
+    async def audit_lines(
+        self, req: RequestView, query: Query, key_id: str | None, principal: Principal
+    ) -> Response:
         """Stream the audit log's lines (NDJSON), optionally only those at or after `since`."""
         if self.audit is None:
             raise InvalidRequest("the audit log is disabled on this server")
         since = query.get("since")
         since_ts: float | None = None
         if since:
-            try:
-                since_ts = datetime.fromisoformat(since.replace("Z", "+00:00")).timestamp()
-            except ValueError:
-                raise InvalidRequest("since must be an RFC 3339 time") from None
+            since_ts = _parse_since(since)
         self.audit.sync()
-        lines = self.audit.lines_since(since_ts)
+        lines = self.audit.lines_since(since_ts)  # checks `since` now, before the status line
 
-        async def body() -> AsyncIterator[bytes]:
+        async def body() -> AsyncGenerator[bytes, None]:
             batch: list[bytes] = []
             for line in lines:
                 batch.append(line)
@@ -317,12 +355,24 @@ class AdminAPI:
 
         return Response(200, b"", b"application/x-ndjson", body())
 
-    async def backup(self, req: RequestView, query: Query, key_id: str | None) -> Response:
+    async def backup(
+        self, req: RequestView, query: Query, key_id: str | None, principal: Principal
+    ) -> Response:
         passphrase = _json_body(req).get("passphrase")
         if not isinstance(passphrase, str):
             raise InvalidRequest("passphrase is required")
+
+        def may_export(key: str) -> None:
+            # A backup opens every key under a passphrase the caller chose: it takes the right to
+            # decrypt with each key it holds. One key denied refuses the whole backup.
+            if not principal.may("kms:Decrypt", key):
+                raise AccessDenied(
+                    f"{principal.access_key} is not authorized to take a backup: a backup holds "
+                    "every key, and kms:Decrypt is not allowed on all of them"
+                )
+
         async with self.runtime.use() as service:
-            data = await create_backup(service.store, passphrase)
+            data = await create_backup(service.store, passphrase, authorize_key=may_export)
         return Response(200, data, b"application/octet-stream")
 
     # -- users and policies -----------------------------------------------------------------------
@@ -332,7 +382,9 @@ class AdminAPI:
             raise InvalidRequest("user management is not available on this server")
         return self.users
 
-    async def add_user(self, req: RequestView, query: Query, key_id: str | None) -> dict[str, Any]:
+    async def add_user(
+        self, req: RequestView, query: Query, key_id: str | None, principal: Principal
+    ) -> dict[str, Any]:
         body = _json_body(req)
         access_key = query.get("accessKey") or body.get("accessKey")
         policies = body.get("policies", [])
@@ -350,14 +402,14 @@ class AdminAPI:
         return out
 
     async def remove_user(
-        self, req: RequestView, query: Query, key_id: str | None
+        self, req: RequestView, query: Query, key_id: str | None, principal: Principal
     ) -> dict[str, Any]:
         access_key = query.get("accessKey", "")
         self._user_store().remove_user(access_key)
         return {"accessKey": access_key, "message": "User removed successfully"}
 
     async def list_users(
-        self, req: RequestView, query: Query, key_id: str | None
+        self, req: RequestView, query: Query, key_id: str | None, principal: Principal
     ) -> dict[str, Any]:
         return {
             "users": [
@@ -367,21 +419,21 @@ class AdminAPI:
         }
 
     async def add_policy(
-        self, req: RequestView, query: Query, key_id: str | None
+        self, req: RequestView, query: Query, key_id: str | None, principal: Principal
     ) -> dict[str, Any]:
         name = query.get("name", "")
         policy = self._user_store().set_policy(name, _json_body(req))
         return {"name": policy.name, "message": "Policy saved successfully"}
 
     async def remove_policy(
-        self, req: RequestView, query: Query, key_id: str | None
+        self, req: RequestView, query: Query, key_id: str | None, principal: Principal
     ) -> dict[str, Any]:
         name = query.get("name", "")
         self._user_store().remove_policy(name)
         return {"name": name, "message": "Policy removed successfully"}
 
     async def list_policies(
-        self, req: RequestView, query: Query, key_id: str | None
+        self, req: RequestView, query: Query, key_id: str | None, principal: Principal
     ) -> dict[str, Any]:
         return {
             "policies": [
@@ -391,10 +443,21 @@ class AdminAPI:
         }
 
 
+def _parse_since(text: str) -> float:
+    """An RFC 3339 time as epoch seconds; a time without an offset is UTC."""
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return when.astimezone(UTC).timestamp()
+    except (ValueError, OverflowError, OSError):  # 9999-12-31T23:59:59-23:59 is past year 9999
+        raise InvalidRequest("since must be an RFC 3339 time") from None
+
+
 def _json_body(req: RequestView) -> dict[str, Any]:
     try:
-        body = json.loads(req.body or b"{}")
-    except (ValueError, UnicodeDecodeError):
+        body = parse_json(req.body or b"{}")
+    except ValueError:
         raise InvalidRequest("request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object")

@@ -18,7 +18,7 @@ from typing import Any
 
 from s3kms.audit import AuditLog
 from s3kms.errors import (
-    InvalidRequest,
+    AuditUnavailable,
     KMSError,
     MethodNotAllowed,
     RequestTooLarge,
@@ -37,8 +37,9 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-MAX_BODY = 1024 * 1024
-MAX_HEADERS = 100
+MAX_BODY = 1024 * 1024  # the default; `s3kms server --max-body-bytes` sets it
+# Header count and size, the request line and the deadlines are limits of the connection,
+# enforced before a request gets here (http/protocol.py).
 ADMIN_PREFIXES = ("/rustfs/admin/v3/kms/", "/minio/admin/v3/kms/")
 
 
@@ -74,10 +75,23 @@ _DENIALS = frozenset(
 class Call:
     """What the audit log needs to know about one request, filled in as dispatch learns it."""
 
-    __slots__ = ("action", "principal")
+    __slots__ = (
+        "action",
+        "changes",
+        "intent_recorded",
+        "principal",
+        "request_id",
+        "scope",
+        "started",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, request_id: str, scope: Scope, started: float) -> None:
+        self.request_id = request_id
+        self.scope = scope
+        self.started = started
         self.action: str | None = None  # set once the request reached a KMS route
+        self.changes = False  # the route changes state: its intent is recorded before it runs
+        self.intent_recorded = False
         self.principal: Principal | None = None
 
 
@@ -94,8 +108,10 @@ class App:
         *,
         background_interval: float = 60.0,
         audit: AuditLog | None = None,
+        max_body: int = MAX_BODY,
     ):
         self.runtime = runtime
+        self.max_body = max_body
         self.auth = auth
         self.audit = audit
         self.admin = admin.AdminAPI(runtime, auth, audit)
@@ -125,8 +141,8 @@ class App:
                 tasks = [
                     asyncio.create_task(self.runtime.run_background(self._background_interval))
                 ]
-                if self.audit is not None and self.audit.fsync_interval > 0:
-                    tasks.append(asyncio.create_task(self._sync_audit(self.audit)))
+                if self.audit is not None:
+                    tasks.append(asyncio.create_task(self._tick_audit(self.audit)))
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 for task in tasks:
@@ -138,10 +154,12 @@ class App:
                 return
 
     @staticmethod
-    async def _sync_audit(audit: AuditLog) -> None:
+    async def _tick_audit(audit: AuditLog) -> None:
+        """fsync every `fsync_interval` seconds, and write the count of suppressed lines."""
+        interval = audit.fsync_interval if audit.fsync_interval > 0 else 1.0
         while True:
-            await asyncio.sleep(audit.fsync_interval)
-            audit.sync()
+            await asyncio.sleep(interval)
+            audit.tick()
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -150,7 +168,7 @@ class App:
         path = raw_path.decode("utf-8", "surrogateescape")
         method: str = scope["method"]
         is_admin = path.startswith(ADMIN_PREFIXES)
-        call = Call()
+        call = Call(request_id, scope, started)
         error: str | None = None
         try:
             response = await self._dispatch(scope, receive, method, path, is_admin, call)
@@ -164,21 +182,14 @@ class App:
             )
             error = "InternalError"
         if self.audit is not None and call.action is not None:
-            # Written before the response leaves: an answered request is always on record.
-            # Once authorised, the principal knows the precise action and key the request was about.
-            who = call.principal
-            authorised = who is not None and who.action is not None
-            self.audit.record(
-                request_id=request_id,
-                principal=who.access_key if who else None,
-                source=_source(scope),
-                action=who.action if who and authorised else call.action,
-                key=who.key_id if who and authorised else None,
-                outcome="allowed" if error is None else "denied" if error in _DENIALS else "failed",
-                status=response.status,
-                error=error,
-                started=started,
-            )
+            try:
+                self._record(self.audit, call, response.status, error)
+            except AuditUnavailable as exc:
+                # Fail closed: no line, no answer. A change whose intent is on record has been
+                # carried out, so its true answer stands (never a failure for an applied change).
+                if not call.intent_recorded:
+                    await response.discard()
+                    response = self._error(exc, path, is_admin)
         headers = [
             (b"content-type", response.content_type),
             (b"x-amz-request-id", request_id.encode()),
@@ -191,9 +202,52 @@ class App:
             await send({"type": "http.response.body", "body": response.body})
             return
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
-        async for chunk in response.chunks:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
+        try:
+            if response.body:  # a streamed answer's first chunk, read before the status line
+                await send({"type": "http.response.body", "body": response.body, "more_body": True})
+            async for chunk in response.chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            await response.discard()  # the client may have gone: release what the stream holds
+
+    @staticmethod
+    def _record(audit: AuditLog, call: Call, status: int, error: str | None) -> None:
+        """The request's line, written before the response leaves."""
+        who = call.principal
+        if who is None and error is not None and not audit.admit_unauthenticated():
+            return  # counted; the periodic `audit:suppressed` line carries the count
+        # Once authorised, the principal knows the precise action and key the request was about.
+        authorised = who is not None and who.action is not None
+        audit.record(
+            request_id=call.request_id,
+            principal=who.access_key if who else None,
+            source=_source(call.scope),
+            action=who.action if who and authorised else call.action,
+            key=who.key_id if who and authorised else None,
+            outcome="allowed" if error is None else "denied" if error in _DENIALS else "failed",
+            status=status,
+            error=error,
+            started=call.started,
+        )
+
+    def _record_intent(self, call: Call) -> None:
+        """Before a change runs: if this line cannot be written, nothing is changed."""
+        if self.audit is None or not call.changes:
+            return
+        who = call.principal
+        self.audit.record(
+            request_id=call.request_id,
+            principal=who.access_key if who else None,
+            source=_source(call.scope),
+            action=call.action,
+            key=None,
+            outcome="intent",
+            status=0,
+            error=None,
+            started=call.started,
+        )
+        call.intent_recorded = True
 
     def _error(self, exc: KMSError, path: str, is_admin: bool) -> Response:
         if not is_admin and path == "/":
@@ -207,11 +261,8 @@ class App:
             return await self._health(path)
         if not is_admin and path != "/":
             raise RouteNotFound
-        raw_headers = scope["headers"]
-        if len(raw_headers) > MAX_HEADERS:
-            raise InvalidRequest(f"too many request headers (at most {MAX_HEADERS})")
         headers: dict[str, str] = {}
-        for name, value in raw_headers:
+        for name, value in scope["headers"]:
             key = name.decode("utf-8", "surrogateescape")
             text = value.decode("utf-8", "surrogateescape")
             headers[key] = f"{headers[key]},{text}" if key in headers else text
@@ -219,13 +270,15 @@ class App:
         if is_admin:
             route = self.admin.route(path, method)  # 404/405 before reading the body
             call.action = route.action
+            call.changes = route.route.changes
         elif method != "POST":
             raise MethodNotAllowed
         else:
-            call.action = "kms:" + headers.get("x-amz-target", "").rpartition(".")[2]
-        body = await read_body(receive, headers)
+            call.action, call.changes = self.aws.audit_action(headers.get("x-amz-target"))
+        body = await read_body(receive, headers, self.max_body)
         req = RequestView(method, path, query, headers, body)
         principal = call.principal = self.auth.authenticate(req, admin=is_admin)
+        self._record_intent(call)
         if is_admin:
             return await route(req, principal)
         return await self.aws.handle(req, principal)
@@ -241,9 +294,15 @@ class App:
         raise RouteNotFound
 
 
-async def read_body(receive: Receive, headers: dict[str, str]) -> bytes:
+async def read_body(receive: Receive, headers: dict[str, str], limit: int = MAX_BODY) -> bytes:
     declared = headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
+    # ASCII digits only ("²".isdigit() is true) and never int() of thousands of digits.
+    if (
+        declared is not None
+        and declared.isascii()
+        and declared.isdigit()
+        and (len(declared) > 12 or int(declared) > limit)
+    ):
         raise RequestTooLarge
     chunks: list[bytes] = []
     size = 0
@@ -253,7 +312,7 @@ async def read_body(receive: Receive, headers: dict[str, str]) -> bytes:
             break
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > MAX_BODY:
+        if size > limit:
             raise RequestTooLarge
         chunks.append(chunk)
         if not message.get("more_body", False):

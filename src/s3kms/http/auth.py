@@ -43,14 +43,31 @@ class Principal:
         self.key_id: str | None = None
 
     def authorize(self, action: str, key_id: str | None = None) -> None:
+        """Allow `action` on the key (or on no key), and record both for the audit line."""
         self.action = action
         self.key_id = key_id
+        if not self.may(action, key_id):
+            target = f" on {self.key_arn(key_id)}" if key_id is not None else ""
+            raise AccessDenied(f"{self.access_key} is not authorized to perform {action}{target}")
+
+    def authorize_alias(self, action: str, alias_name: str) -> None:
+        """Allow `action` on the alias itself (AWS checks alias actions on the alias and keys)."""
         if self.is_root:
             return
-        resources = key_resources(key_id, self._region, self._account)
-        if not is_allowed(self._policies, action, resources):
-            target = f" on {resources[0]}" if key_id is not None else ""
-            raise AccessDenied(f"{self.access_key} is not authorized to perform {action}{target}")
+        arn = f"arn:aws:kms:{self._region}:{self._account}:{alias_name}"
+        if not is_allowed(self._policies, action, (arn,)):
+            raise AccessDenied(f"{self.access_key} is not authorized to perform {action} on {arn}")
+
+    def may(self, action: str, key_id: str | None = None) -> bool:
+        """Whether the policies allow `action` on the key; records nothing."""
+        if self.is_root:
+            return True
+        return is_allowed(
+            self._policies, action, key_resources(key_id, self._region, self._account)
+        )
+
+    def key_arn(self, key_id: str) -> str:
+        return key_resources(key_id, self._region, self._account)[0]
 
 
 @dataclass

@@ -23,7 +23,6 @@ value in it is base64, a constant, or an ARN escaped with the JSON encoder's own
 from __future__ import annotations
 
 import binascii
-import json
 import os
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -48,6 +47,7 @@ from s3kms.errors import (
     ValidationError,
 )
 from s3kms.http.auth import Principal
+from s3kms.http.jsonbody import parse_json
 from s3kms.http.responses import AWS_JSON, Response, json_response
 from s3kms.http.sigv4 import RequestView
 from s3kms.model import KEY_NAME_RE, KeyMetadata, KeyState, RotationType
@@ -100,6 +100,18 @@ UNSUPPORTED_OPERATIONS = frozenset(
     }
 )  # fmt: skip
 
+# The operations that change state: their intent is on the audit record before they run.
+MUTATING_OPERATIONS = frozenset(
+    {
+        "CreateKey", "EnableKey", "DisableKey", "ScheduleKeyDeletion", "CancelKeyDeletion",
+        "UpdateKeyDescription", "EnableKeyRotation", "DisableKeyRotation", "RotateKeyOnDemand",
+        "CreateAlias", "UpdateAlias", "DeleteAlias", "TagResource", "UntagResource",
+    }
+)  # fmt: skip
+UNKNOWN_ACTION = "kms:UnknownOperation"
+# An encryption context travels in every ciphertext's AAD and in audit trails: keep it small.
+MAX_CONTEXT_BYTES = 8192
+
 # The model's patterns, used with fullmatch (so `$` does not let a trailing newline through).
 _ALIAS_NAME_RE = re.compile(r"^[a-zA-Z0-9:/_-]+$")
 _MARKER_RE = re.compile(r"[\u0020-\u00FF]*")
@@ -111,8 +123,6 @@ _DATA_KEY_SIZE_MESSAGE = "Please specify either number of bytes or key spec."
 _DATA_KEY_BOTH_MESSAGE = "Specify either KeySpec or NumberOfBytes, not both."
 
 _b64 = binascii.b2a_base64
-# botocore sends UTF-8: decoding to str first skips `json.loads`'s encoding detection.
-_json_decode = json.JSONDecoder().decode
 _EMPTY = b"{}"
 
 
@@ -259,9 +269,18 @@ def _context(p: Params, name: str) -> dict[str, str] | None:
         return None
     if type(value) is not dict:
         raise _wrong_type(name, "a map of strings to strings")
-    for item in value.values():
+    size = 0
+    for key, item in value.items():
         if type(item) is not str:
             raise _wrong_type(name, "a map of strings to strings")
+        size += len(key) + len(item)  # characters; the bytes are checked below when near
+    if size > MAX_CONTEXT_BYTES // 4 and (
+        sum(len(k.encode()) + len(v.encode()) for k, v in value.items()) > MAX_CONTEXT_BYTES
+    ):
+        raise ValidationError(
+            f"{name} is too large: its keys and values may hold at most "
+            f"{MAX_CONTEXT_BYTES} bytes (UTF-8)"
+        )
     return value
 
 
@@ -488,6 +507,19 @@ class AwsKmsAPI:
         # Keyed by the whole header value: one dict lookup per request.
         self._ops = {TARGET_PREFIX + name: handler for name, handler in handlers.items()}
 
+    def audit_action(self, target: str | None) -> tuple[str, bool]:
+        """(the audit action, whether it changes state) for an `X-Amz-Target`, before auth.
+
+        Only operation names from the AWS model are recorded; anything else is
+        `kms:UnknownOperation`, so a client cannot write what it likes into the audit log.
+        """
+        if target is None or not target.startswith(TARGET_PREFIX):
+            return UNKNOWN_ACTION, False
+        name = target[len(TARGET_PREFIX) :]
+        if target in self._ops or name in UNSUPPORTED_OPERATIONS:
+            return "kms:" + name, name in MUTATING_OPERATIONS
+        return UNKNOWN_ACTION, False
+
     async def handle(self, req: RequestView, principal: Principal) -> Response:
         target = req.headers.get("x-amz-target")
         handler = self._ops.get(target) if target is not None else None
@@ -496,8 +528,8 @@ class AwsKmsAPI:
         body = req.body
         if body:
             try:
-                params = _json_decode(body.decode())
-            except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+                params = parse_json(body)
+            except ValueError:
                 raise SerializationError("The request body is not valid JSON") from None
             if type(params) is not dict:
                 raise SerializationError("The request body must be a JSON object")
@@ -836,6 +868,8 @@ class AwsKmsAPI:
         if name.startswith("alias/aws/"):
             raise ReservedName(f"{name}: the alias/aws/ prefix is reserved for AWS managed keys")
         key_id = await self._alias_target(service, p)
+        # AWS's rule for alias actions: permission on the alias and on every key it touches.
+        principal.authorize_alias("kms:CreateAlias", name)
         principal.authorize("kms:CreateAlias", key_id)
         try:
             await service.create_alias(name, key_id)
@@ -848,13 +882,17 @@ class AwsKmsAPI:
     async def update_alias(self, service: KeyService, p: Params, principal: Principal) -> Response:
         name = _alias_name(p)
         key_id = await self._alias_target(service, p)
-        principal.authorize("kms:UpdateAlias", key_id)
-        await service.update_alias(name, key_id)
+        current = await service.resolve(name)  # AliasNotFound when there is no such alias
+        principal.authorize_alias("kms:UpdateAlias", name)
+        principal.authorize("kms:UpdateAlias", current)  # the key the alias leaves
+        principal.authorize("kms:UpdateAlias", key_id)  # and the key it moves to
+        await service.update_alias(name, key_id, expected_key_id=current)
         return _empty()
 
     async def delete_alias(self, service: KeyService, p: Params, principal: Principal) -> Response:
         name = _alias_name(p)
         key_id = await service.resolve(name)  # AliasNotFound when there is no such alias
+        principal.authorize_alias("kms:DeleteAlias", name)
         principal.authorize("kms:DeleteAlias", key_id)
         await service.delete_alias(name)
         return _empty()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from s3kms.errors import KMSError
@@ -13,7 +13,8 @@ AWS_JSON = b"application/x-amz-json-1.1"
 
 
 class Response:
-    """A status, a content type and either a body or, for streamed responses, chunks."""
+    """A status, a content type and either a body or, for streamed responses, chunks (after
+    `body`, their already-read first part)."""
 
     __slots__ = ("body", "chunks", "content_type", "status")
 
@@ -22,12 +23,17 @@ class Response:
         status: int,
         body: bytes,
         content_type: bytes = JSON,
-        chunks: AsyncIterator[bytes] | None = None,
+        chunks: AsyncGenerator[bytes, None] | None = None,
     ) -> None:
         self.status = status
         self.body = body
         self.content_type = content_type
         self.chunks = chunks
+
+    async def discard(self) -> None:
+        """Close the stream (running its cleanup) if it is not sent, or not sent to the end."""
+        if self.chunks is not None:
+            await self.chunks.aclose()
 
 
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode

@@ -7,7 +7,9 @@ Two flavours, chosen by ``s3_flavour``:
 * **S3 flavour** (``s3_flavour=True``; the admin API as minio-py, madmin, awscurl and curl sign
   it): the canonical URI is the path exactly as received (still percent-encoded, no dot-segment
   removal, no second encoding) and the payload hash is the ``X-Amz-Content-Sha256`` header when
-  sent (``UNSIGNED-PAYLOAD`` accepted; presigned URLs default to ``UNSIGNED-PAYLOAD``).
+  sent (``UNSIGNED-PAYLOAD`` accepted). Presigned URLs default to ``UNSIGNED-PAYLOAD``, which only
+  a GET or HEAD may use: any other presigned request must send ``X-Amz-Content-Sha256`` with the
+  body's hash, which the signature then covers (else ``ContentSHA256Mismatch``).
 * **Generic flavour** (``s3_flavour=False``; the AWS KMS JSON API as boto3 signs it, and the
   official test vectors): the path is normalised (dot segments removed, repeated slashes
   collapsed) and then URI-encoded once more, so a received ``%20`` becomes ``%2520`` as in
@@ -99,6 +101,11 @@ __all__ = [
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+_READ_METHODS = frozenset({"GET", "HEAD"})
+_SIGN_THE_PAYLOAD = (
+    "A presigned request that is not a GET must sign its payload: "
+    "send X-Amz-Content-Sha256 with the body's SHA-256."
+)
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 MAX_PRESIGN_EXPIRES = 604800  # 7 days
 
@@ -413,18 +420,27 @@ def _parse_signed_headers(value: str) -> list[str]:
 
 
 def _payload_hash(
-    headers: Mapping[str, str], body: bytes, *, s3_flavour: bool, presigned: bool
+    headers: Mapping[str, str], body: bytes, *, s3_flavour: bool, presigned: bool, method: str
 ) -> str:
     sent = headers.get("x-amz-content-sha256")
+    # A presigned URL is a capability anyone holding it may use: only a read may leave its body
+    # out of the signature, or one URL would accept any body (any policy document, say).
+    unsigned_ok = s3_flavour and (not presigned or method in _READ_METHODS)
     if sent is None:
         if presigned and s3_flavour:
+            if not unsigned_ok:
+                raise ContentSHA256Mismatch(_SIGN_THE_PAYLOAD)
             return UNSIGNED_PAYLOAD
         return hashlib.sha256(body).hexdigest()
     sent = sent.strip()
     if sent == UNSIGNED_PAYLOAD:
-        if s3_flavour:
+        if unsigned_ok:
             return sent
-        raise ContentSHA256Mismatch("UNSIGNED-PAYLOAD is not accepted here: sign the payload.")
+        raise ContentSHA256Mismatch(
+            _SIGN_THE_PAYLOAD
+            if s3_flavour
+            else "UNSIGNED-PAYLOAD is not accepted here: sign the payload."
+        )
     if sent.startswith("STREAMING-"):
         raise AuthorizationHeaderMalformed("Streaming (aws-chunked) payloads are not supported.")
     if sent.lower() != hashlib.sha256(body).hexdigest():
@@ -544,7 +560,9 @@ def verify_request(
     if secret is None:
         raise InvalidAccessKeyId()
 
-    payload = _payload_hash(headers, req.body, s3_flavour=s3_flavour, presigned=presigned)
+    payload = _payload_hash(
+        headers, req.body, s3_flavour=s3_flavour, presigned=presigned, method=req.method
+    )
     head = f"{req.method}\n{canonical_uri(req.path, s3_flavour=s3_flavour)}\n"
     tail = f"\n{canonical_headers(headers, signed)}\n\n{signed_str}\n{payload}"
     key = signing_key(secret, scope_date, scope_region, service)
@@ -642,9 +660,13 @@ def presign_url(
     now: float,
     expires: int,
     s3_flavour: bool = True,
+    payload_hash: str | None = None,
 ) -> str:
     """A presigned URL (signs ``host`` only; payload ``UNSIGNED-PAYLOAD`` in the S3 flavour, the
-    SHA-256 of an empty body otherwise), valid for ``expires`` seconds from ``now``."""
+    SHA-256 of an empty body otherwise), valid for ``expires`` seconds from ``now``.
+
+    With ``payload_hash`` (the body's SHA-256, hex) the URL signs that hash and the
+    ``x-amz-content-sha256`` header, which the request must then send: one body only."""
     if not 1 <= expires <= MAX_PRESIGN_EXPIRES:
         raise ValueError(f"expires must be from 1 to {MAX_PRESIGN_EXPIRES} seconds")
     parts = urlsplit(url)
@@ -657,13 +679,18 @@ def presign_url(
         ("X-Amz-Credential", f"{access_key}/{scope}"),
         ("X-Amz-Date", amz_date),
         ("X-Amz-Expires", str(expires)),
-        ("X-Amz-SignedHeaders", "host"),
+        ("X-Amz-SignedHeaders", "host" if payload_hash is None else "host;x-amz-content-sha256"),
     )
     added = "&".join(f"{name}={quote(value, safe='')}" for name, value in params)
     query = f"{parts.query}&{added}" if parts.query else added
-    payload = UNSIGNED_PAYLOAD if s3_flavour else EMPTY_SHA256
+    headers = {"host": host}
+    if payload_hash is not None:
+        headers["x-amz-content-sha256"] = payload_hash
+        payload = payload_hash
+    else:
+        payload = UNSIGNED_PAYLOAD if s3_flavour else EMPTY_SHA256
     creq = canonical_request(
-        method, path, query, {"host": host}, ["host"], payload, s3_flavour=s3_flavour
+        method, path, query, headers, sorted(headers), payload, s3_flavour=s3_flavour
     )
     key = signing_key(secret_key, amz_date[:8], region, service)
     sig = signature(key, string_to_sign(amz_date, scope, creq))

@@ -21,8 +21,9 @@ class Generation:
     def __init__(self, path: Path) -> None:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            if os.fstat(fd).st_size < _COUNTER.size:
-                os.ftruncate(fd, _COUNTER.size)
+            # Real blocks, not a hole: writing to a hole in a mapping on a full disk (tmpfs)
+            # would kill the process with SIGBUS; fallocate fails cleanly at start instead.
+            os.posix_fallocate(fd, 0, _COUNTER.size)
             self._map = mmap.mmap(fd, _COUNTER.size)
         finally:
             os.close(fd)

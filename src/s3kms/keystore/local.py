@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,12 +31,14 @@ from s3kms.errors import (
     InvalidCiphertext,
     KeyAlreadyExists,
     KeyNotFound,
+    StorageUnavailable,
 )
 from s3kms.keystore.base import BackendStatus, StateCheck, WriteConflict
 from s3kms.keystore.generation import Generation
 from s3kms.model import Alias, KeyMetadata, KeyState, KeyVersion, RotationType
 
 T = TypeVar("T")
+log = logging.getLogger("s3kms.keystore")
 
 SCHEMA_VERSION = "1"
 # Entries per in-memory cache (metadata; unwrapped key versions). Past it the cache starts over,
@@ -118,6 +122,10 @@ def _wrap_aad(key_id: str, version: int) -> bytes:
 
 
 def open_database(path: Path) -> sqlite3.Connection:
+    # SQLite gives the -wal and -shm files the database file's mode: create it 0600 first, so no
+    # umask makes any of the three readable by others.
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    os.chmod(path, 0o600)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
@@ -134,7 +142,9 @@ class LocalKeyStore:
         self._master = AESGCM(master_key.material)
         self._db_path = data_dir / "keystore.db"
         self._conn = open_database(self._db_path)
-        self._db_path.chmod(0o600)
+        for companion in ("keystore.db-wal", "keystore.db-shm"):  # made by an older version
+            if (data_dir / companion).exists():
+                (data_dir / companion).chmod(0o600)
         self._check_master_key(master_key)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s3kms-sqlite")
         self._generation = Generation(data_dir / "keystore.gen")
@@ -202,7 +212,11 @@ class LocalKeyStore:
                 for (_, future), outcome in zip(batch, outcomes, strict=True):
                     if future.cancelled():
                         continue
-                    if isinstance(outcome, BaseException):
+                    if isinstance(outcome, sqlite3.Error):
+                        # Disk full, read-only, I/O error: the transaction was rolled back.
+                        log.error("keystore write failed: %s", outcome)
+                        future.set_exception(StorageUnavailable())
+                    elif isinstance(outcome, BaseException):
                         future.set_exception(outcome)
                     else:
                         future.set_result(outcome)
@@ -222,10 +236,12 @@ class LocalKeyStore:
                     conn.execute("ROLLBACK TO write")
                     outcomes.append(exc)
                 conn.execute("RELEASE write")
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            # SQLite may have rolled back already (SQLITE_FULL does): end whatever is left.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
         self._generation.bump()
         return outcomes
 

@@ -1,0 +1,40 @@
+"""Request bodies as JSON: one parser for both API surfaces, with every hostile input a ValueError.
+
+`json.loads` lets three things through that later break the handlers: nesting deep enough to
+overflow the interpreter's stack (`RecursionError`), invalid UTF-8 (`UnicodeDecodeError`, already a
+ValueError), and lone surrogates written as escapes (`"\\ud800"`), which decode to a `str` that
+cannot be encoded back to UTF-8. All three become `ValueError` here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+_decode = json.JSONDecoder().decode
+# A surrogate escape (\uD800-\uDFFF). A valid pair decodes to one character; only a lone half stays.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        return _SURROGATE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    return False
+
+
+def parse_json(body: bytes) -> Any:
+    """The JSON value of `body` (UTF-8); ValueError for anything that is not clean JSON text."""
+    try:
+        value = _decode(body.decode())
+        # The common body has no escape at all: one C-speed scan, and the walk only when needed.
+        if b"\\u" in body and _SURROGATE_ESCAPE.search(body) and _has_lone_surrogate(value):
+            raise ValueError("JSON string with a lone surrogate")
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    return value
