@@ -26,6 +26,7 @@ import uvicorn
 
 from s3kms.clock import OffsetClock
 from s3kms.config import Settings
+from s3kms.http import sigv4
 from s3kms.server import build_app, uvicorn_options
 
 ROOT_USER = "testroot"
@@ -174,3 +175,20 @@ def thread_settings(data_dir: Path, **overrides: Any) -> Settings:
         maintenance_interval=3600.0,
     )
     return replace(base, **overrides)
+
+
+def signed_admin(
+    url: str,
+    method: str,
+    path: str,
+    access: str = ROOT_USER,
+    secret: str = ROOT_PASSWORD,
+    body: bytes = b"",
+) -> httpx.Response:
+    """An admin request signed S3-style (as minio-py and madmin sign them), as root by default."""
+    target = url + path
+    headers = sigv4.sign_headers(
+        method, target, {}, body, access_key=access, secret_key=secret,
+        region="us-east-1", service="s3", now=time.time(),
+    )  # fmt: skip
+    return httpx.request(method, target, headers=headers, content=body, timeout=20)

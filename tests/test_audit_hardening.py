@@ -27,20 +27,11 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from s3kms.audit import AuditLog, verify
-from s3kms.http import sigv4
 
 from kmsserver import ROOT_PASSWORD, ROOT_USER, KmsProcess, KmsThread, thread_settings
+from kmsserver import signed_admin as signed
 
 ADMIN = "/rustfs/admin/v3/kms"
-
-
-def signed(url: str, method: str, path: str, body: bytes = b"") -> httpx.Response:
-    target = url + path
-    headers = sigv4.sign_headers(
-        method, target, {}, body, access_key=ROOT_USER, secret_key=ROOT_PASSWORD,
-        region="us-east-1", service="s3", now=time.time(),
-    )  # fmt: skip
-    return httpx.request(method, target, headers=headers, content=body, timeout=20)
 
 
 def audit_files(directory: Path) -> list[Path]:
@@ -186,7 +177,7 @@ def fill(path: Path) -> Path:
     return filler
 
 
-def kms(url: str) -> Any:
+def kms_client(url: str) -> Any:
     return boto3.client(
         "kms", endpoint_url=url, region_name="us-east-1", aws_access_key_id=ROOT_USER,
         aws_secret_access_key=ROOT_PASSWORD, config=Config(retries={"max_attempts": 1}),
@@ -199,7 +190,7 @@ def test_full_disk_refuses_cleanly_and_loses_nothing(tmp_path: Path) -> None:
         server = KmsProcess(data)
         server.start()
         try:
-            client = kms(server.url)
+            client = kms_client(server.url)
             for name in ("before-1", "before-2"):
                 assert (
                     signed(server.url, "POST", f"{ADMIN}/key/create?keyName={name}").status_code
@@ -259,3 +250,22 @@ def test_full_disk_refuses_cleanly_and_loses_nothing(tmp_path: Path) -> None:
             assert result.returncode == 0, result.stdout + result.stderr
         finally:
             server.stop()
+
+
+def test_aws_changes_record_their_intent_and_reads_do_not(srv: KmsThread) -> None:
+    directory = srv.settings.data_dir / "audit"
+    kms = kms_client(srv.url)
+    before = len(lines_of(directory))
+    key_id = kms.create_key(Description="intent")["KeyMetadata"]["KeyId"]
+    kms.describe_key(KeyId=key_id)
+    kms.create_alias(AliasName="alias/intent", TargetKeyId=key_id)
+    new = lines_of(directory)[before:]
+    assert [(x["action"], x["outcome"]) for x in new] == [
+        ("kms:CreateKey", "intent"),
+        ("kms:CreateKey", "allowed"),
+        ("kms:DescribeKey", "allowed"),
+        ("kms:CreateAlias", "intent"),
+        ("kms:CreateAlias", "allowed"),
+    ]
+    assert new[0]["request_id"] == new[1]["request_id"] and new[0]["status"] == 0
+    assert verify(audit_files(directory)).ok

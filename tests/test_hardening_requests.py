@@ -28,24 +28,9 @@ from s3kms.client import Client
 from s3kms.http import sigv4
 
 from kmsserver import ROOT_PASSWORD, ROOT_USER, KmsProcess, KmsThread, thread_settings
+from kmsserver import signed_admin as signed
 
 ADMIN = "/rustfs/admin/v3/kms"
-
-
-def signed(
-    url: str,
-    method: str,
-    path: str,
-    body: bytes = b"",
-    access: str = ROOT_USER,
-    secret: str = ROOT_PASSWORD,
-) -> httpx.Response:
-    target = url + path
-    headers = sigv4.sign_headers(
-        method, target, {}, body, access_key=access, secret_key=secret,
-        region="us-east-1", service="s3", now=time.time(),
-    )  # fmt: skip
-    return httpx.request(method, target, headers=headers, content=body, timeout=20)
 
 
 def aws_raw(
@@ -154,7 +139,7 @@ def test_an_oversized_encryption_context_is_a_validation_error(srv: KmsThread) -
     ],
 )  # fmt: skip
 def test_admin_input_that_used_to_answer_500(srv: KmsThread, route: str, body: bytes) -> None:
-    resp = signed(srv.url, "POST", f"{ADMIN}/{route}", body)
+    resp = signed(srv.url, "POST", f"{ADMIN}/{route}", body=body)
     assert resp.status_code == 400, resp.text
     assert admin_code(resp) == "KMSInvalidRequest"
     still_serves(srv.url)
@@ -193,7 +178,7 @@ def test_backup_is_refused_to_a_user_denied_any_key(srv: KmsThread, root: Client
     )  # fmt: skip
     secret = root.add_user("backup-partial", ["backup-but-not-root"])["secretKey"]
     body = json.dumps({"passphrase": "a passphrase of my own choosing"}).encode()
-    resp = signed(srv.url, "POST", f"{ADMIN}/backup", body, "backup-partial", secret)
+    resp = signed(srv.url, "POST", f"{ADMIN}/backup", "backup-partial", secret, body)
     assert resp.status_code == 403, resp.text
     assert admin_code(resp) == "AccessDenied"
     assert "root-" not in resp.text  # the refusal names no key the user may not see
@@ -210,7 +195,7 @@ def test_backup_is_allowed_to_a_user_who_may_decrypt_every_key(
     )  # fmt: skip
     secret = root.add_user("backup-full", ["backup-everything"])["secretKey"]
     body = json.dumps({"passphrase": "a passphrase of my own choosing"}).encode()
-    resp = signed(srv.url, "POST", f"{ADMIN}/backup", body, "backup-full", secret)
+    resp = signed(srv.url, "POST", f"{ADMIN}/backup", "backup-full", secret, body)
     assert resp.status_code == 200, resp.text
     assert resp.content.startswith(b"S3KB")
     # Backup rights alone (no kms:Decrypt) are not enough.
@@ -219,7 +204,7 @@ def test_backup_is_allowed_to_a_user_who_may_decrypt_every_key(
         {"Statement": [{"Effect": "Allow", "Action": "admin:KMSBackup", "Resource": "*"}]},
     )
     secret = root.add_user("backup-only-user", ["backup-only"])["secretKey"]
-    resp = signed(srv.url, "POST", f"{ADMIN}/backup", body, "backup-only-user", secret)
+    resp = signed(srv.url, "POST", f"{ADMIN}/backup", "backup-only-user", secret, body)
     assert resp.status_code == 403 and admin_code(resp) == "AccessDenied"
 
 

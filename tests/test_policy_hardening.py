@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,11 +24,11 @@ from botocore.exceptions import ClientError
 from s3kms import users as users_module
 from s3kms.client import Client
 from s3kms.errors import InvalidRequest
-from s3kms.http import sigv4
 from s3kms.policy import MAX_DOCUMENT_BYTES, MAX_WILDCARDS
 from s3kms.users import UserStore
 
 from kmsserver import ROOT_PASSWORD, ROOT_USER, KmsProcess, KmsThread, thread_settings
+from kmsserver import signed_admin as signed
 
 ADMIN = "/rustfs/admin/v3/kms"
 EVIL = "arn:aws:kms:*:*:key/" + "*a" * 12 + "*b"
@@ -40,22 +39,6 @@ def allow(actions: str | list[str], resources: str | list[str]) -> dict[str, Any
         "Version": "2012-10-17",
         "Statement": [{"Effect": "Allow", "Action": actions, "Resource": resources}],
     }
-
-
-def signed(
-    url: str,
-    method: str,
-    path: str,
-    access: str = ROOT_USER,
-    secret: str = ROOT_PASSWORD,
-    body: bytes = b"",
-) -> httpx.Response:
-    target = url + path
-    headers = sigv4.sign_headers(
-        method, target, {}, body, access_key=access, secret_key=secret,
-        region="us-east-1", service="s3", now=time.time(),
-    )  # fmt: skip
-    return httpx.request(method, target, headers=headers, content=body, timeout=10)
 
 
 def invalid_request(resp: httpx.Response, mentions: str = "") -> str:

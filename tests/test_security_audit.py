@@ -26,28 +26,13 @@ from s3kms.errors import AuthError
 from s3kms.http import sigv4
 
 from kmsserver import MASTER_KEY, ROOT_PASSWORD, ROOT_USER, KmsProcess, KmsThread, thread_settings
+from kmsserver import signed_admin as signed
 
 ADMIN = "/rustfs/admin/v3/kms"
 FIELDS = {
     "time", "seq", "request_id", "principal", "source", "action", "key", "outcome", "status",
     "error", "latency_ms", "prev",
 }  # fmt: skip
-
-
-def signed(
-    url: str,
-    method: str,
-    path: str,
-    access: str = ROOT_USER,
-    secret: str = ROOT_PASSWORD,
-    body: bytes = b"",
-) -> httpx.Response:
-    target = url + path
-    headers = sigv4.sign_headers(
-        method, target, {}, body, access_key=access, secret_key=secret,
-        region="us-east-1", service="s3", now=time.time(),
-    )  # fmt: skip
-    return httpx.request(method, target, headers=headers, content=body, timeout=10)
 
 
 def audit_files(directory: Path) -> list[Path]:

@@ -26,6 +26,7 @@ from s3kms.errors import AuthError, InvalidAccessKeyId, KeyAlreadyExists
 from s3kms.http import awskms, sigv4
 
 from kmsserver import ROOT_PASSWORD, ROOT_USER, KmsProcess, KmsThread, thread_settings
+from kmsserver import signed_admin as signed
 
 ADMIN = "/rustfs/admin/v3/kms"
 MINIO = "/minio/admin/v3/kms"
@@ -36,18 +37,6 @@ def allow(actions: str | list[str], resources: str | list[str]) -> dict[str, Any
         "Version": "2012-10-17",
         "Statement": [{"Effect": "Allow", "Action": actions, "Resource": resources}],
     }
-
-
-def signed(
-    url: str, method: str, path: str, access: str, secret: str, body: bytes = b""
-) -> httpx.Response:
-    """An admin request signed S3-style, as minio-py/madmin sign them."""
-    target = url + path
-    headers = sigv4.sign_headers(
-        method, target, {}, body, access_key=access, secret_key=secret,
-        region="us-east-1", service="s3", now=time.time(),
-    )  # fmt: skip
-    return httpx.request(method, target, headers=headers, content=body, timeout=10)
 
 
 def denied(resp: httpx.Response, code: str = "AccessDenied") -> dict[str, Any]:

@@ -126,21 +126,23 @@ class AdminAPI:
         self.routes: dict[str, Route] = {
             "configure": Route(post, "admin:KMSConfigure", self.configure, changes=True),
             "status": Route(frozenset({"GET", "POST"}), "admin:KMSStatus", self.kms_status),
-            "key/create": Route(post, "admin:KMSCreateKey", self.create, "optional", True),
+            "key/create": Route(post, "admin:KMSCreateKey", self.create, "optional", changes=True),
             "key/list": Route(get, "admin:KMSListKeys", self.list_keys),
             "key/status": Route(get, "admin:KMSKeyStatus", self.key_status, "required"),
-            "key/enable": Route(post, "admin:KMSEnableKey", self.enable, "required", True),
-            "key/disable": Route(post, "admin:KMSDisableKey", self.disable, "required", True),
-            "key/rotate": Route(post, "admin:KMSRotateKey", self.rotate, "required", True),
+            "key/enable": Route(post, "admin:KMSEnableKey", self.enable, "required", changes=True),
+            "key/disable": Route(
+                post, "admin:KMSDisableKey", self.disable, "required", changes=True
+            ),
+            "key/rotate": Route(post, "admin:KMSRotateKey", self.rotate, "required", changes=True),
             "key/delete": Route(
                 frozenset({"POST", "DELETE"}),
                 "admin:KMSDeleteKey",
                 self.schedule_deletion,
                 "required",
-                True,
+                changes=True,
             ),
             "key/cancel-deletion": Route(
-                post, "admin:KMSCancelKeyDeletion", self.cancel_deletion, "required", True
+                post, "admin:KMSCancelKeyDeletion", self.cancel_deletion, "required", changes=True
             ),
             "audit": Route(get, "admin:KMSAudit", self.audit_lines),
             "backup": Route(post, "admin:KMSBackup", self.backup),
