@@ -46,7 +46,7 @@ from typing import IO, Any, TypeVar
 
 import httpx
 
-from s3kms.http.sigv4 import sign_headers
+from s3kms.auth.sigv4 import sign_headers
 
 HERE = Path(__file__).resolve().parent
 LUA_SCRIPT = HERE / "wrk_request.lua"

@@ -24,9 +24,9 @@ from typing import IO, Any
 import httpx
 import uvicorn
 
+from s3kms.auth import sigv4
 from s3kms.clock import OffsetClock
 from s3kms.config import Settings
-from s3kms.http import sigv4
 from s3kms.server import build_app, uvicorn_options
 
 ROOT_USER = "testroot"

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from s3kms.http import sigv4
+from s3kms.auth import sigv4
 
 from kmsserver import ROOT_PASSWORD, ROOT_USER, KmsThread, thread_settings
 

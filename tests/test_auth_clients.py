@@ -17,7 +17,7 @@ from botocore.credentials import Credentials
 from minio import MinioAdmin
 from minio.credentials import StaticProvider
 
-from s3kms.http import sigv4
+from s3kms.auth import sigv4
 
 from kmsserver import ROOT_PASSWORD, ROOT_USER, KmsThread, thread_settings
 

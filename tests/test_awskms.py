@@ -21,10 +21,10 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from s3kms.auth import sigv4
 from s3kms.client import Client
 from s3kms.config import VaultSettings
 from s3kms.crypto import blob
-from s3kms.http import sigv4
 
 from kmsserver import ROOT_PASSWORD, ROOT_USER, KmsThread, thread_settings
 

@@ -20,7 +20,7 @@ from botocore.config import Config
 
 from s3kms.client import Client
 from s3kms.errors import KMSError
-from s3kms.http.protocol import MAX_PIPELINED, LimitedHttpProtocol
+from s3kms.http.connection import MAX_PIPELINED, LimitedHttpProtocol
 
 from kmsserver import ROOT_PASSWORD, ROOT_USER, KmsProcess, KmsThread, thread_settings
 

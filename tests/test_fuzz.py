@@ -22,8 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from s3kms.auth import sigv4
 from s3kms.client import Client
-from s3kms.http import sigv4
 
 from kmsserver import ROOT_PASSWORD, ROOT_USER, KmsThread, thread_settings
 

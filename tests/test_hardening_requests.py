@@ -24,8 +24,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from s3kms.auth import sigv4
 from s3kms.client import Client
-from s3kms.http import sigv4
 
 from kmsserver import ROOT_PASSWORD, ROOT_USER, KmsProcess, KmsThread, thread_settings
 from kmsserver import signed_admin as signed

@@ -21,9 +21,9 @@ from typing import Any
 import httpx
 import pytest
 
+from s3kms.auth import sigv4
 from s3kms.client import Client
 from s3kms.errors import AuthError
-from s3kms.http import sigv4
 
 from kmsserver import MASTER_KEY, ROOT_PASSWORD, ROOT_USER, KmsProcess, KmsThread, thread_settings
 from kmsserver import signed_admin as signed

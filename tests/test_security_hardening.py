@@ -16,11 +16,11 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from s3kms.auth import sigv4
 from s3kms.client import Client, GeneratedDataKey
 from s3kms.config import KMSConfig, Settings, VaultSettings
 from s3kms.credentials import Credentials
 from s3kms.crypto import masterkey
-from s3kms.http import sigv4
 from s3kms.model import DataKey
 from s3kms.service import Decrypted
 from s3kms.users import User, UserStore
@@ -221,8 +221,8 @@ def test_no_secret_in_repr(tmp_path: Path) -> None:
 
 
 def test_secrets_are_compared_in_constant_time() -> None:
+    from s3kms.auth.sigv4 import _matches
     from s3kms.crypto.masterkey import MasterKey
-    from s3kms.http.sigv4 import _matches
 
     assert "hmac.compare_digest" in inspect.getsource(_matches)
     assert "hmac.compare_digest" in inspect.getsource(MasterKey.matches)

@@ -1,4 +1,4 @@
-"""Tests of s3kms.http.sigv4: the AWS test vectors, round trips, real client signers, negatives.
+"""Tests of s3kms.auth.sigv4: the AWS test vectors, round trips, real client signers, negatives.
 
 No server: every request is a RequestView built from what a client would send.
 """
@@ -21,8 +21,9 @@ from minio.credentials.credentials import Credentials as MinioCredentials
 from minio.signer import presign_v4, sign_v4_s3
 
 from s3kms import errors
-from s3kms.http import sigv4
-from s3kms.http.sigv4 import RequestView, Verified
+from s3kms.auth import sigv4
+from s3kms.auth.sigv4 import Verified
+from s3kms.request import RequestView
 
 # ------------------------------------------------------------------------------------------------
 # The AWS SigV4 test suite

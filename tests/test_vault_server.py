@@ -28,6 +28,7 @@ import pytest
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
+from s3kms.auth import sigv4
 from s3kms.client import Client
 from s3kms.config import VaultSettings
 from s3kms.crypto import blob
@@ -38,7 +39,6 @@ from s3kms.errors import (
     KeyInvalidState,
     KeyNotFound,
 )
-from s3kms.http import sigv4
 from s3kms.keystore.vault import VaultKeyStore
 
 from kmsserver import ROOT_PASSWORD, ROOT_USER, KmsProcess, KmsThread, thread_settings

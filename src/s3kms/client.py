@@ -23,7 +23,7 @@ from urllib.parse import quote, urlencode
 import httpx
 
 from s3kms import errors
-from s3kms.http import sigv4
+from s3kms.auth import sigv4
 
 ADMIN_PREFIX = "/rustfs/admin/v3/kms"
 

@@ -272,7 +272,7 @@ class Settings:
     # Unauthenticated failures get lines at this rate (burst); the rest are counted in one line.
     audit_unauthenticated_rate: float = 1.0
     audit_unauthenticated_burst: int = 20
-    # Connection limits, enforced before authentication (http/protocol.py; docs/security.md).
+    # Connection limits, enforced before authentication (http/connection.py; docs/security.md).
     max_connections: int = 1024  # per worker process; lowered at start to fit RLIMIT_NOFILE
     max_request_line: int = 8 * 1024  # bytes of the request target; over it: 414
     max_header_bytes: int = 16 * 1024  # bytes of the header block; over it: 431

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from s3kms.audit import AuditLog
+from s3kms.auth.identity import Authenticator, Principal
 from s3kms.errors import (
     AuditUnavailable,
     KMSError,
@@ -24,10 +25,10 @@ from s3kms.errors import (
     RequestTooLarge,
     RouteNotFound,
 )
-from s3kms.http import admin, awskms
-from s3kms.http.auth import Authenticator, Principal
 from s3kms.http.responses import Response, admin_error, json_response
-from s3kms.http.sigv4 import RequestView
+from s3kms.protocols.admin import api as admin
+from s3kms.protocols.awskms import api as awskms
+from s3kms.request import RequestView
 from s3kms.runtime import Runtime
 
 log = logging.getLogger("s3kms.http")
@@ -39,7 +40,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 MAX_BODY = 1024 * 1024  # the default; `s3kms server --max-body-bytes` sets it
 # Header count and size, the request line and the deadlines are limits of the connection,
-# enforced before a request gets here (http/protocol.py).
+# enforced before a request gets here (http/connection.py).
 ADMIN_PREFIXES = ("/rustfs/admin/v3/kms/", "/minio/admin/v3/kms/")
 
 

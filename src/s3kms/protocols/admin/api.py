@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from s3kms.audit import AuditLog
+from s3kms.auth.identity import Authenticator, Principal
 from s3kms.backup import create_backup
 from s3kms.clock import rfc3339
 from s3kms.config import parse_configure_body
@@ -30,11 +31,10 @@ from s3kms.errors import (
     RouteNotFound,
     StorageUnavailable,
 )
-from s3kms.http.auth import Authenticator, Principal
 from s3kms.http.jsonbody import parse_json
 from s3kms.http.responses import JSON, Response, json_bytes, json_response
-from s3kms.http.sigv4 import RequestView
 from s3kms.model import KeyMetadata, KeyState
+from s3kms.request import RequestView
 from s3kms.runtime import Runtime
 from s3kms.service import DEFAULT_PENDING_DAYS, KeyService, validate_key_name
 from s3kms.users import UserStore, generate_secret

@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from json.encoder import encode_basestring_ascii
 from typing import Any, TypeVar
 
+from s3kms.auth.identity import Principal
 from s3kms.crypto import blob
 from s3kms.errors import (
     AliasNotFound,
@@ -46,11 +47,10 @@ from s3kms.errors import (
     UnsupportedOperation,
     ValidationError,
 )
-from s3kms.http.auth import Principal
 from s3kms.http.jsonbody import parse_json
 from s3kms.http.responses import AWS_JSON, Response, json_response
-from s3kms.http.sigv4 import RequestView
 from s3kms.model import KEY_NAME_RE, KeyMetadata, KeyState, RotationType
+from s3kms.request import RequestView
 from s3kms.runtime import Runtime
 from s3kms.service import KeyService, check_usable
 

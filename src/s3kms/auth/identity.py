@@ -11,10 +11,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from s3kms.auth import sigv4
 from s3kms.clock import Clock
 from s3kms.errors import AccessDenied, SlowDown
-from s3kms.http import sigv4
 from s3kms.policy import Policy, is_allowed, key_resources
+from s3kms.request import RequestView
 from s3kms.users import UserStore
 
 ADMIN_SERVICES = frozenset({"s3", "kms"})
@@ -121,7 +122,7 @@ class Authenticator:
             return self._root_secret
         return self.users.secret_for(access_key) if self.users is not None else None
 
-    def authenticate(self, req: sigv4.RequestView, *, admin: bool) -> Principal:
+    def authenticate(self, req: RequestView, *, admin: bool) -> Principal:
         verified = sigv4.verify_request(
             req,
             lookup_secret=self._secret,

@@ -76,13 +76,13 @@ from s3kms.errors import (
     RequestTimeTooSkewed,
     SignatureDoesNotMatch,
 )
+from s3kms.request import RequestView
 
 __all__ = [
     "ALGORITHM",
     "EMPTY_SHA256",
     "MAX_PRESIGN_EXPIRES",
     "UNSIGNED_PAYLOAD",
-    "RequestView",
     "Verified",
     "authorization_header",
     "canonical_headers",
@@ -124,17 +124,6 @@ _PRESIGN_PARAMS = frozenset(
     }
 )
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-@dataclass(frozen=True, slots=True)
-class RequestView:
-    """The plain values an ASGI server has about a request."""
-
-    method: str  # "GET"
-    path: str  # raw path exactly as received, still percent-encoded
-    query: str  # raw query string as received, without "?"
-    headers: Mapping[str, str]  # lower-cased names -> values (duplicates joined with ",")
-    body: bytes
 
 
 @dataclass(frozen=True, slots=True)

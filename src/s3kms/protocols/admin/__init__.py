@@ -1,0 +1,1 @@
+"""The KMS admin API of `kms-admin-api.md` (RustFS/MinIO), under both prefixes."""

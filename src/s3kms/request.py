@@ -1,0 +1,21 @@
+"""The request as the HTTP shell hands it on: plain values, no framework type.
+
+SigV4 verification (`auth/sigv4.py`) and the protocol handlers read it; nothing in it refers to
+ASGI or to a connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RequestView:
+    """The plain values an ASGI server has about a request."""
+
+    method: str  # "GET"
+    path: str  # raw path exactly as received, still percent-encoded
+    query: str  # raw query string as received, without "?"
+    headers: Mapping[str, str]  # lower-cased names -> values (duplicates joined with ",")
+    body: bytes
