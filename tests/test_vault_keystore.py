@@ -30,6 +30,7 @@ from s3kms.errors import (
 from s3kms.keystore.base import WriteConflict
 from s3kms.keystore.vault import VaultKeyStore
 from s3kms.model import Alias, KeyMetadata, KeyState, RotationType
+from s3kms.service import next_rotation_after
 
 from openbao import BaoDevServer, VaultApi, free_port
 
@@ -282,7 +283,9 @@ def test_two_nodes_see_each_others_changes_at_once(bao: VaultApi, prefix: str) -
                 b"hello"
             )
             # Rotation on A is used by B's next encrypt.
-            await node_a.rotate_key(key_id, RotationType.ON_DEMAND, time.time())
+            await node_a.rotate_key(
+                key_id, RotationType.ON_DEMAND, time.time(), next_rotation_after(time.time())
+            )
             assert (await node_b.encrypt(key_id, b"x", b"", allow))[0] == 2
             # Deletion on A: B no longer finds it.
             await node_a.delete_key(key_id)
@@ -454,7 +457,9 @@ def test_rotate(bao: VaultApi, prefix: str) -> None:
             )
             v1, sealed1 = await store.encrypt(key_id, b"old", b"a", allow)
             now = time.time()
-            rotated = await store.rotate_key(key_id, RotationType.ON_DEMAND, now)
+            rotated = await store.rotate_key(
+                key_id, RotationType.ON_DEMAND, now, next_rotation_after(now)
+            )
             assert rotated.current_version == 2
             assert rotated.revision == created.revision + 1
             assert rotated.next_rotation == now + 30 * 86400
@@ -468,7 +473,9 @@ def test_rotate(bao: VaultApi, prefix: str) -> None:
                 await store.decrypt(key_id, 2, sealed1, b"a", allow)
 
             later = now + 100
-            again = await store.rotate_key(key_id, RotationType.AUTOMATIC, later)
+            again = await store.rotate_key(
+                key_id, RotationType.AUTOMATIC, later, next_rotation_after(later)
+            )
             assert again.current_version == 3
             versions = await store.list_versions(key_id)
             assert [(v.version, v.created_at, v.rotation_type) for v in versions] == [
@@ -477,17 +484,26 @@ def test_rotate(bao: VaultApi, prefix: str) -> None:
                 (3, later, RotationType.AUTOMATIC),
             ]
             with pytest.raises(KeyNotFound):
-                await store.rotate_key(unique("absent"), RotationType.ON_DEMAND, now)
+                await store.rotate_key(
+                    unique("absent"), RotationType.ON_DEMAND, now, next_rotation_after(now)
+                )
             # Without automatic rotation there is no next rotation date.
             plain = await store.create_key(new_meta(unique("rot-plain")))
             assert (
-                await store.rotate_key(plain.key_id, RotationType.ON_DEMAND, now)
+                await store.rotate_key(
+                    plain.key_id, RotationType.ON_DEMAND, now, next_rotation_after(now)
+                )
             ).next_rotation is None
 
             # Concurrent rotations (OpenBao answers some of them "500 transaction commit
             # failed", which the store retries): every transit version ends up in the history.
             await asyncio.gather(
-                *(store.rotate_key(key_id, RotationType.ON_DEMAND, later) for _ in range(16))
+                *(
+                    store.rotate_key(
+                        key_id, RotationType.ON_DEMAND, later, next_rotation_after(later)
+                    )
+                    for _ in range(16)
+                )
             )
             final = await store.get_key(key_id)
             assert final.current_version == 19
@@ -713,7 +729,9 @@ def test_least_privilege_token_works(bao: VaultApi, prefix: str) -> None:
             await store.create_key(new_meta(key_id))
             version, sealed = await store.encrypt(key_id, b"data", b"aad", allow)
             assert await store.decrypt(key_id, version, sealed, b"aad", allow) == b"data"
-            await store.rotate_key(key_id, RotationType.ON_DEMAND, time.time())
+            await store.rotate_key(
+                key_id, RotationType.ON_DEMAND, time.time(), next_rotation_after(time.time())
+            )
             await store.put_alias(Alias("alias/lp", key_id, time.time()), replace=False)
             assert len(await store.list_keys(after=None, limit=5)) == 1
             await store.delete_key(key_id)

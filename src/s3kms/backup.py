@@ -40,7 +40,6 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from s3kms.errors import InvalidRequest, KeyAlreadyExists
 from s3kms.keystore.base import KeyStore
-from s3kms.keystore.local import LocalKeyStore
 from s3kms.model import Alias, KeyMetadata, KeyState, KeyVersion, RotationType
 
 MAGIC = b"S3KB"
@@ -133,11 +132,7 @@ async def create_backup(
             if authorize_key is not None:
                 authorize_key(meta.key_id)
             entry = _meta_json(meta)
-            versions: list[tuple[KeyVersion, bytes | None]]
-            if isinstance(store, LocalKeyStore):
-                versions = list(await store.export_versions(meta.key_id))
-            else:
-                versions = [(v, None) for v in await store.list_versions(meta.key_id)]
+            versions = await store.export_versions(meta.key_id)
             entry["versions"] = [
                 {
                     "version": v.version,
@@ -174,7 +169,7 @@ async def restore_backup(
 ) -> RestoreSummary:
     """Bring a backup's keys into `store`; existing keys are kept unless `overwrite`."""
     payload = open_backup(data, passphrase)
-    if not isinstance(store, LocalKeyStore):
+    if not store.material_exportable:
         raise InvalidRequest(
             f"restore into the {store.kind} backend is not supported: its key material lives "
             "in Vault; restore Vault from its own snapshot (bao operator raft snapshot restore)"

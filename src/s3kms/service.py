@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from s3kms.backup import create_backup
 from s3kms.clock import Clock
 from s3kms.crypto import blob
 from s3kms.crypto.context import canonical_context
@@ -28,8 +29,9 @@ from s3kms.errors import (
     KeyDisabled,
     KeyInvalidState,
     KeyNotFound,
+    KMSError,
 )
-from s3kms.keystore.base import KeyStore, WriteConflict
+from s3kms.keystore.base import KeyStore, RotationDue, WriteConflict
 from s3kms.model import KEY_NAME_RE, Alias, DataKey, KeyMetadata, KeyState, KeyVersion, RotationType
 
 DAY = 86400.0
@@ -46,6 +48,15 @@ def check_usable(meta: KeyMetadata) -> None:
     raise KeyInvalidState(f"Key {meta.key_id} is pending deletion", key_id=meta.key_id)
 
 
+def next_rotation_after(now: float) -> RotationDue:
+    """The rule for a key just rotated at `now`: its next automatic rotation, if enabled."""
+
+    def due(meta: KeyMetadata) -> float | None:
+        return now + meta.rotation_period_days * DAY if meta.rotation_enabled else None
+
+    return due
+
+
 def _not_pending(meta: KeyMetadata) -> None:
     if meta.state is KeyState.PENDING_DELETION:
         raise KeyInvalidState(f"Key {meta.key_id} is pending deletion", key_id=meta.key_id)
@@ -58,6 +69,16 @@ def validate_key_name(name: str) -> str:
             "starting with a letter or digit"
         )
     return name
+
+
+@dataclass(frozen=True, slots=True)
+class BackendReport:
+    """What `/kms/status` shows of the backend."""
+
+    kind: str  # "local" | "vault"
+    endpoint: str
+    connected: bool
+    key_count: int | None  # None when not counted (or the count failed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +149,41 @@ class KeyService:
 
     async def describe(self, ref: str) -> KeyMetadata:
         return await self.store.get_key(await self.resolve(ref))
+
+    async def list_keys(
+        self, *, after: str | None = None, limit: int = 1000, prefix: str = ""
+    ) -> Sequence[KeyMetadata]:
+        """One page of keys in key id order, after the key id `after`."""
+        return await self.store.list_keys(after=after, limit=limit, prefix=prefix)
+
+    async def backend_report(self, *, count_keys: bool = True) -> BackendReport:
+        store = self.store
+        status = await store.status()
+        key_count: int | None = None
+        connected = status.connected
+        if connected and count_keys:
+            try:
+                key_count = await store.count_keys()
+            except KMSError:
+                connected = False
+        return BackendReport(store.kind, store.endpoint, connected, key_count)
+
+    async def backup(
+        self,
+        passphrase: str,
+        *,
+        authorize_key: Callable[[str], None] | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> bytes:
+        """An encrypted backup of every key and alias (see backup.py)."""
+        return await create_backup(
+            self.store, passphrase, progress=progress, authorize_key=authorize_key
+        )
+
+    @staticmethod
+    def ciphertext_key_id(ciphertext: bytes) -> str:
+        """The key a ciphertext names (to authorise against it before decrypting anything)."""
+        return blob.decode(ciphertext).key_id
 
     async def key_pages(
         self, *, prefix: str = "", page: int = 1000
@@ -234,7 +290,8 @@ class KeyService:
     ) -> KeyMetadata:
         key_id = await self.resolve(ref)
         check_usable(await self.store.get_key(key_id))
-        return await self.store.rotate_key(key_id, rotation_type, self.clock.now())
+        now = self.clock.now()
+        return await self.store.rotate_key(key_id, rotation_type, now, next_rotation_after(now))
 
     async def set_rotation(
         self, ref: str, enabled: bool, period_days: int | None = None
@@ -370,6 +427,8 @@ class KeyService:
                 and meta.next_rotation is not None
                 and meta.next_rotation <= now
             ):
-                await self.store.rotate_key(meta.key_id, RotationType.AUTOMATIC, now)
+                await self.store.rotate_key(
+                    meta.key_id, RotationType.AUTOMATIC, now, next_rotation_after(now)
+                )
                 rotated += 1
         return deleted, rotated

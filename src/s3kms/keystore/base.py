@@ -22,6 +22,10 @@ class WriteConflict(Exception):
     """A compare-and-set metadata write lost to a concurrent writer; re-read and retry."""
 
 
+# The next automatic rotation of a key just rotated (epoch seconds), or None: the service's rule.
+RotationDue: TypeAlias = Callable[[KeyMetadata], float | None]
+
+
 @dataclass(frozen=True, slots=True)
 class BackendStatus:
     connected: bool
@@ -31,6 +35,9 @@ class BackendStatus:
 class KeyStore(Protocol):
     kind: str  # "local" | "vault"
     endpoint: str  # shown by /kms/status: the data directory or the Vault address
+    # Whether key material can leave the backend (a backup that restores elsewhere): Local yes;
+    # Vault no, its transit keys are not exportable.
+    material_exportable: bool
 
     async def create_key(self, meta: KeyMetadata) -> KeyMetadata:
         """Create a key with fresh material (version 1). KeyAlreadyExists when the id is taken."""
@@ -52,14 +59,30 @@ class KeyStore(Protocol):
         """Write `meta` if the stored revision is still `meta.revision`; returns it with revision+1."""
         ...
 
-    async def rotate_key(self, key_id: str, rotation_type: RotationType, now: float) -> KeyMetadata:
-        """Add a new key version made of fresh material and make it current."""
+    async def rotate_key(
+        self, key_id: str, rotation_type: RotationType, now: float, next_rotation: RotationDue
+    ) -> KeyMetadata:
+        """Add a new key version made of fresh material and make it current; store
+        `next_rotation(meta)` (the service's rule, given the key as read in the same write) as
+        the key's next automatic rotation."""
         ...
 
     async def list_versions(self, key_id: str) -> Sequence[KeyVersion]: ...
 
     async def delete_key(self, key_id: str) -> None:
         """Destroy the key material, its metadata and its aliases. Idempotent."""
+        ...
+
+    async def export_versions(self, key_id: str) -> Sequence[tuple[KeyVersion, bytes | None]]:
+        """Every version of a key with its material, or None where the backend never releases it
+        (for an encrypted backup only)."""
+        ...
+
+    async def import_key(
+        self, meta: KeyMetadata, versions: Sequence[tuple[KeyVersion, bytes]], *, overwrite: bool
+    ) -> None:
+        """Store a key with the given material (a restore); KeyAlreadyExists unless `overwrite`.
+        A backend whose material is not exportable refuses with UnsupportedOperation."""
         ...
 
     async def encrypt(

@@ -33,7 +33,7 @@ from s3kms.errors import (
     KeyNotFound,
     StorageUnavailable,
 )
-from s3kms.keystore.base import BackendStatus, StateCheck, WriteConflict
+from s3kms.keystore.base import BackendStatus, RotationDue, StateCheck, WriteConflict
 from s3kms.keystore.generation import Generation
 from s3kms.model import Alias, KeyMetadata, KeyState, KeyVersion, RotationType
 
@@ -136,6 +136,7 @@ def open_database(path: Path) -> sqlite3.Connection:
 
 class LocalKeyStore:
     kind = "local"
+    material_exportable = True
 
     def __init__(self, data_dir: Path, master_key: MasterKey) -> None:
         self.endpoint = str(data_dir.resolve())
@@ -345,7 +346,9 @@ class LocalKeyStore:
         await self._write(update)
         return new
 
-    async def rotate_key(self, key_id: str, rotation_type: RotationType, now: float) -> KeyMetadata:
+    async def rotate_key(
+        self, key_id: str, rotation_type: RotationType, now: float, next_rotation: RotationDue
+    ) -> KeyMetadata:
         material = aead.new_key()
 
         def rotate(conn: sqlite3.Connection) -> KeyMetadata:
@@ -357,13 +360,10 @@ class LocalKeyStore:
                 "INSERT INTO key_versions VALUES (?, ?, ?, ?, ?)",
                 (key_id, version, now, rotation_type.value, self._wrap(key_id, version, material)),
             )
-            next_rotation = (
-                now + meta.rotation_period_days * 86400 if meta.rotation_enabled else None
-            )
             conn.execute(
                 "UPDATE keys SET current_version=?, next_rotation=?, revision=revision+1"
                 " WHERE key_id=?",
-                (version, next_rotation, key_id),
+                (version, next_rotation(meta), key_id),
             )
             found = self._select_key(key_id)
             assert found is not None
@@ -394,10 +394,10 @@ class LocalKeyStore:
 
     # -- backup ---------------------------------------------------------------------------------
 
-    async def export_versions(self, key_id: str) -> list[tuple[KeyVersion, bytes]]:
+    async def export_versions(self, key_id: str) -> Sequence[tuple[KeyVersion, bytes | None]]:
         """Every version of a key with its unwrapped material (for an encrypted backup only)."""
 
-        def select() -> list[tuple[KeyVersion, bytes]]:
+        def select() -> list[tuple[KeyVersion, bytes | None]]:
             rows = self._conn.execute(
                 "SELECT version, created_at, rotation_type, wrapped FROM key_versions"
                 " WHERE key_id = ? ORDER BY version",

@@ -99,8 +99,9 @@ from s3kms.errors import (
     KeyAlreadyExists,
     KeyNotFound,
     KMSError,
+    UnsupportedOperation,
 )
-from s3kms.keystore.base import BackendStatus, StateCheck, WriteConflict
+from s3kms.keystore.base import BackendStatus, RotationDue, StateCheck, WriteConflict
 from s3kms.model import Alias, KeyMetadata, KeyState, KeyVersion, RotationType
 
 log = logging.getLogger("s3kms.keystore.vault")
@@ -302,6 +303,7 @@ class VaultKeyStore:
     """The KeyStore protocol on HashiCorp Vault / OpenBao (transit + KV v2). Build with connect()."""
 
     kind = "vault"
+    material_exportable = False  # transit keys are created non-exportable
 
     def __init__(self, settings: VaultSettings, client: httpx.AsyncClient) -> None:
         """Use `connect()`, which authenticates and validates the configuration."""
@@ -1090,7 +1092,9 @@ class VaultKeyStore:
                 return latest
         raise BackendUnavailable(f"could not rotate transit key {key_id}")
 
-    async def rotate_key(self, key_id: str, rotation_type: RotationType, now: float) -> KeyMetadata:
+    async def rotate_key(
+        self, key_id: str, rotation_type: RotationType, now: float, next_rotation: RotationDue
+    ) -> KeyMetadata:
         await self._read_key(key_id)  # no rotation of a transit key without metadata
         latest = await self._transit_rotate(key_id)
         path = self._key_path(key_id)
@@ -1107,9 +1111,7 @@ class VaultKeyStore:
             new = replace(
                 meta,
                 current_version=max(meta.current_version, latest),
-                next_rotation=(
-                    now + meta.rotation_period_days * 86400 if meta.rotation_enabled else None
-                ),
+                next_rotation=next_rotation(meta),
             )
             revision = await self._kv_write(
                 path, _meta_to_record(new, versions), cas=record.version
@@ -1120,6 +1122,18 @@ class VaultKeyStore:
 
     async def list_versions(self, key_id: str) -> Sequence[KeyVersion]:
         return _record_versions((await self._read_key(key_id)).data)
+
+    async def export_versions(self, key_id: str) -> Sequence[tuple[KeyVersion, bytes | None]]:
+        """The versions only: the material never leaves Vault (Vault snapshots back it up)."""
+        return [(v, None) for v in await self.list_versions(key_id)]
+
+    async def import_key(
+        self, meta: KeyMetadata, versions: Sequence[tuple[KeyVersion, bytes]], *, overwrite: bool
+    ) -> None:
+        raise UnsupportedOperation(
+            "importing key material into Vault transit is not supported: restore Vault from its "
+            "own snapshot (bao operator raft snapshot restore)"
+        )
 
     async def delete_key(self, key_id: str) -> None:
         name = quote(key_id, safe="")

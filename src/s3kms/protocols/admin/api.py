@@ -19,13 +19,11 @@ from urllib.parse import parse_qsl
 
 from s3kms.audit import AuditLog
 from s3kms.auth.identity import Authenticator, Principal
-from s3kms.backup import create_backup
 from s3kms.clock import rfc3339
 from s3kms.config import parse_configure_body
 from s3kms.errors import (
     AccessDenied,
     InvalidRequest,
-    KMSError,
     MethodNotAllowed,
     NotConfigured,
     RouteNotFound,
@@ -195,19 +193,12 @@ class AdminAPI:
             }
         # Held for the whole call, so a concurrent `configure` cannot close the store under it.
         async with lease as service:
-            store = service.store
-            backend = await store.status()
-            key_count: int | None = None
-            if backend.connected and count_keys:
-                try:
-                    key_count = await store.count_keys()
-                except KMSError:
-                    backend = type(backend)(connected=False, detail="key count failed")
+            report = await service.backend_report(count_keys=count_keys)
             return {
-                "status": "connected" if backend.connected else "disconnected",
-                "kmsType": store.kind,
-                "endpoint": store.endpoint,
-                "keyCount": key_count,
+                "status": "connected" if report.connected else "disconnected",
+                "kmsType": report.kind,
+                "endpoint": report.endpoint,
+                "keyCount": report.key_count,
                 "defaultKeyId": service.default_key_id,
             }
 
@@ -270,7 +261,7 @@ class AdminAPI:
     ) -> dict[str, Any]:
         assert key_id is not None
         async with self.runtime.use() as service:
-            return _key_status(await service.store.get_key(key_id))
+            return _key_status(await service.describe(key_id))
 
     async def _transition(
         self,
@@ -374,7 +365,7 @@ class AdminAPI:
                 )
 
         async with self.runtime.use() as service:
-            data = await create_backup(service.store, passphrase, authorize_key=may_export)
+            data = await service.backup(passphrase, authorize_key=may_export)
         return Response(200, data, b"application/octet-stream")
 
     # -- users and policies -----------------------------------------------------------------------

@@ -5,7 +5,7 @@ checked against the AWS model's constraints (types, lengths, ranges, enums, patt
 checks only required members and minimums on the client side) and a failure is reported with the
 AWS template, `1 validation error detected: Value '<v>' at '<member>' failed to satisfy constraint:
 Member must ...` (blob values left out). The handlers call the KeyService, which owns the state
-machine; only the listings read `service.store` directly, page by page.
+machine; nothing here reaches past it to a keystore or to `crypto/`.
 
 Key references (`KeyId` and friends) are resolved here to a bare key id first, so the caller is
 authorised against the key actually used (`principal.authorize`), and the service is then called
@@ -30,7 +30,6 @@ from json.encoder import encode_basestring_ascii
 from typing import Any, TypeVar
 
 from s3kms.auth.identity import Principal
-from s3kms.crypto import blob
 from s3kms.errors import (
     AliasNotFound,
     DryRunOperation,
@@ -584,7 +583,7 @@ class AwsKmsAPI:
             _str_list(p, "DryRunModifiers", allowed=DRY_RUN_MODIFIERS)
         expected = await self._key(service, ref) if ref is not None else None
         # The ciphertext names its key: authorise against that key before decrypting anything.
-        key_id = blob.decode(ciphertext).key_id
+        key_id = service.ciphertext_key_id(ciphertext)
         principal.authorize("kms:Decrypt", key_id)
         if dry_run:
             await _dry_run(service, key_id)
@@ -650,7 +649,7 @@ class AwsKmsAPI:
         _str_list(p, "DryRunModifiers", allowed=DRY_RUN_MODIFIERS)
         expected = await self._key(service, source_ref) if source_ref is not None else None
         destination = await self._key(service, destination_ref)
-        principal.authorize("kms:ReEncryptFrom", blob.decode(ciphertext).key_id)
+        principal.authorize("kms:ReEncryptFrom", service.ciphertext_key_id(ciphertext))
         principal.authorize("kms:ReEncryptTo", destination)
         if dry_run:
             await _dry_run(service, destination)
@@ -728,7 +727,7 @@ class AwsKmsAPI:
             _str_list(p, "ResourceOwners", lo=1, hi=2, allowed=RESOURCE_OWNERS)
         principal.authorize("kms:ListKeys")
         # One page from the keystore (plus one key, to know whether there are more).
-        batch = await service.store.list_keys(after=after, limit=limit + 1)
+        batch = await service.list_keys(after=after, limit=limit + 1)
         keys = [{"KeyId": m.key_id, "KeyArn": service.key_arn(m.key_id)} for m in batch[:limit]]
         out: dict[str, Any] = {"Keys": keys, "Truncated": len(batch) > limit}
         if len(batch) > limit:
