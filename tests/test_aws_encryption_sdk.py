@@ -19,7 +19,8 @@ import pytest
 from aws_encryption_sdk import CommitmentPolicy, StrictAwsKmsMasterKeyProvider
 from aws_encryption_sdk.exceptions import DecryptKeyError
 
-from s3kms.config import Settings, VaultSettings
+from s3kms.config import Settings
+from s3kms.keystore.vault import VaultSettings
 
 from kmsserver import ROOT_PASSWORD, ROOT_USER, KmsThread, thread_settings
 

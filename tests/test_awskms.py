@@ -23,8 +23,8 @@ from botocore.exceptions import ClientError
 
 from s3kms.auth import sigv4
 from s3kms.client import Client
-from s3kms.config import VaultSettings
 from s3kms.crypto import blob
+from s3kms.keystore.vault import VaultSettings
 
 from kmsserver import ROOT_PASSWORD, ROOT_USER, KmsThread, thread_settings
 
@@ -188,9 +188,10 @@ def test_create_key_metadata_is_awss(kms: Any) -> None:
 @pytest.mark.parametrize(
     ("params", "code"),
     [
-        ({"KeyUsage": "SIGN_VERIFY"}, "UnsupportedOperationException"),
-        ({"KeySpec": "RSA_2048"}, "UnsupportedOperationException"),
-        ({"CustomerMasterKeySpec": "HMAC_256"}, "UnsupportedOperationException"),
+        ({"KeyUsage": "SIGN_VERIFY"}, "ValidationException"),  # not with SYMMETRIC_DEFAULT
+        ({"KeySpec": "RSA_2048"}, "ValidationException"),  # KeyUsage is required for it
+        ({"CustomerMasterKeySpec": "HMAC_256"}, "ValidationException"),
+        ({"KeySpec": "SM2", "KeyUsage": "SIGN_VERIFY"}, "UnsupportedOperationException"),
         ({"Origin": "EXTERNAL"}, "UnsupportedOperationException"),
         ({"MultiRegion": True}, "UnsupportedOperationException"),
         ({"CustomKeyStoreId": "cks-1234567890abcdef0"}, "UnsupportedOperationException"),
@@ -452,7 +453,7 @@ def test_validation_maxima_reach_the_server(raw: Any, key: str) -> None:
     assert "at 'grantTokens'" in got["message"] and "less than or equal to 10" in got["message"]
 
 
-def test_symmetric_default_is_the_only_algorithm(kms: Any, key: str) -> None:
+def test_a_symmetric_key_takes_symmetric_default_only(kms: Any, key: str) -> None:
     ok = kms.encrypt(KeyId=key, Plaintext=b"x", EncryptionAlgorithm="SYMMETRIC_DEFAULT")
     plain = kms.decrypt(
         CiphertextBlob=ok["CiphertextBlob"], EncryptionAlgorithm="SYMMETRIC_DEFAULT"
@@ -460,16 +461,32 @@ def test_symmetric_default_is_the_only_algorithm(kms: Any, key: str) -> None:
     assert plain["Plaintext"] == b"x"
     expect(
         kms.encrypt,
-        "UnsupportedOperationException",
+        "InvalidKeyUsageException",
+        "Algorithm RSAES_OAEP_SHA_256 is incompatible with key spec SYMMETRIC_DEFAULT.",
         KeyId=key,
         Plaintext=b"x",
         EncryptionAlgorithm="RSAES_OAEP_SHA_256",
     )
     expect(
         kms.decrypt,
-        "UnsupportedOperationException",
+        "ValidationException",
+        "KeyId is required to decrypt with RSAES_OAEP_SHA_1",
         CiphertextBlob=ok["CiphertextBlob"],
         EncryptionAlgorithm="RSAES_OAEP_SHA_1",
+    )
+
+
+def test_the_backend_refuses_key_specs_it_cannot_hold(raw: Any, backend: str) -> None:
+    if backend == "local":
+        made = raw.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]
+        assert made["SigningAlgorithms"] == ["ECDSA_SHA_256"]
+        return
+    expect(
+        raw.create_key,
+        "UnsupportedOperationException",
+        "KeySpec ECC_NIST_P256 is not supported by the vault backend",
+        KeySpec="ECC_NIST_P256",
+        KeyUsage="SIGN_VERIFY",
     )
 
 
@@ -949,7 +966,7 @@ def test_protocol_errors_are_client_errors(srv: KmsThread) -> None:
         (None, b"{}", "UnknownOperationException"),
         ("TrentService.NoSuchThing", b"{}", "UnknownOperationException"),
         ("Other.ListKeys", b"{}", "UnknownOperationException"),
-        ("TrentService.Sign", b"{}", "UnsupportedOperationException"),
+        ("TrentService.CreateGrant", b"{}", "UnsupportedOperationException"),
         ("TrentService.ListKeys", b"{not json", "SerializationException"),
         ("TrentService.ListKeys", b"[1, 2]", "SerializationException"),
         ("TrentService.ListKeys", b"\xff\xfe", "SerializationException"),

@@ -67,18 +67,45 @@ def test_blob_layout(context: dict[str, str], plaintext: bytes, golden: str) -> 
     assert opened == plaintext
 
 
+# The `keys` table as the first release of the keystore made it (before key specs).
+V1_KEYS_TABLE = """CREATE TABLE keys (
+    key_id TEXT PRIMARY KEY, state TEXT NOT NULL, created_at REAL NOT NULL,
+    description TEXT NOT NULL, current_version INTEGER NOT NULL, deletion_date REAL,
+    pending_window_days INTEGER, rotation_enabled INTEGER NOT NULL,
+    rotation_period_days INTEGER NOT NULL, next_rotation REAL, tags TEXT NOT NULL,
+    revision INTEGER NOT NULL
+) WITHOUT ROWID"""
+
+
 def _golden_store(tmp_path: Path) -> LocalKeyStore:
-    store = LocalKeyStore(tmp_path, MasterKey(MASTER, "golden"))
-    # Insert the key exactly as version 1 of the keystore wrote it.
+    # A keystore as version 1 wrote it: its `keys` table without the key spec columns, and the
+    # key's row and wrapped material exactly as it stored them. Opening it upgrades the table.
     conn = sqlite3.connect(tmp_path / "keystore.db")
     with conn:
+        conn.execute(V1_KEYS_TABLE)
         conn.execute(
             "INSERT INTO keys VALUES (?, 'Enabled', 0, '', 1, NULL, NULL, 0, 365, NULL, '[]', 0)",
             (KEY_ID,),
         )
+    conn.close()
+    store = LocalKeyStore(tmp_path, MasterKey(MASTER, "golden"))
+    conn = sqlite3.connect(tmp_path / "keystore.db")
+    with conn:
         conn.execute("INSERT INTO key_versions VALUES (?, 1, 0, NULL, ?)", (KEY_ID, WRAPPED))
     conn.close()
     return store
+
+
+def test_a_version_1_keystore_opens_with_its_keys_symmetric(tmp_path: Path) -> None:
+    async def run() -> None:
+        store = _golden_store(tmp_path)
+        try:
+            meta = await store.get_key(KEY_ID)
+            assert (meta.key_spec, meta.key_usage) == ("SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT")
+        finally:
+            await store.close()
+
+    asyncio.run(run())
 
 
 @pytest.mark.parametrize(("context", "plaintext", "golden"), VECTORS)

@@ -18,9 +18,10 @@ from botocore.exceptions import ClientError
 
 from s3kms.auth import sigv4
 from s3kms.client import Client, GeneratedDataKey
-from s3kms.config import KMSConfig, Settings, VaultSettings
+from s3kms.config import KMSConfig, Settings
 from s3kms.credentials import Credentials
 from s3kms.crypto import masterkey
+from s3kms.keystore.vault import VaultSettings
 from s3kms.model import DataKey
 from s3kms.service import Decrypted
 from s3kms.users import User, UserStore

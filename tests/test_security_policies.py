@@ -24,7 +24,7 @@ import pytest
 from s3kms.auth import sigv4
 from s3kms.client import Client
 from s3kms.errors import AuthError, InvalidAccessKeyId, KeyAlreadyExists
-from s3kms.protocols.awskms import api as awskms
+from s3kms.protocols.awskms import crypto as awskms
 
 from kmsserver import ROOT_PASSWORD, ROOT_USER, KmsProcess, KmsThread, thread_settings
 from kmsserver import signed_admin as signed

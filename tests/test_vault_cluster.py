@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 
 from s3kms.client import Client
-from s3kms.config import VaultSettings, parse_vault_addresses
+from s3kms.config import parse_vault_addresses
 from s3kms.crypto import blob
 from s3kms.errors import BackendUnavailable, KeyDisabled, KMSError
-from s3kms.keystore.vault import VaultKeyStore
+from s3kms.keystore.vault import VaultKeyStore, VaultSettings
 
 from kmsserver import ROOT_PASSWORD, ROOT_USER, KmsThread, thread_settings
 from openbao import BaoCluster, BaoNode, wait_until

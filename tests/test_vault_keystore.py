@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 
 import pytest
 
-from s3kms.config import VaultSettings
 from s3kms.errors import (
     AliasNotFound,
     BackendUnavailable,
@@ -28,7 +27,7 @@ from s3kms.errors import (
     KeyNotFound,
 )
 from s3kms.keystore.base import WriteConflict
-from s3kms.keystore.vault import VaultKeyStore
+from s3kms.keystore.vault import VaultKeyStore, VaultSettings
 from s3kms.model import Alias, KeyMetadata, KeyState, RotationType
 from s3kms.service import next_rotation_after
 

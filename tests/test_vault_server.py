@@ -30,7 +30,6 @@ from botocore.exceptions import ClientError
 
 from s3kms.auth import sigv4
 from s3kms.client import Client
-from s3kms.config import VaultSettings
 from s3kms.crypto import blob
 from s3kms.errors import (
     BackendUnavailable,
@@ -39,7 +38,7 @@ from s3kms.errors import (
     KeyInvalidState,
     KeyNotFound,
 )
-from s3kms.keystore.vault import VaultKeyStore
+from s3kms.keystore.vault import VaultKeyStore, VaultSettings
 
 from kmsserver import ROOT_PASSWORD, ROOT_USER, KmsProcess, KmsThread, thread_settings
 from openbao import (

@@ -23,8 +23,9 @@ from rich.table import Table
 
 from s3kms import __version__, credentials
 from s3kms.client import Client
-from s3kms.config import Settings, VaultSettings, parse_vault_addresses, read_toml
+from s3kms.config import Settings, parse_vault_addresses, read_toml
 from s3kms.errors import KMSError
+from s3kms.keystore.vault.settings import VaultSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console()

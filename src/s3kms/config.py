@@ -4,12 +4,15 @@
 (flags win over the environment, which wins over the file). `KMSConfig` is what `/kms/configure`
 sets; it persists in `<data-dir>/kms-config.json` (mode 0600, written atomically) so it survives a
 restart. Secrets in either are hidden from `repr()`.
+
+The Vault backend's settings type, `VaultSettings`, lives beside its keystore
+(`s3kms.keystore.vault.settings`) and is imported from there: this module parses flags, variables,
+the TOML file and the configure body into it; the keystore never imports this module.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -19,71 +22,10 @@ from urllib.parse import urlsplit
 
 from s3kms.errors import InvalidRequest
 from s3kms.fsutil import write_private_file
+from s3kms.keystore.vault.settings import CREDENTIALS_IN_ADDRESS, VaultSettings, redact_address
 from s3kms.model import KEY_NAME_RE
 
 KMS_CONFIG_FILE = "kms-config.json"
-
-
-def _hidden(value: object) -> str:
-    return "<hidden>" if value else "None"
-
-
-CREDENTIALS_IN_ADDRESS = (
-    "vault_address must not contain credentials (user:password@); use vault_token or AppRole"
-)
-# The userinfo of any URL in a text: from "://" to the last "@" before a space.
-_URL_USERINFO_RE = re.compile(r"://\S*@")
-
-
-def redact_address(address: str) -> str:
-    """`address` with a `user:password@` part replaced by `***@` (for messages, logs, repr)."""
-    if "@" not in address:
-        return address
-    scheme, sep, rest = address.partition("://")
-    host = (rest if sep else address).rpartition("@")[2]
-    return f"{scheme}://***@{host}" if sep else f"***@{host}"
-
-
-def redact_urls(text: str) -> str:
-    """`text` with the userinfo of every URL in it replaced by `***` (an error from a library
-    may quote the URL it was given)."""
-    return _URL_USERINFO_RE.sub("://***@", text)
-
-
-@dataclass(frozen=True)
-class VaultSettings:
-    """How to reach the Vault/OpenBao cluster that holds the keys."""
-
-    addresses: tuple[str, ...]
-    token: str | None = field(default=None, repr=False)
-    namespace: str | None = None
-    mount_path: str = "transit"
-    kv_mount: str = "secret"
-    kv_prefix: str = "s3kms"
-    app_role_id: str | None = None
-    app_role_secret_id: str | None = field(default=None, repr=False)
-    # Bounds one request to Vault (each try); a safe-to-resend request is retried on other
-    # addresses within 2 x this (see keystore/vault.py for the whole budget).
-    timeout_seconds: float = 10.0
-    ca_cert: str | None = None
-    skip_tls_verify: bool = False
-    # Bounds opening a connection (TCP + TLS): an address that does not accept one in this time
-    # counts as down, like one that refuses.
-    connect_timeout_seconds: float = 2.0
-
-    @property
-    def endpoint(self) -> str:
-        """The addresses for display (`/kms/status`): never with a userinfo part."""
-        return ",".join(redact_address(a) for a in self.addresses)
-
-    def __repr__(self) -> str:
-        addresses = tuple(redact_address(a) for a in self.addresses)
-        return (
-            f"VaultSettings(addresses={addresses!r}, token={_hidden(self.token)}, "
-            f"namespace={self.namespace!r}, mount_path={self.mount_path!r}, "
-            f"app_role_id={self.app_role_id!r}, "
-            f"app_role_secret_id={_hidden(self.app_role_secret_id)})"
-        )
 
 
 @dataclass(frozen=True)

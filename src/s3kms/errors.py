@@ -29,6 +29,9 @@ envelope, and no handler builds error JSON by hand.
     +-- KeyInvalidState                KMSInvalidState 400 / KMSInvalidStateException
     +-- InvalidCiphertext              KMSInvalidCiphertext 400 / InvalidCiphertextException (no message)
     +-- IncorrectKey                   KMSIncorrectKey 400 / IncorrectKeyException
+    +-- InvalidKeyUsage                KMSInvalidKeyUsage 400 / InvalidKeyUsageException
+    +-- InvalidSignature               KMSInvalidSignature 400 / KMSInvalidSignatureException
+    +-- InvalidMac                     KMSInvalidMac 400 / KMSInvalidMacException
     +-- DryRunOperation                400 / DryRunOperationException (AWS `DryRun: true`)
     +-- NotConfigured                  KMSNotConfigured 503
     +-- BackendUnavailable             KMSConnectionError 503 / DependencyTimeoutException
@@ -53,7 +56,8 @@ class KMSError(Exception):
     default_message = "An internal error occurred"
 
     def __init__(self, message: str | None = None, *, key_id: str | None = None) -> None:
-        self.message = message or self.default_message
+        # "" is a message of its own: some AWS errors carry none (KMSInvalidSignatureException).
+        self.message = self.default_message if message is None else message
         # The key the failure is about (bare id), so the AWS surface can name its ARN.
         self.key_id = key_id
         super().__init__(self.message)
@@ -208,6 +212,33 @@ class IncorrectKey(KMSError):
     status = 400
     aws_type = "IncorrectKeyException"
     default_message = "The key ID in the request does not identify the key that encrypted the data"
+
+
+class InvalidKeyUsage(KMSError):
+    """The key's usage or spec does not allow the operation or algorithm asked for."""
+
+    code = "KMSInvalidKeyUsage"
+    status = 400
+    aws_type = "InvalidKeyUsageException"
+    default_message = "The key usage or algorithm is not valid for this operation"
+
+
+class InvalidSignature(KMSError):
+    """Verify: the signature is not valid for the message and key."""
+
+    code = "KMSInvalidSignature"
+    status = 400
+    aws_type = "KMSInvalidSignatureException"
+    default_message = ""  # AWS answers an invalid signature with no message
+
+
+class InvalidMac(KMSError):
+    """VerifyMac: the MAC is not valid for the message and key."""
+
+    code = "KMSInvalidMac"
+    status = 400
+    aws_type = "KMSInvalidMacException"
+    default_message = ""  # AWS answers an invalid MAC with no message
 
 
 class DryRunOperation(KMSError):

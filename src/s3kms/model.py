@@ -57,6 +57,8 @@ class KeyMetadata:
     tags: tuple[tuple[str, str], ...] = field(default=())
     # Bumped by every metadata write; the keystore's compare-and-set checks it.
     revision: int = 0
+    key_spec: str = "SYMMETRIC_DEFAULT"  # an AWS KeySpec (crypto/keyspecs.py)
+    key_usage: str = "ENCRYPT_DECRYPT"  # an AWS KeyUsage the spec allows
 
     @property
     def enabled(self) -> bool:

@@ -12,11 +12,12 @@ import logging
 from dataclasses import dataclass
 
 from s3kms.clock import Clock
-from s3kms.config import KMSConfig, Settings, VaultSettings, load_kms_config, save_kms_config
+from s3kms.config import KMSConfig, Settings, load_kms_config, save_kms_config
 from s3kms.crypto import masterkey
 from s3kms.errors import NotConfigured
 from s3kms.keystore.base import KeyStore
 from s3kms.keystore.local import LocalKeyStore
+from s3kms.keystore.vault import VaultKeyStore, VaultSettings
 from s3kms.service import KeyService
 
 log = logging.getLogger("s3kms")
@@ -175,6 +176,4 @@ class Runtime:
 
 
 async def open_vault(settings: VaultSettings) -> KeyStore:
-    from s3kms.keystore.vault import VaultKeyStore
-
     return await VaultKeyStore.connect(settings)

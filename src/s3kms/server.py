@@ -16,12 +16,13 @@ from s3kms import credentials
 from s3kms.audit import AuditLog
 from s3kms.auth.identity import Authenticator
 from s3kms.clock import Clock, SystemClock
-from s3kms.config import Settings, VaultSettings
+from s3kms.config import Settings
 from s3kms.crypto.masterkey import MasterKeyError
 from s3kms.errors import KMSError
 from s3kms.fsutil import ensure_private_dir
 from s3kms.http.app import App
 from s3kms.http.connection import ConnectionLimits
+from s3kms.keystore.vault.settings import VaultSettings
 from s3kms.runtime import Runtime
 from s3kms.users import UserStore
 

@@ -12,6 +12,7 @@ Key references accept a key id, a key ARN, `alias/<name>` or an alias ARN.
 
 from __future__ import annotations
 
+import hmac
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -19,22 +20,28 @@ from dataclasses import dataclass, replace
 
 from s3kms.backup import create_backup
 from s3kms.clock import Clock
-from s3kms.crypto import blob
+from s3kms.crypto import asymmetric, blob, keyspecs
 from s3kms.crypto.context import canonical_context
 from s3kms.errors import (
     ConcurrentChange,
     IncorrectKey,
     InvalidCiphertext,
+    InvalidKeyUsage,
+    InvalidMac,
     InvalidRequest,
+    InvalidSignature,
     KeyDisabled,
     KeyInvalidState,
     KeyNotFound,
     KMSError,
+    UnsupportedOperation,
+    ValidationError,
 )
-from s3kms.keystore.base import KeyStore, RotationDue, WriteConflict
+from s3kms.keystore.base import KeyStore, RotationDue, StateCheck, WriteConflict
 from s3kms.model import KEY_NAME_RE, Alias, DataKey, KeyMetadata, KeyState, KeyVersion, RotationType
 
 DAY = 86400.0
+SYMMETRIC = keyspecs.SYMMETRIC_DEFAULT.name
 MIN_PENDING_DAYS, MAX_PENDING_DAYS, DEFAULT_PENDING_DAYS = 7, 30, 30
 MIN_ROTATION_DAYS, MAX_ROTATION_DAYS, DEFAULT_ROTATION_DAYS = 90, 2560, 365
 
@@ -55,6 +62,82 @@ def next_rotation_after(now: float) -> RotationDue:
         return now + meta.rotation_period_days * DAY if meta.rotation_enabled else None
 
     return due
+
+
+def _not_for(meta: KeyMetadata, operation: str) -> InvalidKeyUsage:
+    """AWS's message for a key whose usage does not serve `operation` (the AWS surface names
+    the key's ARN where the message starts with its id)."""
+    return InvalidKeyUsage(
+        f"{meta.key_id} key usage is {meta.key_usage} which is not valid for {operation}.",
+        key_id=meta.key_id,
+    )
+
+
+def _incompatible(meta: KeyMetadata, algorithm: str) -> InvalidKeyUsage:
+    return InvalidKeyUsage(
+        f"Algorithm {algorithm} is incompatible with key spec {meta.key_spec}.",
+        key_id=meta.key_id,
+    )
+
+
+def _symmetric_check(operation: str) -> StateCheck:
+    """The check for `operation` with SYMMETRIC_DEFAULT: usable, and a symmetric encryption key
+    (an HMAC key's bytes must never serve as an AES key)."""
+
+    def check(meta: KeyMetadata) -> None:
+        check_usable(meta)
+        if meta.key_spec != SYMMETRIC:
+            if meta.key_usage != keyspecs.ENCRYPT_DECRYPT:
+                raise _not_for(meta, operation)
+            raise _incompatible(meta, SYMMETRIC)
+
+    return check
+
+
+# Built once: the hot path (Encrypt, Decrypt, GenerateDataKey) must not make a closure per call.
+SYMMETRIC_CHECKS = {op: _symmetric_check(op) for op in ("Encrypt", "Decrypt", "GenerateDataKey")}
+
+
+def _usage_check(usage: str, operation: str, algorithm: str | None = None) -> StateCheck:
+    """The check for an operation of `usage` (and `algorithm`): usable, right usage, algorithm
+    among the spec's."""
+
+    def check(meta: KeyMetadata) -> None:
+        check_usable(meta)
+        if meta.key_usage != usage:
+            raise _not_for(meta, operation)
+        if algorithm is not None:
+            if algorithm not in keyspecs.spec(meta.key_spec).algorithms(usage):
+                raise _incompatible(meta, algorithm)
+            reason = keyspecs.UNAVAILABLE_ALGORITHMS.get(algorithm)
+            if reason is not None:
+                raise UnsupportedOperation(reason)
+
+    return check
+
+
+def _check_message(algorithm: str, message: bytes, message_type: str) -> None:
+    """Sign/Verify: the message's size for its type, and the types the algorithm takes."""
+    if message_type == "RAW":
+        if len(message) > keyspecs.MAX_MESSAGE:
+            raise ValidationError(
+                f"Message is too long: RAW messages may hold at most {keyspecs.MAX_MESSAGE} bytes"
+            )
+        return
+    pure = algorithm in ("ED25519_SHA_512",)
+    if message_type == "EXTERNAL_MU" and algorithm != "ML_DSA_SHAKE_256":
+        raise ValidationError("MessageType EXTERNAL_MU is only valid with ML_DSA_SHAKE_256")
+    if message_type == "DIGEST" and (pure or algorithm == "ML_DSA_SHAKE_256"):
+        raise ValidationError(f"MessageType DIGEST is not valid with {algorithm}")
+    size = keyspecs.DIGEST_SIZES.get(algorithm)
+    if size is not None and len(message) != size:
+        raise ValidationError(f"Digest is invalid length for algorithm {algorithm}.")
+
+
+def _rotatable(meta: KeyMetadata) -> None:
+    """Only symmetric encryption keys rotate (new material under the same key id)."""
+    if meta.key_spec != SYMMETRIC:
+        raise UnsupportedOperation("", key_id=meta.key_id)  # AWS: no message (recorded for RSA)
 
 
 def _not_pending(meta: KeyMetadata) -> None:
@@ -136,7 +219,12 @@ class KeyService:
         *,
         description: str = "",
         tags: Sequence[tuple[str, str]] = (),
+        key_spec: str = keyspecs.SYMMETRIC_DEFAULT.name,
+        key_usage: str | None = None,
     ) -> KeyMetadata:
+        """A new key of `key_spec` for `key_usage` (None: ENCRYPT_DECRYPT, which only a symmetric
+        key may leave out, as in AWS); refused when the spec, usage or backend do not fit."""
+        info = self.spec_for_new_key(key_spec, key_usage)
         key_id = validate_key_name(key_id) if key_id is not None else str(uuid.uuid4())
         meta = KeyMetadata(
             key_id=key_id,
@@ -144,8 +232,32 @@ class KeyService:
             created_at=float(int(self.clock.now())),
             description=description,
             tags=tuple(tags),
+            key_spec=info.name,
+            key_usage=key_usage or keyspecs.ENCRYPT_DECRYPT,
         )
         return await self.store.create_key(meta)
+
+    def spec_for_new_key(self, key_spec: str, key_usage: str | None) -> keyspecs.KeySpecInfo:
+        """The spec's row, when a key of it for `key_usage` can be made here; AWS's member rules
+        first, then what the library and this backend can hold."""
+        info = keyspecs.KEY_SPECS.get(key_spec)
+        if info is None:
+            raise InvalidRequest(f"{key_spec} is not a key spec")
+        if key_usage is None and not info.symmetric:
+            raise ValidationError(
+                "You must specify a KeyUsage value for all KMS keys except for symmetric "
+                "encryption keys."
+            )
+        usage = key_usage or keyspecs.ENCRYPT_DECRYPT
+        if usage not in info.usages:
+            raise ValidationError(f"KeyUsage {usage} is not compatible with KeySpec {info.name}")
+        if not info.available:
+            raise UnsupportedOperation(info.unavailable_reason)
+        if info.name not in self.store.supported_specs:
+            raise UnsupportedOperation(
+                f"KeySpec {info.name} is not supported by the {self.store.kind} backend"
+            )
+        return info
 
     async def describe(self, ref: str) -> KeyMetadata:
         return await self.store.get_key(await self.resolve(ref))
@@ -179,6 +291,17 @@ class KeyService:
         return await create_backup(
             self.store, passphrase, progress=progress, authorize_key=authorize_key
         )
+
+    @staticmethod
+    def key_algorithms(meta: KeyMetadata) -> tuple[str, tuple[str, ...]]:
+        """(the KeyMetadata field that lists them, the algorithms) of the key's usage."""
+        info = keyspecs.spec(meta.key_spec)
+        return keyspecs.ALGORITHM_FIELDS[meta.key_usage], info.algorithms(meta.key_usage)
+
+    @staticmethod
+    def legacy_spec(meta: KeyMetadata) -> str | None:
+        """The deprecated `CustomerMasterKeySpec` AWS still reports, when the spec has one."""
+        return keyspecs.spec(meta.key_spec).legacy_name
 
     @staticmethod
     def ciphertext_key_id(ciphertext: bytes) -> str:
@@ -289,7 +412,9 @@ class KeyService:
         self, ref: str, rotation_type: RotationType = RotationType.ON_DEMAND
     ) -> KeyMetadata:
         key_id = await self.resolve(ref)
-        check_usable(await self.store.get_key(key_id))
+        meta = await self.store.get_key(key_id)
+        check_usable(meta)
+        _rotatable(meta)
         now = self.clock.now()
         return await self.store.rotate_key(key_id, rotation_type, now, next_rotation_after(now))
 
@@ -304,6 +429,7 @@ class KeyService:
 
         def change(meta: KeyMetadata) -> KeyMetadata:
             check_usable(meta)
+            _rotatable(meta)
             if not enabled:
                 return replace(meta, rotation_enabled=False, next_rotation=None)
             period = period_days or meta.rotation_period_days
@@ -324,13 +450,17 @@ class KeyService:
     # -- crypto ---------------------------------------------------------------------------------
 
     async def encrypt(
-        self, ref: str, plaintext: bytes, context: Mapping[str, str] | None = None
+        self,
+        ref: str,
+        plaintext: bytes,
+        context: Mapping[str, str] | None = None,
+        operation: str = "Encrypt",
     ) -> tuple[str, bytes]:
         """Returns (key id, ciphertext blob)."""
         key_id = await self.resolve(ref)
         header = blob.header(key_id)
         version, sealed = await self.store.encrypt(
-            key_id, plaintext, header + canonical_context(context), check_usable
+            key_id, plaintext, header + canonical_context(context), SYMMETRIC_CHECKS[operation]
         )
         return key_id, blob.assemble(header, version, sealed)
 
@@ -338,7 +468,7 @@ class KeyService:
         self, ref: str, size: int, context: Mapping[str, str] | None = None
     ) -> DataKey:
         plaintext = os.urandom(size)  # fresh every call; never cached or reused
-        key_id, ciphertext = await self.encrypt(ref, plaintext, context)
+        key_id, ciphertext = await self.encrypt(ref, plaintext, context, "GenerateDataKey")
         return DataKey(plaintext, ciphertext, key_id)
 
     async def decrypt(
@@ -356,7 +486,7 @@ class KeyService:
                 parsed.key_version,
                 parsed.sealed,
                 parsed.aad(canonical_context(context)),
-                check_usable,
+                SYMMETRIC_CHECKS["Decrypt"],
             )
         except KeyNotFound:
             # The blob names a key that does not exist: to the caller it is just a bad ciphertext.
@@ -377,6 +507,100 @@ class KeyService:
             destination_ref, decrypted.plaintext, destination_context
         )
         return decrypted.key_id, key_id, new_blob
+
+    # -- crypto by key spec (crypto/keyspecs.py) --------------------------------------------------
+
+    async def public_key(self, ref: str) -> tuple[KeyMetadata, bytes]:
+        """An asymmetric key's metadata and public key (SubjectPublicKeyInfo DER)."""
+        key_id = await self.resolve(ref)
+        meta = await self.store.get_key(key_id)
+        if not keyspecs.spec(meta.key_spec).asymmetric:
+            raise UnsupportedOperation(
+                f"{meta.key_id} is a {meta.key_spec} key: only asymmetric keys have a public key",
+                key_id=meta.key_id,
+            )
+        return meta, await self.store.public_key(key_id, check_usable)
+
+    async def sign(
+        self, ref: str, message: bytes, message_type: str, algorithm: str
+    ) -> tuple[str, bytes]:
+        """(key id, signature)."""
+        _check_message(algorithm, message, message_type)
+        key_id = await self.resolve(ref)
+        check = _usage_check(keyspecs.SIGN_VERIFY, "Sign", algorithm)
+        return key_id, await self.store.sign(key_id, algorithm, message, message_type, check)
+
+    async def verify(
+        self, ref: str, message: bytes, message_type: str, algorithm: str, signature: bytes
+    ) -> str:
+        """The key id when the signature is valid; InvalidSignature otherwise."""
+        _check_message(algorithm, message, message_type)
+        key_id = await self.resolve(ref)
+        check = _usage_check(keyspecs.SIGN_VERIFY, "Verify", algorithm)
+        public = await self.store.public_key(key_id, check)
+        if not asymmetric.verify(public, algorithm, message, message_type, signature):
+            raise InvalidSignature(key_id=key_id)
+        return key_id
+
+    async def generate_mac(self, ref: str, message: bytes, algorithm: str) -> tuple[str, bytes]:
+        key_id = await self.resolve(ref)
+        check = _usage_check(keyspecs.GENERATE_VERIFY_MAC, "GenerateMac", algorithm)
+        return key_id, await self.store.generate_mac(key_id, algorithm, message, check)
+
+    async def verify_mac(self, ref: str, message: bytes, algorithm: str, mac: bytes) -> str:
+        """The key id when the MAC is valid; InvalidMac otherwise."""
+        key_id = await self.resolve(ref)
+        check = _usage_check(keyspecs.GENERATE_VERIFY_MAC, "VerifyMac", algorithm)
+        expected = await self.store.generate_mac(key_id, algorithm, message, check)
+        if not hmac.compare_digest(expected, mac):
+            raise InvalidMac(key_id=key_id)
+        return key_id
+
+    async def encrypt_asymmetric(
+        self, ref: str, plaintext: bytes, algorithm: str
+    ) -> tuple[str, bytes]:
+        """RSA OAEP with the key's public half: (key id, the raw OAEP ciphertext)."""
+        key_id = await self.resolve(ref)
+        meta = await self.store.get_key(key_id)
+        _usage_check(keyspecs.ENCRYPT_DECRYPT, "Encrypt", algorithm)(meta)
+        limit = keyspecs.spec(meta.key_spec).max_plaintext(algorithm)
+        if len(plaintext) > limit:
+            raise ValidationError(
+                f"Algorithm {algorithm} and key spec {meta.key_spec} cannot encrypt data larger "
+                f"than {limit} bytes."
+            )
+        public = await self.store.public_key(key_id, check_usable)
+        return key_id, asymmetric.rsa_encrypt(public, algorithm, plaintext)
+
+    async def decrypt_asymmetric(self, ref: str, ciphertext: bytes, algorithm: str) -> Decrypted:
+        key_id = await self.resolve(ref)
+        check = _usage_check(keyspecs.ENCRYPT_DECRYPT, "Decrypt", algorithm)
+        plaintext = await self.store.decrypt_asymmetric(key_id, algorithm, ciphertext, check)
+        return Decrypted(key_id, plaintext)
+
+    async def derive_shared_secret(self, ref: str, peer_public_key: bytes) -> tuple[str, bytes]:
+        key_id = await self.resolve(ref)
+        check = _usage_check(keyspecs.KEY_AGREEMENT, "DeriveSharedSecret", "ECDH")
+        try:
+            secret = await self.store.derive_shared_secret(key_id, peer_public_key, check)
+        except ValueError:
+            raise ValidationError("") from None  # AWS answers a bad PublicKey with no message
+        return key_id, secret
+
+    async def encapsulate(self, ref: str) -> tuple[str, bytes, bytes]:
+        """ML-KEM with the key's public half: (key id, shared secret, its ciphertext)."""
+        key_id = await self.resolve(ref)
+        check = _usage_check(keyspecs.ENCAPSULATE_DECAPSULATE, "Encapsulate", "ML_KEM")
+        secret, ciphertext = asymmetric.encapsulate(await self.store.public_key(key_id, check))
+        return key_id, secret, ciphertext
+
+    async def decapsulate(self, ref: str, ciphertext: bytes) -> tuple[str, bytes]:
+        key_id = await self.resolve(ref)
+        check = _usage_check(keyspecs.ENCAPSULATE_DECAPSULATE, "Decapsulate", "ML_KEM")
+        try:
+            return key_id, await self.store.decapsulate(key_id, ciphertext, check)
+        except ValueError:
+            raise InvalidCiphertext from None
 
     # -- aliases --------------------------------------------------------------------------------
 

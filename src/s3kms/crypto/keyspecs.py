@@ -79,11 +79,6 @@ class KeySpecInfo:
     legacy_name: str | None = field(default=None)
 
     @property
-    def default_usage(self) -> str | None:
-        """The usage CreateKey takes when none is given: only a spec with one usage has one."""
-        return next(iter(self.usages)) if len(self.usages) == 1 else None
-
-    @property
     def symmetric(self) -> bool:
         return self.family == "symmetric"
 

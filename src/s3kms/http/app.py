@@ -26,8 +26,8 @@ from s3kms.errors import (
     RouteNotFound,
 )
 from s3kms.http.responses import Response, admin_error, json_response
+from s3kms.protocols import awskms
 from s3kms.protocols.admin import api as admin
-from s3kms.protocols.awskms import api as awskms
 from s3kms.request import RequestView
 from s3kms.runtime import Runtime
 

@@ -38,6 +38,8 @@ class KeyStore(Protocol):
     # Whether key material can leave the backend (a backup that restores elsewhere): Local yes;
     # Vault no, its transit keys are not exportable.
     material_exportable: bool
+    # The key specs (crypto/keyspecs.py) this backend can hold; CreateKey of another is refused.
+    supported_specs: frozenset[str]
 
     async def create_key(self, meta: KeyMetadata) -> KeyMetadata:
         """Create a key with fresh material (version 1). KeyAlreadyExists when the id is taken."""
@@ -100,6 +102,41 @@ class KeyStore(Protocol):
         self, key_id: str, version: int, sealed: bytes, aad: bytes, check: StateCheck
     ) -> bytes:
         """Open what `encrypt` returned, after `check(meta)` passed. Bad input: InvalidCiphertext."""
+        ...
+
+    # -- by key spec (see crypto/keyspecs.py); each calls `check(meta)` before any crypto ------
+
+    async def public_key(self, key_id: str, check: StateCheck) -> bytes:
+        """An asymmetric key's public half, SubjectPublicKeyInfo DER."""
+        ...
+
+    async def sign(
+        self, key_id: str, algorithm: str, message: bytes, message_type: str, check: StateCheck
+    ) -> bytes:
+        """A signature by an asymmetric SIGN_VERIFY key (message RAW, DIGEST or EXTERNAL_MU)."""
+        ...
+
+    async def generate_mac(
+        self, key_id: str, algorithm: str, message: bytes, check: StateCheck
+    ) -> bytes:
+        """The HMAC of `message` under an HMAC key."""
+        ...
+
+    async def decrypt_asymmetric(
+        self, key_id: str, algorithm: str, ciphertext: bytes, check: StateCheck
+    ) -> bytes:
+        """Open an RSA OAEP ciphertext; InvalidCiphertext when it does not open."""
+        ...
+
+    async def derive_shared_secret(
+        self, key_id: str, peer_public_key: bytes, check: StateCheck
+    ) -> bytes:
+        """ECDH with the key's private half and the peer's public key (DER); ValueError on a
+        key of another curve."""
+        ...
+
+    async def decapsulate(self, key_id: str, ciphertext: bytes, check: StateCheck) -> bytes:
+        """ML-KEM: the shared secret of a ciphertext made with the key's public half."""
         ...
 
     async def put_alias(self, alias: Alias, *, replace: bool) -> None:

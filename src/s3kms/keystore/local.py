@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from s3kms.crypto import aead
+from s3kms.crypto import aead, asymmetric, keyspecs
 from s3kms.crypto.masterkey import MasterKey, MasterKeyError
 from s3kms.errors import (
     AliasNotFound,
@@ -59,7 +59,9 @@ CREATE TABLE IF NOT EXISTS keys (
     rotation_period_days INTEGER NOT NULL,
     next_rotation REAL,
     tags TEXT NOT NULL,
-    revision INTEGER NOT NULL
+    revision INTEGER NOT NULL,
+    key_spec TEXT NOT NULL DEFAULT 'SYMMETRIC_DEFAULT',
+    key_usage TEXT NOT NULL DEFAULT 'ENCRYPT_DECRYPT'
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS key_versions (
     key_id TEXT NOT NULL,
@@ -79,7 +81,13 @@ CREATE INDEX IF NOT EXISTS aliases_by_key ON aliases (key_id);
 
 _KEY_COLUMNS = (
     "key_id, state, created_at, description, current_version, deletion_date, pending_window_days,"
-    " rotation_enabled, rotation_period_days, next_rotation, tags, revision"
+    " rotation_enabled, rotation_period_days, next_rotation, tags, revision, key_spec, key_usage"
+)
+_KEY_PLACEHOLDERS = ",".join("?" * 14)
+# Columns added after the first release: (name, definition) for ALTER TABLE on an older database.
+_ADDED_KEY_COLUMNS = (
+    ("key_spec", "TEXT NOT NULL DEFAULT 'SYMMETRIC_DEFAULT'"),
+    ("key_usage", "TEXT NOT NULL DEFAULT 'ENCRYPT_DECRYPT'"),
 )
 
 
@@ -97,6 +105,8 @@ def _row_to_meta(row: tuple[Any, ...]) -> KeyMetadata:
         next_rotation=row[9],
         tags=tuple((k, v) for k, v in json.loads(row[10])),
         revision=row[11],
+        key_spec=row[12],
+        key_usage=row[13],
     )
 
 
@@ -114,6 +124,8 @@ def _meta_values(meta: KeyMetadata) -> tuple[Any, ...]:
         meta.next_rotation,
         json.dumps([list(t) for t in meta.tags]),
         meta.revision,
+        meta.key_spec,
+        meta.key_usage,
     )
 
 
@@ -131,12 +143,21 @@ def open_database(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA busy_timeout=10000")
     conn.executescript(_SCHEMA)
+    present = {row[1] for row in conn.execute("PRAGMA table_info(keys)")}
+    for name, definition in _ADDED_KEY_COLUMNS:
+        if name not in present:  # a keystore made by an older s3kms: every key is symmetric
+            try:
+                conn.execute(f"ALTER TABLE keys ADD COLUMN {name} {definition}")
+            except sqlite3.OperationalError as exc:  # another worker added it first
+                if "duplicate column" not in str(exc):
+                    raise
     return conn
 
 
 class LocalKeyStore:
     kind = "local"
     material_exportable = True
+    supported_specs = frozenset(n for n, info in keyspecs.KEY_SPECS.items() if info.available)
 
     def __init__(self, data_dir: Path, master_key: MasterKey) -> None:
         self.endpoint = str(data_dir.resolve())
@@ -152,6 +173,7 @@ class LocalKeyStore:
         self._seen_generation = -1
         self._meta_cache: dict[str, KeyMetadata] = {}
         self._aead_cache: dict[tuple[str, int], AESGCM] = {}
+        self._material_cache: dict[str, tuple[int, bytes]] = {}  # key -> (version, material)
         self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
         self._flushing = False
 
@@ -184,6 +206,7 @@ class LocalKeyStore:
         if current != self._seen_generation:
             self._meta_cache.clear()
             self._aead_cache.clear()
+            self._material_cache.clear()
             self._seen_generation = current
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -252,12 +275,17 @@ class LocalKeyStore:
     # -- keys -----------------------------------------------------------------------------------
 
     async def create_key(self, meta: KeyMetadata) -> KeyMetadata:
-        wrapped = self._wrap(meta.key_id, 1, aead.new_key())
+        info = keyspecs.spec(meta.key_spec)
+        if info.symmetric:
+            material = aead.new_key()
+        else:  # an RSA-4096 key takes about a second: not on the event loop, nor the SQLite thread
+            material = await asyncio.to_thread(asymmetric.generate, info)
+        wrapped = self._wrap(meta.key_id, 1, material)
 
         def insert(conn: sqlite3.Connection) -> None:
             try:
                 conn.execute(
-                    f"INSERT INTO keys ({_KEY_COLUMNS}) VALUES ({','.join('?' * 12)})",
+                    f"INSERT INTO keys ({_KEY_COLUMNS}) VALUES ({_KEY_PLACEHOLDERS})",
                     _meta_values(meta),
                 )
             except sqlite3.IntegrityError:
@@ -426,7 +454,7 @@ class LocalKeyStore:
             conn.execute("DELETE FROM keys WHERE key_id = ?", (meta.key_id,))
             conn.execute("DELETE FROM key_versions WHERE key_id = ?", (meta.key_id,))
             conn.execute(
-                f"INSERT INTO keys ({_KEY_COLUMNS}) VALUES ({','.join('?' * 12)})",
+                f"INSERT INTO keys ({_KEY_COLUMNS}) VALUES ({_KEY_PLACEHOLDERS})",
                 _meta_values(meta),
             )
             conn.executemany(
@@ -470,6 +498,56 @@ class LocalKeyStore:
                 self._aead_cache.clear()
             self._aead_cache[(key_id, version)] = cipher
         return cipher
+
+    async def _material(self, key_id: str, check: StateCheck) -> bytes:
+        """The current material of a key (private key DER, HMAC key), once `check` passed."""
+        meta = await self.get_key(key_id)
+        check(meta)
+        self._fresh_caches()
+        cached = self._material_cache.get(key_id)
+        if cached is not None and cached[0] == meta.current_version:
+            return cached[1]
+        seen = self._seen_generation
+        material = await self._run(self._load_material, key_id, meta.current_version)
+        if material is None:
+            raise KeyNotFound(key_id=key_id)
+        if seen == self._seen_generation == self._generation.current():
+            if len(self._material_cache) >= MAX_CACHED_KEYS:
+                self._material_cache.clear()
+            self._material_cache[key_id] = (meta.current_version, material)
+        return material
+
+    async def public_key(self, key_id: str, check: StateCheck) -> bytes:
+        return asymmetric.public_key_der(await self._material(key_id, check))
+
+    async def sign(
+        self, key_id: str, algorithm: str, message: bytes, message_type: str, check: StateCheck
+    ) -> bytes:
+        material = await self._material(key_id, check)
+        return asymmetric.sign(material, algorithm, message, message_type)
+
+    async def generate_mac(
+        self, key_id: str, algorithm: str, message: bytes, check: StateCheck
+    ) -> bytes:
+        return asymmetric.mac(await self._material(key_id, check), algorithm, message)
+
+    async def decrypt_asymmetric(
+        self, key_id: str, algorithm: str, ciphertext: bytes, check: StateCheck
+    ) -> bytes:
+        material = await self._material(key_id, check)
+        plaintext = asymmetric.rsa_decrypt(material, algorithm, ciphertext)
+        if plaintext is None:
+            raise InvalidCiphertext
+        return plaintext
+
+    async def derive_shared_secret(
+        self, key_id: str, peer_public_key: bytes, check: StateCheck
+    ) -> bytes:
+        material = await self._material(key_id, check)
+        return asymmetric.derive_shared_secret(material, peer_public_key)
+
+    async def decapsulate(self, key_id: str, ciphertext: bytes, check: StateCheck) -> bytes:
+        return asymmetric.decapsulate(await self._material(key_id, check), ciphertext)
 
     async def encrypt(
         self, key_id: str, plaintext: bytes, aad: bytes, check: StateCheck

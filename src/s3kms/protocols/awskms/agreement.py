@@ -1,0 +1,91 @@
+"""Shared secrets: DeriveSharedSecret (ECDH with a KEY_AGREEMENT key) and Encapsulate/Decapsulate
+(ML-KEM with an ENCAPSULATE_DECAPSULATE key).
+
+DeriveSharedSecret takes the peer's public key as DER SubjectPublicKeyInfo on the key's curve and
+answers the raw ECDH shared secret; a public key that is not one is a `ValidationException`.
+"""
+
+from __future__ import annotations
+
+import binascii
+
+from s3kms.auth.identity import Principal
+from s3kms.http.responses import Response
+from s3kms.protocols.awskms import members
+from s3kms.protocols.awskms.crypto import dry_run_on, no_recipient
+from s3kms.protocols.awskms.handler import Ctx, ok
+from s3kms.protocols.awskms.members import Params
+from s3kms.service import KeyService
+
+_b64 = binascii.b2a_base64
+
+
+def _required_enum(p: Params, name: str, allowed: tuple[str, ...]) -> str:
+    value = members.enum(p, name, allowed)
+    if value is None:
+        raise members.violation(name[:1].lower() + name[1:], "not be null", "null")
+    return value
+
+
+async def derive_shared_secret(
+    ctx: Ctx, service: KeyService, p: Params, principal: Principal
+) -> Response:
+    ref = members.req_str(p, "KeyId")
+    algorithm = _required_enum(p, "KeyAgreementAlgorithm", members.KEY_AGREEMENT_ALGORITHMS)
+    peer = members.blob(p, "PublicKey", 8192)
+    members.grant_tokens(p)
+    no_recipient(p)
+    dry_run = members.opt_bool(p, "DryRun")
+    key_id = await ctx.key(service, ref)
+    principal.authorize("kms:DeriveSharedSecret", key_id)
+    if dry_run:
+        await dry_run_on(service, key_id)
+    key_id, secret = await service.derive_shared_secret(key_id, peer)
+    return ok(
+        {
+            "KeyId": service.key_arn(key_id),
+            "SharedSecret": _b64(secret, newline=False).decode(),
+            "KeyAgreementAlgorithm": algorithm,
+            "KeyOrigin": "AWS_KMS",
+        }
+    )
+
+
+async def encapsulate(ctx: Ctx, service: KeyService, p: Params, principal: Principal) -> Response:
+    ref = members.req_str(p, "KeyId")
+    algorithm = _required_enum(p, "EncapsulationAlgorithm", members.ENCAPSULATION_ALGORITHMS)
+    members.grant_tokens(p)
+    dry_run = members.opt_bool(p, "DryRun")
+    key_id = await ctx.key(service, ref)
+    principal.authorize("kms:Encapsulate", key_id)
+    if dry_run:
+        await dry_run_on(service, key_id)
+    key_id, secret, ciphertext = await service.encapsulate(key_id)
+    return ok(
+        {
+            "KeyId": service.key_arn(key_id),
+            "SharedSecret": _b64(secret, newline=False).decode(),
+            "SharedSecretCiphertextBlob": _b64(ciphertext, newline=False).decode(),
+            "EncapsulationAlgorithm": algorithm,
+        }
+    )
+
+
+async def decapsulate(ctx: Ctx, service: KeyService, p: Params, principal: Principal) -> Response:
+    ref = members.req_str(p, "KeyId")
+    ciphertext = members.blob(p, "SharedSecretCiphertextBlob", 6144)
+    algorithm = _required_enum(p, "EncapsulationAlgorithm", members.ENCAPSULATION_ALGORITHMS)
+    members.grant_tokens(p)
+    dry_run = members.opt_bool(p, "DryRun")
+    key_id = await ctx.key(service, ref)
+    principal.authorize("kms:Decapsulate", key_id)
+    if dry_run:
+        await dry_run_on(service, key_id)
+    key_id, secret = await service.decapsulate(key_id, ciphertext)
+    return ok(
+        {
+            "KeyId": service.key_arn(key_id),
+            "SharedSecret": _b64(secret, newline=False).decode(),
+            "EncapsulationAlgorithm": algorithm,
+        }
+    )

@@ -1,0 +1,250 @@
+"""Cryptographic operations: Encrypt, Decrypt, GenerateDataKey(WithoutPlaintext), ReEncrypt,
+GenerateRandom, and DryRun for those that take it.
+
+Encrypt and Decrypt take SYMMETRIC_DEFAULT (s3kms's ciphertext blob, bound to the encryption context)
+or RSAES_OAEP_SHA_1/256 with an RSA key (the raw OAEP output, no context, KeyId required to decrypt).
+A Nitro Enclaves `Recipient` is an `UnsupportedOperationException`. Decrypt and ReEncrypt authorise against the key the ciphertext
+names before decrypting anything.
+
+The hot operations (Encrypt, Decrypt, GenerateDataKey) write their JSON response directly: every
+value in it is base64, a constant, or an ARN escaped with the JSON encoder's own C routine.
+"""
+
+from __future__ import annotations
+
+import binascii
+import os
+from json.encoder import encode_basestring_ascii
+
+from s3kms.auth.identity import Principal
+from s3kms.errors import DryRunOperation, UnsupportedOperation, ValidationError
+from s3kms.http.responses import AWS_JSON, Response
+from s3kms.protocols.awskms import members
+from s3kms.protocols.awskms.handler import Ctx, ok
+from s3kms.protocols.awskms.members import SYMMETRIC_DEFAULT, Params
+from s3kms.service import KeyService, check_usable
+
+_DATA_KEY_SIZES = {"AES_256": 32, "AES_128": 16}
+_DATA_KEY_SIZE_MESSAGE = "Please specify either number of bytes or key spec."
+_DATA_KEY_BOTH_MESSAGE = "Specify either KeySpec or NumberOfBytes, not both."
+
+_b64 = binascii.b2a_base64
+
+
+def _algorithm(p: Params, name: str) -> str:
+    """The encryption algorithm asked for; SYMMETRIC_DEFAULT when left out."""
+    return members.enum(p, name, members.ENCRYPTION_ALGORITHMS) or SYMMETRIC_DEFAULT
+
+
+def _no_context_for(algorithm: str, context: dict[str, str] | None) -> None:
+    if algorithm != SYMMETRIC_DEFAULT and context:
+        raise ValidationError(
+            f"EncryptionContext is not supported with {algorithm}: an encryption context is "
+            "valid only with symmetric encryption keys"
+        )
+
+
+def no_recipient(p: Params) -> None:
+    if p.get("Recipient") is not None:
+        raise UnsupportedOperation("Recipient (Nitro Enclaves attestation) is not supported")
+
+
+def _data_key_size(p: Params) -> int:
+    spec = members.enum(p, "KeySpec", members.DATA_KEY_SPECS)
+    size = members.opt_int(p, "NumberOfBytes", 1, 1024)
+    if spec is None:
+        if size is None:
+            raise ValidationError(_DATA_KEY_SIZE_MESSAGE)
+        return size
+    if size is not None:
+        raise ValidationError(_DATA_KEY_BOTH_MESSAGE)
+    return _DATA_KEY_SIZES[spec]
+
+
+def _arn_json(service: KeyService, key_id: str) -> bytes:
+    return encode_basestring_ascii(service.key_arn(key_id)).encode()
+
+
+async def dry_run_on(service: KeyService, key_id: str) -> None:
+    """DryRun: the request was valid and authorised; say whether the key could serve it."""
+    check_usable(await service.describe(key_id))
+    raise DryRunOperation
+
+
+# -- the hot path: Encrypt, Decrypt, GenerateDataKey ------------------------------------------------
+
+
+async def encrypt(ctx: Ctx, service: KeyService, p: Params, principal: Principal) -> Response:
+    ref = members.req_str(p, "KeyId")
+    plaintext = members.blob(p, "Plaintext", 4096)
+    context = members.context(p, "EncryptionContext")
+    algorithm = _algorithm(p, "EncryptionAlgorithm")
+    _no_context_for(algorithm, context)
+    members.grant_tokens(p)
+    dry_run = members.opt_bool(p, "DryRun")
+    key_id = await ctx.key(service, ref)
+    principal.authorize("kms:Encrypt", key_id)
+    if dry_run:
+        await dry_run_on(service, key_id)
+    if algorithm != SYMMETRIC_DEFAULT:  # RSA OAEP: the raw OAEP output, as AWS returns it
+        key_id, ciphertext = await service.encrypt_asymmetric(key_id, plaintext, algorithm)
+        return ok(
+            {
+                "CiphertextBlob": _b64(ciphertext, newline=False).decode(),
+                "KeyId": service.key_arn(key_id),
+                "EncryptionAlgorithm": algorithm,
+            }
+        )
+    key_id, ciphertext = await service.encrypt(key_id, plaintext, context)
+    return Response(
+        200,
+        b'{"CiphertextBlob":"%s","KeyId":%s,"EncryptionAlgorithm":"SYMMETRIC_DEFAULT"}'
+        % (_b64(ciphertext, newline=False), _arn_json(service, key_id)),
+        AWS_JSON,
+    )
+
+
+async def decrypt(ctx: Ctx, service: KeyService, p: Params, principal: Principal) -> Response:
+    ciphertext = members.blob(p, "CiphertextBlob", 6144)
+    context = members.context(p, "EncryptionContext")
+    ref = members.opt_str(p, "KeyId")
+    algorithm = _algorithm(p, "EncryptionAlgorithm")
+    _no_context_for(algorithm, context)
+    members.grant_tokens(p)
+    no_recipient(p)
+    dry_run = members.opt_bool(p, "DryRun")
+    if "DryRunModifiers" in p:
+        members.str_list(p, "DryRunModifiers", allowed=members.DRY_RUN_MODIFIERS)
+    if algorithm != SYMMETRIC_DEFAULT:
+        return await _decrypt_asymmetric(
+            ctx, service, principal, ciphertext, ref, algorithm, dry_run
+        )
+    expected = await ctx.key(service, ref) if ref is not None else None
+    # The ciphertext names its key: authorise against that key before decrypting anything.
+    key_id = service.ciphertext_key_id(ciphertext)
+    principal.authorize("kms:Decrypt", key_id)
+    if dry_run:
+        await dry_run_on(service, key_id)
+    decrypted = await service.decrypt(ciphertext, context, expected)
+    return Response(
+        200,
+        b'{"KeyId":%s,"Plaintext":"%s","EncryptionAlgorithm":"SYMMETRIC_DEFAULT"}'
+        % (_arn_json(service, decrypted.key_id), _b64(decrypted.plaintext, newline=False)),
+        AWS_JSON,
+    )
+
+
+async def _decrypt_asymmetric(
+    ctx: Ctx,
+    service: KeyService,
+    principal: Principal,
+    ciphertext: bytes,
+    ref: str | None,
+    algorithm: str,
+    dry_run: bool,
+) -> Response:
+    """An RSA OAEP ciphertext names no key: the caller must (AWS requires KeyId here)."""
+    if ref is None:
+        raise ValidationError(f"KeyId is required to decrypt with {algorithm}")
+    key_id = await ctx.key(service, ref)
+    principal.authorize("kms:Decrypt", key_id)
+    if dry_run:
+        await dry_run_on(service, key_id)
+    decrypted = await service.decrypt_asymmetric(key_id, ciphertext, algorithm)
+    return ok(
+        {
+            "KeyId": service.key_arn(decrypted.key_id),
+            "Plaintext": _b64(decrypted.plaintext, newline=False).decode(),
+            "EncryptionAlgorithm": algorithm,
+        }
+    )
+
+
+async def _data_key(
+    ctx: Ctx, service: KeyService, p: Params, principal: Principal, action: str
+) -> tuple[bytes, bytes, bytes]:
+    """(ciphertext base64, plaintext base64, key ARN as JSON) for both GenerateDataKey ops."""
+    ref = members.req_str(p, "KeyId")
+    context = members.context(p, "EncryptionContext")
+    size = _data_key_size(p)
+    members.grant_tokens(p)
+    no_recipient(p)
+    dry_run = members.opt_bool(p, "DryRun")
+    key_id = await ctx.key(service, ref)
+    principal.authorize(action, key_id)
+    if dry_run:
+        await dry_run_on(service, key_id)
+    data_key = await service.generate_data_key(key_id, size, context)
+    return (
+        _b64(data_key.ciphertext, newline=False),
+        _b64(data_key.plaintext, newline=False),
+        _arn_json(service, data_key.key_id),
+    )
+
+
+async def generate_data_key(
+    ctx: Ctx, service: KeyService, p: Params, principal: Principal
+) -> Response:
+    ciphertext, plaintext, arn = await _data_key(ctx, service, p, principal, "kms:GenerateDataKey")
+    return Response(
+        200,
+        b'{"CiphertextBlob":"%s","Plaintext":"%s","KeyId":%s}' % (ciphertext, plaintext, arn),
+        AWS_JSON,
+    )
+
+
+async def generate_data_key_without_plaintext(
+    ctx: Ctx, service: KeyService, p: Params, principal: Principal
+) -> Response:
+    ciphertext, _, arn = await _data_key(
+        ctx, service, p, principal, "kms:GenerateDataKeyWithoutPlaintext"
+    )
+    return Response(200, b'{"CiphertextBlob":"%s","KeyId":%s}' % (ciphertext, arn), AWS_JSON)
+
+
+# -- the others ---------------------------------------------------------------------------------
+
+
+async def re_encrypt(ctx: Ctx, service: KeyService, p: Params, principal: Principal) -> Response:
+    ciphertext = members.blob(p, "CiphertextBlob", 6144)
+    source_context = members.context(p, "SourceEncryptionContext")
+    source_ref = members.opt_str(p, "SourceKeyId")
+    destination_ref = members.req_str(p, "DestinationKeyId")
+    destination_context = members.context(p, "DestinationEncryptionContext")
+    for name in ("SourceEncryptionAlgorithm", "DestinationEncryptionAlgorithm"):
+        if _algorithm(p, name) != SYMMETRIC_DEFAULT:
+            raise UnsupportedOperation(f"ReEncrypt with an asymmetric {name} is not supported yet")
+    members.grant_tokens(p)
+    dry_run = members.opt_bool(p, "DryRun")
+    members.str_list(p, "DryRunModifiers", allowed=members.DRY_RUN_MODIFIERS)
+    expected = await ctx.key(service, source_ref) if source_ref is not None else None
+    destination = await ctx.key(service, destination_ref)
+    principal.authorize("kms:ReEncryptFrom", service.ciphertext_key_id(ciphertext))
+    principal.authorize("kms:ReEncryptTo", destination)
+    if dry_run:
+        await dry_run_on(service, destination)
+    source_id, destination_id, new_blob = await service.re_encrypt(
+        ciphertext, source_context, destination, destination_context, expected
+    )
+    return ok(
+        {
+            "CiphertextBlob": _b64(new_blob, newline=False).decode(),
+            "SourceKeyId": service.key_arn(source_id),
+            "KeyId": service.key_arn(destination_id),
+            "SourceEncryptionAlgorithm": SYMMETRIC_DEFAULT,
+            "DestinationEncryptionAlgorithm": SYMMETRIC_DEFAULT,
+        }
+    )
+
+
+async def generate_random(
+    ctx: Ctx, service: KeyService, p: Params, principal: Principal
+) -> Response:
+    size = members.opt_int(p, "NumberOfBytes", 1, 1024)
+    if size is None:
+        raise ValidationError("NumberOfBytes is required.")
+    if members.opt_str(p, "CustomKeyStoreId", 1, 64) is not None:
+        raise UnsupportedOperation("custom key stores are not supported")
+    no_recipient(p)
+    principal.authorize("kms:GenerateRandom")
+    return Response(200, b'{"Plaintext":"%s"}' % _b64(os.urandom(size), newline=False), AWS_JSON)

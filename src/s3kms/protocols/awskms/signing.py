@@ -1,0 +1,89 @@
+"""Asymmetric signatures and public keys: Sign, Verify, GetPublicKey.
+
+`MessageType` is RAW (the message, at most 4096 bytes), DIGEST (a digest of the algorithm's hash
+length, signed as given) or EXTERNAL_MU (ML-DSA's 64-byte mu). Signatures are what a client
+verifies offline with the public key: DER for ECDSA, raw for RSA, Ed25519 and ML-DSA. A signature
+that does not verify is `KMSInvalidSignatureException`, never `SignatureValid: false`.
+"""
+
+from __future__ import annotations
+
+import binascii
+from typing import Any
+
+from s3kms.auth.identity import Principal
+from s3kms.http.responses import Response
+from s3kms.protocols.awskms import members
+from s3kms.protocols.awskms.crypto import dry_run_on
+from s3kms.protocols.awskms.handler import Ctx, ok
+from s3kms.protocols.awskms.members import Params
+from s3kms.service import KeyService
+
+_b64 = binascii.b2a_base64
+
+
+def _message(p: Params) -> tuple[bytes, str, str]:
+    """(message, message type, signing algorithm) of a Sign or Verify request."""
+    message = members.blob(p, "Message", 4096)
+    message_type = members.enum(p, "MessageType", members.MESSAGE_TYPES) or "RAW"
+    algorithm = members.enum(p, "SigningAlgorithm", members.SIGNING_ALGORITHMS)
+    if algorithm is None:
+        raise members.violation("signingAlgorithm", "not be null", "null")
+    return message, message_type, algorithm
+
+
+async def sign(ctx: Ctx, service: KeyService, p: Params, principal: Principal) -> Response:
+    ref = members.req_str(p, "KeyId")
+    message, message_type, algorithm = _message(p)
+    members.grant_tokens(p)
+    dry_run = members.opt_bool(p, "DryRun")
+    key_id = await ctx.key(service, ref)
+    principal.authorize("kms:Sign", key_id)
+    if dry_run:
+        await dry_run_on(service, key_id)
+    key_id, signature = await service.sign(key_id, message, message_type, algorithm)
+    return ok(
+        {
+            "KeyId": service.key_arn(key_id),
+            "Signature": _b64(signature, newline=False).decode(),
+            "SigningAlgorithm": algorithm,
+        }
+    )
+
+
+async def verify(ctx: Ctx, service: KeyService, p: Params, principal: Principal) -> Response:
+    ref = members.req_str(p, "KeyId")
+    message, message_type, algorithm = _message(p)
+    signature = members.blob(p, "Signature", 6144)
+    members.grant_tokens(p)
+    dry_run = members.opt_bool(p, "DryRun")
+    key_id = await ctx.key(service, ref)
+    principal.authorize("kms:Verify", key_id)
+    if dry_run:
+        await dry_run_on(service, key_id)
+    key_id = await service.verify(key_id, message, message_type, algorithm, signature)
+    return ok(
+        {"KeyId": service.key_arn(key_id), "SignatureValid": True, "SigningAlgorithm": algorithm}
+    )
+
+
+async def get_public_key(
+    ctx: Ctx, service: KeyService, p: Params, principal: Principal
+) -> Response:
+    ref = members.req_str(p, "KeyId")
+    members.grant_tokens(p)
+    key_id = await ctx.key(service, ref)
+    principal.authorize("kms:GetPublicKey", key_id)
+    meta, public = await service.public_key(key_id)
+    out: dict[str, Any] = {
+        "KeyId": service.key_arn(meta.key_id),
+        "PublicKey": _b64(public, newline=False).decode(),
+        "KeySpec": meta.key_spec,
+        "KeyUsage": meta.key_usage,
+    }
+    legacy = service.legacy_spec(meta)
+    if legacy is not None:
+        out["CustomerMasterKeySpec"] = legacy
+    field, algorithms = service.key_algorithms(meta)
+    out[field] = list(algorithms)
+    return ok(out)

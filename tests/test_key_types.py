@@ -1,0 +1,301 @@
+"""Every key spec through a real server with boto3 (Local backend), checked offline with
+`cryptography` and the public key the server hands out, as a client would.
+
+Error types and messages are AWS's as recorded by LocalStack's AWS-validated snapshots
+(tests/aws/services/kms/test_kms.snapshot.json) where a recording exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa, mlkem, padding, rsa
+
+from kmsserver import ROOT_PASSWORD, ROOT_USER, KmsThread, thread_settings
+
+SIGNING = {
+    "RSA_2048": ["RSASSA_PSS_SHA_256", "RSASSA_PSS_SHA_384", "RSASSA_PSS_SHA_512",
+                 "RSASSA_PKCS1_V1_5_SHA_256", "RSASSA_PKCS1_V1_5_SHA_384",
+                 "RSASSA_PKCS1_V1_5_SHA_512"],
+    "RSA_3072": ["RSASSA_PSS_SHA_256", "RSASSA_PKCS1_V1_5_SHA_512"],
+    "ECC_NIST_P256": ["ECDSA_SHA_256"],
+    "ECC_NIST_P384": ["ECDSA_SHA_384"],
+    "ECC_NIST_P521": ["ECDSA_SHA_512"],
+    "ECC_SECG_P256K1": ["ECDSA_SHA_256"],
+    "ECC_NIST_EDWARDS25519": ["ED25519_SHA_512"],
+    "ML_DSA_44": ["ML_DSA_SHAKE_256"],
+    "ML_DSA_65": ["ML_DSA_SHAKE_256"],
+    "ML_DSA_87": ["ML_DSA_SHAKE_256"],
+}  # fmt: skip
+HASHES = {"256": hashes.SHA256(), "384": hashes.SHA384(), "512": hashes.SHA512()}
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KmsThread]:
+    server = KmsThread(thread_settings(tmp_path_factory.mktemp("key-types") / "data")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def kms(srv: KmsThread) -> Any:
+    return boto3.client(
+        "kms", endpoint_url=srv.url, region_name="us-east-1", aws_access_key_id=ROOT_USER,
+        aws_secret_access_key=ROOT_PASSWORD, config=Config(retries={"max_attempts": 1}),
+    )  # fmt: skip
+
+
+def create(kms: Any, spec: str, usage: str) -> str:
+    key_id: str = kms.create_key(KeySpec=spec, KeyUsage=usage)["KeyMetadata"]["KeyId"]
+    return key_id
+
+
+def error(call: Any, **kwargs: Any) -> tuple[str, str | None]:
+    with pytest.raises(ClientError) as caught:
+        call(**kwargs)
+    response = caught.value.response
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    return response["Error"]["Code"], response["Error"].get("Message")
+
+
+def arn(key_id: str) -> str:
+    return f"arn:aws:kms:us-east-1:000000000000:key/{key_id}"
+
+
+def offline_verify(public_der: bytes, algorithm: str, message: bytes, signature: bytes) -> None:
+    key = serialization.load_der_public_key(public_der)
+    digest = HASHES.get(algorithm.rsplit("_", 1)[1])
+    if isinstance(key, rsa.RSAPublicKey):
+        assert digest is not None
+        pad = (
+            padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size)
+            if "_PSS_" in algorithm
+            else padding.PKCS1v15()
+        )
+        key.verify(signature, message, pad, digest)
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        assert digest is not None
+        key.verify(signature, message, ec.ECDSA(digest))
+    elif isinstance(key, ed25519.Ed25519PublicKey):
+        key.verify(signature, message)
+    else:
+        assert isinstance(
+            key, mldsa.MLDSA44PublicKey | mldsa.MLDSA65PublicKey | mldsa.MLDSA87PublicKey
+        )
+        key.verify(signature, message)
+
+
+@pytest.mark.parametrize("spec", sorted(SIGNING))
+def test_signatures_verify_offline_and_online(kms: Any, spec: str) -> None:
+    key_id = create(kms, spec, "SIGN_VERIFY")
+    meta = kms.describe_key(KeyId=key_id)["KeyMetadata"]
+    assert (meta["KeySpec"], meta["KeyUsage"]) == (spec, "SIGN_VERIFY")
+    assert set(SIGNING[spec]) <= set(meta["SigningAlgorithms"])
+    assert "EncryptionAlgorithms" not in meta
+    public = kms.get_public_key(KeyId=key_id)
+    assert (public["KeySpec"], public["KeyUsage"], public["KeyId"]) == (
+        spec,
+        "SIGN_VERIFY",
+        arn(key_id),
+    )
+    assert public["SigningAlgorithms"] == meta["SigningAlgorithms"]
+    message = b"sign me, " * 50
+    for algorithm in SIGNING[spec]:
+        signed = kms.sign(KeyId=key_id, Message=message, SigningAlgorithm=algorithm)
+        assert (signed["KeyId"], signed["SigningAlgorithm"]) == (arn(key_id), algorithm)
+        offline_verify(public["PublicKey"], algorithm, message, signed["Signature"])
+        valid = kms.verify(
+            KeyId=key_id, Message=message, Signature=signed["Signature"], SigningAlgorithm=algorithm
+        )
+        assert valid["SignatureValid"] is True
+        code, text = error(
+            kms.verify, KeyId=key_id, Message=message + b"!", Signature=signed["Signature"],
+            SigningAlgorithm=algorithm,
+        )  # fmt: skip
+        assert code == "KMSInvalidSignatureException" and not text
+        if algorithm.startswith(("RSASSA", "ECDSA")):
+            hasher = {"256": hashlib.sha256, "384": hashlib.sha384, "512": hashlib.sha512}
+            digest = hasher[algorithm.rsplit("_", 1)[1]](message).digest()
+            signed = kms.sign(
+                KeyId=key_id, Message=digest, MessageType="DIGEST", SigningAlgorithm=algorithm
+            )
+            offline_verify(public["PublicKey"], algorithm, message, signed["Signature"])
+            code, text = error(
+                kms.sign, KeyId=key_id, Message=digest[:-1], MessageType="DIGEST",
+                SigningAlgorithm=algorithm,
+            )  # fmt: skip
+            assert (code, text) == (
+                "ValidationException",
+                f"Digest is invalid length for algorithm {algorithm}.",
+            )
+
+
+def test_ml_dsa_external_mu(kms: Any) -> None:
+    key_id = create(kms, "ML_DSA_65", "SIGN_VERIFY")
+    public = serialization.load_der_public_key(kms.get_public_key(KeyId=key_id)["PublicKey"])
+    assert isinstance(public, mldsa.MLDSA65PublicKey)
+    hasher = mldsa.MLDSAMuHasher(public)
+    hasher.update(b"the message")
+    signed = kms.sign(
+        KeyId=key_id, Message=hasher.finalize(), MessageType="EXTERNAL_MU",
+        SigningAlgorithm="ML_DSA_SHAKE_256",
+    )  # fmt: skip
+    public.verify(signed["Signature"], b"the message")
+
+
+@pytest.mark.parametrize("spec", ["RSA_2048", "RSA_4096"])
+@pytest.mark.parametrize("algorithm", ["RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256"])
+def test_rsa_offline_encryption_decrypts_online(kms: Any, spec: str, algorithm: str) -> None:
+    key_id = create(kms, spec, "ENCRYPT_DECRYPT")
+    meta = kms.describe_key(KeyId=key_id)["KeyMetadata"]
+    assert meta["EncryptionAlgorithms"] == ["RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256"]
+    key = serialization.load_der_public_key(kms.get_public_key(KeyId=key_id)["PublicKey"])
+    assert isinstance(key, rsa.RSAPublicKey)
+    sha1 = hashes.SHA1()  # noqa: S303 - AWS's RSAES_OAEP_SHA_1, as a client uses it
+    digest: hashes.HashAlgorithm = sha1 if algorithm.endswith("SHA_1") else hashes.SHA256()
+    oaep = padding.OAEP(mgf=padding.MGF1(digest), algorithm=digest, label=None)
+    ciphertext = key.encrypt(b"made offline", oaep)
+    plain = kms.decrypt(KeyId=key_id, CiphertextBlob=ciphertext, EncryptionAlgorithm=algorithm)
+    assert (plain["Plaintext"], plain["EncryptionAlgorithm"]) == (b"made offline", algorithm)
+    online = kms.encrypt(KeyId=key_id, Plaintext=b"made online", EncryptionAlgorithm=algorithm)
+    assert online["EncryptionAlgorithm"] == algorithm
+    again = kms.decrypt(
+        KeyId=key_id, CiphertextBlob=online["CiphertextBlob"], EncryptionAlgorithm=algorithm
+    )
+    assert again["Plaintext"] == b"made online"
+    limit = {"RSA_2048": 256, "RSA_4096": 512}[spec] - 2 * digest.digest_size - 2
+    code, text = error(
+        kms.encrypt, KeyId=key_id, Plaintext=b"x" * (limit + 1), EncryptionAlgorithm=algorithm
+    )
+    assert (code, text) == (
+        "ValidationException",
+        f"Algorithm {algorithm} and key spec {spec} cannot encrypt data larger than {limit} bytes.",
+    )
+
+
+@pytest.mark.parametrize("bits", [224, 256, 384, 512])
+def test_hmac_keys(kms: Any, bits: int) -> None:
+    key_id = create(kms, f"HMAC_{bits}", "GENERATE_VERIFY_MAC")
+    meta = kms.describe_key(KeyId=key_id)["KeyMetadata"]
+    assert meta["MacAlgorithms"] == [f"HMAC_SHA_{bits}"]
+    algorithm = f"HMAC_SHA_{bits}"
+    made = kms.generate_mac(KeyId=key_id, Message=b"message", MacAlgorithm=algorithm)
+    assert len(made["Mac"]) == bits // 8 and made["KeyId"] == arn(key_id)
+    ok = kms.verify_mac(KeyId=key_id, Message=b"message", MacAlgorithm=algorithm, Mac=made["Mac"])
+    assert ok == {**ok, "MacValid": True, "MacAlgorithm": algorithm, "KeyId": arn(key_id)}
+    code, text = error(
+        kms.verify_mac, KeyId=key_id, Message=b"other", MacAlgorithm=algorithm, Mac=made["Mac"]
+    )
+    assert code == "KMSInvalidMacException" and not text
+    other = "HMAC_SHA_256" if bits != 256 else "HMAC_SHA_512"
+    code, text = error(kms.generate_mac, KeyId=key_id, Message=b"m", MacAlgorithm=other)
+    assert (code, text) == (
+        "InvalidKeyUsageException",
+        f"Algorithm {other} is incompatible with key spec HMAC_{bits}.",
+    )
+    # An HMAC key is never an AES key: Encrypt with it is refused.
+    code, text = error(kms.encrypt, KeyId=key_id, Plaintext=b"p")
+    assert code == "InvalidKeyUsageException"
+    assert text == f"{arn(key_id)} key usage is GENERATE_VERIFY_MAC which is not valid for Encrypt."
+
+
+@pytest.mark.parametrize("spec", ["ECC_NIST_P256", "ECC_NIST_P384", "ECC_NIST_P521"])
+def test_derive_shared_secret_equals_offline_ecdh(kms: Any, spec: str) -> None:
+    key_id = create(kms, spec, "KEY_AGREEMENT")
+    meta = kms.describe_key(KeyId=key_id)["KeyMetadata"]
+    assert meta["KeyAgreementAlgorithms"] == ["ECDH"]
+    ours = serialization.load_der_public_key(kms.get_public_key(KeyId=key_id)["PublicKey"])
+    assert isinstance(ours, ec.EllipticCurvePublicKey)
+    peer = ec.generate_private_key(ours.curve)
+    peer_der = peer.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    derived = kms.derive_shared_secret(
+        KeyId=key_id, KeyAgreementAlgorithm="ECDH", PublicKey=peer_der
+    )
+    assert derived["SharedSecret"] == peer.exchange(ec.ECDH(), ours)
+    assert (derived["KeyAgreementAlgorithm"], derived["KeyOrigin"]) == ("ECDH", "AWS_KMS")
+    code, _ = error(
+        kms.derive_shared_secret, KeyId=key_id, KeyAgreementAlgorithm="ECDH", PublicKey=b"junk"
+    )
+    assert code == "ValidationException"
+
+
+@pytest.mark.parametrize("spec", ["ML_KEM_768", "ML_KEM_1024"])
+def test_ml_kem_shared_secrets_are_equal(kms: Any, spec: str) -> None:
+    key_id = create(kms, spec, "ENCAPSULATE_DECAPSULATE")
+    meta = kms.describe_key(KeyId=key_id)["KeyMetadata"]
+    assert meta["EncapsulationAlgorithms"] == ["ML_KEM"]
+    public = serialization.load_der_public_key(kms.get_public_key(KeyId=key_id)["PublicKey"])
+    assert isinstance(public, mlkem.MLKEM768PublicKey | mlkem.MLKEM1024PublicKey)
+    secret, ciphertext = public.encapsulate()
+    opened = kms.decapsulate(
+        KeyId=key_id, SharedSecretCiphertextBlob=ciphertext, EncapsulationAlgorithm="ML_KEM"
+    )
+    assert opened["SharedSecret"] == secret
+    made = kms.encapsulate(KeyId=key_id, EncapsulationAlgorithm="ML_KEM")
+    again = kms.decapsulate(
+        KeyId=key_id, SharedSecretCiphertextBlob=made["SharedSecretCiphertextBlob"],
+        EncapsulationAlgorithm="ML_KEM",
+    )  # fmt: skip
+    assert again["SharedSecret"] == made["SharedSecret"]
+
+
+def test_wrong_usage_answers_awss_messages(kms: Any) -> None:
+    symmetric = kms.create_key()["KeyMetadata"]["KeyId"]
+    signer = create(kms, "RSA_2048", "SIGN_VERIFY")
+    code, text = error(kms.sign, KeyId=symmetric, Message=b"m", SigningAlgorithm="ECDSA_SHA_256")
+    assert (code, text) == (
+        "InvalidKeyUsageException",
+        f"{arn(symmetric)} key usage is ENCRYPT_DECRYPT which is not valid for Sign.",
+    )
+    code, text = error(kms.encrypt, KeyId=signer, Plaintext=b"p")
+    assert (code, text) == (
+        "InvalidKeyUsageException",
+        f"{arn(signer)} key usage is SIGN_VERIFY which is not valid for Encrypt.",
+    )
+    code, text = error(kms.generate_mac, KeyId=symmetric, Message=b"m", MacAlgorithm="HMAC_SHA_256")
+    assert (code, text) == (
+        "InvalidKeyUsageException",
+        f"{arn(symmetric)} key usage is ENCRYPT_DECRYPT which is not valid for GenerateMac.",
+    )
+    code, text = error(kms.sign, KeyId=signer, Message=b"m", SigningAlgorithm="ECDSA_SHA_256")
+    assert (code, text) == (
+        "InvalidKeyUsageException",
+        "Algorithm ECDSA_SHA_256 is incompatible with key spec RSA_2048.",
+    )
+    code, _ = error(kms.get_public_key, KeyId=symmetric)
+    assert code == "UnsupportedOperationException"
+    code, _ = error(kms.rotate_key_on_demand, KeyId=signer)
+    assert code == "UnsupportedOperationException"
+    code, _ = error(kms.enable_key_rotation, KeyId=signer)
+    assert code == "UnsupportedOperationException"
+
+
+def test_create_key_refuses_what_does_not_fit(kms: Any) -> None:
+    code, text = error(kms.create_key, KeySpec="HMAC_256")
+    assert (code, text) == (
+        "ValidationException",
+        "You must specify a KeyUsage value for all KMS keys except for symmetric encryption keys.",
+    )
+    code, text = error(kms.create_key, KeySpec="RSA_2048", KeyUsage="KEY_AGREEMENT")
+    assert (code, text) == (
+        "ValidationException",
+        "KeyUsage KEY_AGREEMENT is not compatible with KeySpec RSA_2048",
+    )
+    for spec, usage in (("SM2", "SIGN_VERIFY"), ("ML_KEM_512", "ENCAPSULATE_DECAPSULATE")):
+        code, text = error(kms.create_key, KeySpec=spec, KeyUsage=usage)
+        assert code == "UnsupportedOperationException" and "not available" in (text or "")
+    code, text = error(
+        kms.sign, KeyId=create(kms, "ECC_NIST_EDWARDS25519", "SIGN_VERIFY"),
+        Message=hashlib.sha512(b"m").digest(), MessageType="DIGEST",
+        SigningAlgorithm="ED25519_PH_SHA_512",
+    )  # fmt: skip
+    assert code == "UnsupportedOperationException" and "Ed25519ph" in (text or "")
