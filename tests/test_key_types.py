@@ -299,3 +299,43 @@ def test_create_key_refuses_what_does_not_fit(kms: Any) -> None:
         SigningAlgorithm="ED25519_PH_SHA_512",
     )  # fmt: skip
     assert code == "UnsupportedOperationException" and "Ed25519ph" in (text or "")
+
+
+@pytest.mark.parametrize(
+    "spec", ["RSA_2048", "ECC_NIST_P256", "ECC_SECG_P256K1", "ECC_NIST_EDWARDS25519", "ML_KEM_768"]
+)
+def test_data_key_pairs_decrypt_and_match(kms: Any, spec: str) -> None:
+    wrapping = kms.create_key()["KeyMetadata"]["KeyId"]
+    context = {"purpose": "pair"}
+    pair = kms.generate_data_key_pair(KeyId=wrapping, KeyPairSpec=spec, EncryptionContext=context)
+    assert (pair["KeyPairSpec"], pair["KeyId"]) == (spec, arn(wrapping))
+    private = serialization.load_der_private_key(pair["PrivateKeyPlaintext"], password=None)
+    public = private.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    assert public == pair["PublicKey"]  # the halves belong together
+    opened = kms.decrypt(CiphertextBlob=pair["PrivateKeyCiphertextBlob"], EncryptionContext=context)
+    assert opened["Plaintext"] == pair["PrivateKeyPlaintext"]
+    bare = kms.generate_data_key_pair_without_plaintext(KeyId=wrapping, KeyPairSpec=spec)
+    assert "PrivateKeyPlaintext" not in bare
+    private = serialization.load_der_private_key(
+        kms.decrypt(CiphertextBlob=bare["PrivateKeyCiphertextBlob"])["Plaintext"], password=None
+    )
+    assert (
+        private.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        == bare["PublicKey"]
+    )
+
+
+def test_data_key_pairs_need_a_symmetric_key(kms: Any) -> None:
+    signer = create(kms, "ECC_NIST_P256", "SIGN_VERIFY")
+    code, text = error(kms.generate_data_key_pair, KeyId=signer, KeyPairSpec="ECC_NIST_P256")
+    assert (code, text) == (
+        "InvalidKeyUsageException",
+        f"{arn(signer)} key usage is SIGN_VERIFY which is not valid for GenerateDataKeyPair.",
+    )
+    symmetric = kms.create_key()["KeyMetadata"]["KeyId"]
+    code, _ = error(kms.generate_data_key_pair, KeyId=symmetric, KeyPairSpec="SM2")
+    assert code == "UnsupportedOperationException"

@@ -12,6 +12,7 @@ Key references accept a key id, a key ARN, `alias/<name>` or an alias ARN.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import os
 import uuid
@@ -95,7 +96,10 @@ def _symmetric_check(operation: str) -> StateCheck:
 
 
 # Built once: the hot path (Encrypt, Decrypt, GenerateDataKey) must not make a closure per call.
-SYMMETRIC_CHECKS = {op: _symmetric_check(op) for op in ("Encrypt", "Decrypt", "GenerateDataKey")}
+SYMMETRIC_CHECKS = {
+    op: _symmetric_check(op)
+    for op in ("Encrypt", "Decrypt", "GenerateDataKey", "GenerateDataKeyPair")
+}
 
 
 def _usage_check(usage: str, operation: str, algorithm: str | None = None) -> StateCheck:
@@ -162,6 +166,17 @@ class BackendReport:
     endpoint: str
     connected: bool
     key_count: int | None  # None when not counted (or the count failed)
+
+
+@dataclass(frozen=True, slots=True)
+class DataKeyPair:
+    key_id: str
+    private_key: bytes  # PKCS#8 DER: a secret
+    private_key_ciphertext: bytes
+    public_key: bytes  # SubjectPublicKeyInfo DER
+
+    def __repr__(self) -> str:
+        return f"DataKeyPair(key_id={self.key_id!r}, private_key=<{len(self.private_key)} bytes>)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -470,6 +485,24 @@ class KeyService:
         plaintext = os.urandom(size)  # fresh every call; never cached or reused
         key_id, ciphertext = await self.encrypt(ref, plaintext, context, "GenerateDataKey")
         return DataKey(plaintext, ciphertext, key_id)
+
+    async def generate_data_key_pair(
+        self, ref: str, pair_spec: str, context: Mapping[str, str] | None = None
+    ) -> DataKeyPair:
+        """A fresh key pair of `pair_spec`; its private key (PKCS#8 DER) encrypted under the
+        symmetric key `ref` with the encryption context, as a ciphertext blob."""
+        info = keyspecs.KEY_SPECS.get(pair_spec)
+        if info is None or not info.asymmetric:
+            raise InvalidRequest(f"{pair_spec} is not a key pair spec")
+        if not info.available:
+            raise UnsupportedOperation(info.unavailable_reason)
+        key_id = await self.resolve(ref)
+        check_symmetric = SYMMETRIC_CHECKS["GenerateDataKeyPair"]
+        check_symmetric(await self.store.get_key(key_id))  # before a second of RSA-4096 work
+        # An RSA-4096 pair takes about a second: not on the event loop.
+        private, public = await asyncio.to_thread(asymmetric.generate_pair, info)
+        key_id, ciphertext = await self.encrypt(key_id, private, context, "GenerateDataKeyPair")
+        return DataKeyPair(key_id, private, ciphertext, public)
 
     async def decrypt(
         self,

@@ -17,6 +17,7 @@ refused raises ValueError.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import os
 from collections.abc import Callable
@@ -64,6 +65,12 @@ def generate(info: KeySpecInfo) -> bytes:
     """Fresh material for a key of this spec: PKCS#8 DER, or the HMAC key itself."""
     if info.family == "hmac":
         return os.urandom(info.size // 8)
+    return generate_pair(info)[0]
+
+
+def generate_pair(info: KeySpecInfo) -> tuple[bytes, bytes]:
+    """(PKCS#8 DER, SubjectPublicKeyInfo DER) of a fresh asymmetric key; nothing is cached (a
+    data key pair's private half must not outlive the request)."""
     key: PrivateKeyTypes
     if info.family == "rsa":
         key = rsa.generate_private_key(public_exponent=65537, key_size=info.size)
@@ -78,14 +85,21 @@ def generate(info: KeySpecInfo) -> bytes:
         key = _ML_KEM[info.size]()
     else:
         raise ValueError(f"no material for {info.name}")
-    return key.private_bytes(
+    private = key.private_bytes(
         serialization.Encoding.DER,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private, public
 
 
+@functools.lru_cache(maxsize=1024)
 def _private(material: bytes) -> PrivateKeyTypes:
+    """The loaded private key. Cached: loading (and checking) an RSA key costs milliseconds, more
+    than the signature; bounded, and holding no more than the keystore's material cache does."""
     return serialization.load_der_private_key(material, password=None)
 
 

@@ -202,6 +202,50 @@ async def generate_data_key_without_plaintext(
     return Response(200, b'{"CiphertextBlob":"%s","KeyId":%s}' % (ciphertext, arn), AWS_JSON)
 
 
+# -- data key pairs ------------------------------------------------------------------------------
+
+
+async def _data_key_pair(
+    ctx: Ctx, service: KeyService, p: Params, principal: Principal, action: str
+) -> dict[str, str]:
+    ref = members.req_str(p, "KeyId")
+    context = members.context(p, "EncryptionContext")
+    spec = members.enum(p, "KeyPairSpec", members.DATA_KEY_PAIR_SPECS)
+    if spec is None:
+        raise members.violation("keyPairSpec", "not be null", "null")
+    members.grant_tokens(p)
+    no_recipient(p)
+    dry_run = members.opt_bool(p, "DryRun")
+    key_id = await ctx.key(service, ref)
+    principal.authorize(action, key_id)
+    if dry_run:
+        await dry_run_on(service, key_id)
+    pair = await service.generate_data_key_pair(key_id, spec, context)
+    return {
+        "PrivateKeyCiphertextBlob": _b64(pair.private_key_ciphertext, newline=False).decode(),
+        "PrivateKeyPlaintext": _b64(pair.private_key, newline=False).decode(),
+        "PublicKey": _b64(pair.public_key, newline=False).decode(),
+        "KeyId": service.key_arn(pair.key_id),
+        "KeyPairSpec": spec,
+    }
+
+
+async def generate_data_key_pair(
+    ctx: Ctx, service: KeyService, p: Params, principal: Principal
+) -> Response:
+    return ok(await _data_key_pair(ctx, service, p, principal, "kms:GenerateDataKeyPair"))
+
+
+async def generate_data_key_pair_without_plaintext(
+    ctx: Ctx, service: KeyService, p: Params, principal: Principal
+) -> Response:
+    out = await _data_key_pair(
+        ctx, service, p, principal, "kms:GenerateDataKeyPairWithoutPlaintext"
+    )
+    del out["PrivateKeyPlaintext"]
+    return ok(out)
+
+
 # -- the others ---------------------------------------------------------------------------------
 
 
