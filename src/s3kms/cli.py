@@ -24,6 +24,7 @@ from rich.table import Table
 from s3kms import __version__, credentials
 from s3kms.client import Client
 from s3kms.config import Settings, parse_vault_addresses, read_toml
+from s3kms.crypto import keyspecs
 from s3kms.errors import KMSError
 from s3kms.keystore.vault.settings import VaultSettings
 
@@ -295,13 +296,40 @@ def key() -> None:
     """Create, list, inspect and change keys."""
 
 
+def _choice(values: Any) -> click.Choice[str]:
+    """One of AWS's names (RSA_2048, SIGN_VERIFY, ECDSA_SHA_256, ...), as AWS spells it."""
+    return click.Choice(list(values))
+
+
+def _algorithms(usage: str) -> list[str]:
+    """Every algorithm of `usage` in the key-spec table, in the table's order."""
+    found: dict[str, None] = {}
+    for info in keyspecs.KEY_SPECS.values():
+        found.update(dict.fromkeys(info.algorithms(usage)))
+    return list(found)
+
+
 @key.command("create")
 @click.argument("name", required=False)
+@click.option(
+    "--spec",
+    type=_choice(keyspecs.KEY_SPECS),
+    help="AWS KeySpec (default SYMMETRIC_DEFAULT: an AES-256 encryption key).",
+)
+@click.option(
+    "--usage",
+    type=_choice(keyspecs.ALGORITHM_FIELDS),
+    help="AWS KeyUsage; required with every spec but SYMMETRIC_DEFAULT.",
+)
 @client_options
-def key_create(name: str | None, **kw: Any) -> None:
-    """Create a key (a UUID name when NAME is left out)."""
+def key_create(name: str | None, spec: str | None, usage: str | None, **kw: Any) -> None:
+    """Create a key (a UUID name when NAME is left out).
+
+    `--spec RSA_2048 --usage SIGN_VERIFY` makes a signing key, `--spec HMAC_256 --usage
+    GENERATE_VERIFY_MAC` an HMAC key.
+    """
     opts = _opts(kw)
-    _emit(opts, _run(opts, lambda kms: kms.create_key(name)))
+    _emit(opts, _run(opts, lambda kms: kms.create_key(name, spec, usage)))
 
 
 @key.command("list")
@@ -437,6 +465,207 @@ def _context(entries: tuple[str, ...]) -> dict[str, str]:
             raise click.BadParameter(f"{entry!r} is not KEY=VALUE", param_hint="--context")
         out[name] = value
     return out
+
+
+# -- signatures and MACs ---------------------------------------------------------------------------
+
+_MESSAGE_FILE = click.option(
+    "--message-file",
+    "message",
+    type=click.File("rb"),
+    default="-",
+    metavar="FILE",
+    help="Read the message from FILE (default: stdin).",
+)
+_DIGEST = click.option(
+    "--digest",
+    is_flag=True,
+    help="The message is already the algorithm's hash (MessageType DIGEST): for messages over "
+    "4096 bytes.",
+)
+
+
+def _given_blob(text: str | None, file: Any, option: str, *, required: bool) -> bytes | None:
+    """The bytes of `--OPTION B64` or `--OPTION-file F` (raw): exactly one of them, or neither
+    when not `required`."""
+    if text is not None and file is not None:
+        raise click.UsageError(f"give --{option} or --{option}-file, not both")
+    if file is not None:
+        data: bytes = file.read()
+        return data
+    if text is None:
+        if required:
+            raise click.UsageError(f"give --{option} B64 or --{option}-file FILE")
+        return None
+    try:
+        return base64.b64decode(text.strip(), validate=True)
+    except ValueError:
+        raise click.BadParameter("is not base64", param_hint=f"--{option}") from None
+
+
+def _verdict(opts: ClientOptions, valid: bool, what: str, fields: dict[str, Any]) -> None:
+    """Report a check: exit 0 when valid, 1 (with a message on stderr) when not."""
+    if opts.json:
+        _emit(opts, {**fields, "valid": valid})
+    elif valid:
+        click.echo(f"valid: the {what} matches the message and key {fields['key_id']}")
+    if not valid:
+        err_console.print(
+            f"[red]invalid[/red] the {what} does not match the message and key {fields['key_id']}",
+            highlight=False,
+        )
+        sys.exit(1)
+
+
+def _put_blob(
+    opts: ClientOptions, data: bytes, raw_out: Any, field: str, fields: dict[str, Any]
+) -> None:
+    """A signature or MAC: raw to `raw_out`, else base64 on stdout (or as `field` in the JSON)."""
+    text = base64.b64encode(data).decode()
+    if raw_out is not None:
+        raw_out.write(data)
+    if opts.json:
+        _emit(opts, {**fields, field: text})
+    elif raw_out is None:
+        click.echo(text)
+
+
+@main.command("sign")
+@click.argument("name")
+@click.option("--algorithm", required=True, type=_choice(_algorithms(keyspecs.SIGN_VERIFY)))
+@_MESSAGE_FILE
+@_DIGEST
+@click.option(
+    "--raw-out",
+    type=click.File("wb"),
+    metavar="FILE",
+    help="Write the raw signature to FILE instead of base64 to stdout.",
+)
+@client_options
+def sign_command(
+    name: str, algorithm: str, message: Any, digest: bool, raw_out: Any, **kw: Any
+) -> None:
+    """Sign a message (stdin, at most 4096 bytes) with the asymmetric key NAME.
+
+    Prints the signature as base64: DER for ECDSA, raw for RSA, Ed25519 and ML-DSA, so
+    `openssl dgst` and `cryptography` verify it with the key `s3kms public-key` prints.
+    """
+    opts = _opts(kw)
+    data = message.read()
+    message_type = "DIGEST" if digest else "RAW"
+    signature = _run(opts, lambda kms: kms.sign(name, data, algorithm, message_type))
+    fields = {"key_id": name, "algorithm": algorithm, "message_type": message_type}
+    _put_blob(opts, signature, raw_out, "signature", fields)
+
+
+@main.command("verify")
+@click.argument("name")
+@click.option("--algorithm", required=True, type=_choice(_algorithms(keyspecs.SIGN_VERIFY)))
+@click.option(
+    "--signature", metavar="B64", help="The signature, base64 (as `s3kms sign` prints it)."
+)
+@click.option(
+    "--signature-file",
+    type=click.File("rb"),
+    metavar="FILE",
+    help="The raw signature in FILE (as `s3kms sign --raw-out` writes it).",
+)
+@_MESSAGE_FILE
+@_DIGEST
+@client_options
+def verify_command(
+    name: str,
+    algorithm: str,
+    signature: str | None,
+    signature_file: Any,
+    message: Any,
+    digest: bool,
+    **kw: Any,
+) -> None:
+    """Check a signature of a message (stdin) with key NAME: exit 0 when valid, 1 when not."""
+    opts = _opts(kw)
+    given = _given_blob(signature, signature_file, "signature", required=True)
+    assert given is not None
+    data = message.read()
+    message_type = "DIGEST" if digest else "RAW"
+    valid = _run(opts, lambda kms: kms.verify(name, data, given, algorithm, message_type))
+    _verdict(opts, valid, "signature", {"key_id": name, "algorithm": algorithm})
+
+
+def _pem(der: bytes) -> str:
+    """A SubjectPublicKeyInfo DER as PEM (`-----BEGIN PUBLIC KEY-----`), whatever its algorithm."""
+    text = base64.b64encode(der).decode()
+    lines = [text[i : i + 64] for i in range(0, len(text), 64)]
+    return "-----BEGIN PUBLIC KEY-----\n" + "\n".join(lines) + "\n-----END PUBLIC KEY-----\n"
+
+
+@main.command("public-key")
+@click.argument("name")
+@click.option(
+    "--der",
+    "der_out",
+    type=click.File("wb"),
+    metavar="FILE",
+    help="Write the public key as DER to FILE instead of PEM to stdout.",
+)
+@client_options
+def public_key_command(name: str, der_out: Any, **kw: Any) -> None:
+    """Print the public key of the asymmetric key NAME as PEM (SubjectPublicKeyInfo)."""
+    opts = _opts(kw)
+    der = _run(opts, lambda kms: kms.public_key(name))
+    if der_out is not None:
+        der_out.write(der)
+    if opts.json:
+        _emit(opts, {"key_id": name, "public_key": _pem(der)})
+    elif der_out is None:
+        click.echo(_pem(der), nl=False)
+
+
+@main.command("mac")
+@click.argument("name")
+@click.option("--algorithm", required=True, type=_choice(_algorithms(keyspecs.GENERATE_VERIFY_MAC)))
+@_MESSAGE_FILE
+@click.option(
+    "--verify",
+    "verify_mac",
+    metavar="MAC",
+    help="Check this MAC (base64) instead of making one: exit 0 when it matches, 1 when not.",
+)
+@click.option(
+    "--verify-file",
+    type=click.File("rb"),
+    metavar="FILE",
+    help="Check the raw MAC in FILE (as --raw-out writes it) instead of making one.",
+)
+@click.option(
+    "--raw-out",
+    type=click.File("wb"),
+    metavar="FILE",
+    help="Write the raw MAC to FILE instead of base64 to stdout.",
+)
+@client_options
+def mac_command(
+    name: str,
+    algorithm: str,
+    message: Any,
+    verify_mac: str | None,
+    verify_file: Any,
+    raw_out: Any,
+    **kw: Any,
+) -> None:
+    """Make the HMAC of a message (stdin, at most 4096 bytes) with the HMAC key NAME, as base64;
+    or, with --verify / --verify-file, check one."""
+    opts = _opts(kw)
+    given = _given_blob(verify_mac, verify_file, "verify", required=False)
+    if given is not None and raw_out is not None:
+        raise click.UsageError("--raw-out writes a new MAC: it does not go with --verify")
+    data = message.read()
+    if given is None:
+        tag = _run(opts, lambda kms: kms.generate_mac(name, data, algorithm))
+        _put_blob(opts, tag, raw_out, "mac", {"key_id": name, "algorithm": algorithm})
+        return
+    valid = _run(opts, lambda kms: kms.verify_mac(name, data, given, algorithm))
+    _verdict(opts, valid, "MAC", {"key_id": name, "algorithm": algorithm})
 
 
 # -- audit, backup, users -----------------------------------------------------------------------------

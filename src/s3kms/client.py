@@ -4,6 +4,9 @@
     with Client("http://127.0.0.1:9000", "ACCESS", "SECRET") as kms:
         kms.create_key("my-key")
         dk = kms.generate_data_key("my-key", context={"bucket": "b/obj"})
+        kms.create_key("signer", spec="ECC_NIST_P256", usage="SIGN_VERIFY")
+        sig = kms.sign("signer", b"message", "ECDSA_SHA_256")
+        assert kms.verify("signer", b"message", sig, "ECDSA_SHA_256")
 
 Admin routes are signed S3-style (service `s3`); the AWS KMS operations are signed like boto3
 (service `kms`, generic flavour). Both use the server's own SigV4 module.
@@ -41,6 +44,11 @@ def _error_classes() -> tuple[dict[str, type[errors.KMSError]], dict[str, type[e
 
 
 _BY_CODE, _BY_TYPE = _error_classes()
+# An AWS `__type` that several classes share is raised as the class it means on the AWS API:
+# a ValidationException is a bad request (an InvalidRequest, not the admin API's 413
+# RequestTooLarge), a DependencyTimeoutException a backend that cannot answer.
+_BY_TYPE["ValidationException"] = errors.InvalidRequest
+_BY_TYPE["DependencyTimeoutException"] = errors.BackendUnavailable
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,7 @@ class KeyStatus:
     algorithm: str
     current_version: int | None = None
     deletion_date: str | None = None
+    key_usage: str | None = None  # reported for every spec but SYMMETRIC_DEFAULT (algorithm AES256)
 
 
 @dataclass(frozen=True)
@@ -194,8 +203,13 @@ class Client:
         p = self._admin("GET", "status")
         return KMSStatus(p["status"], p["kmsType"], p["endpoint"], p["keyCount"], p["defaultKeyId"])
 
-    def create_key(self, name: str | None = None) -> KeyInfo:
-        p = self._admin("POST", "key/create", {"keyName": name} if name else None)
+    def create_key(
+        self, name: str | None = None, spec: str | None = None, usage: str | None = None
+    ) -> KeyInfo:
+        """A new key: SYMMETRIC_DEFAULT (AES-256) unless `spec` names another AWS KeySpec, which
+        also needs its AWS KeyUsage (`create_key("signer", spec="RSA_2048", usage="SIGN_VERIFY")`)."""
+        query = {"keyName": name, "keySpec": spec, "keyUsage": usage}
+        p = self._admin("POST", "key/create", {k: v for k, v in query.items() if v})
         return KeyInfo(p["keyId"], p["status"], p["createdAt"])
 
     def list_keys(self, pattern: str | None = None) -> list[KeyInfo]:
@@ -211,6 +225,7 @@ class Client:
             p["algorithm"],
             p.get("currentVersion"),
             p.get("deletionDate"),
+            p.get("keyUsage"),
         )
 
     def _change(self, route: str, name: str, extra: Mapping[str, str] | None = None) -> KeyChange:
@@ -299,6 +314,61 @@ class Client:
         if key:
             body["KeyId"] = key
         return base64.b64decode(self._aws("Decrypt", body)["Plaintext"])
+
+    def sign(self, key: str, message: bytes, algorithm: str, message_type: str = "RAW") -> bytes:
+        """The signature of `message` (RAW: at most 4096 bytes; DIGEST: the algorithm's hash of
+        it) with an asymmetric SIGN_VERIFY key: DER for ECDSA, raw for RSA, Ed25519 and ML-DSA."""
+        body = {
+            "KeyId": key,
+            "Message": _b64(message),
+            "MessageType": message_type,
+            "SigningAlgorithm": algorithm,
+        }
+        return base64.b64decode(self._aws("Sign", body)["Signature"])
+
+    def verify(
+        self,
+        key: str,
+        message: bytes,
+        signature: bytes,
+        algorithm: str,
+        message_type: str = "RAW",
+    ) -> bool:
+        """True when `signature` is valid for `message` and the key, False when it is not; any
+        other failure (unknown key, wrong usage or algorithm) raises as every call does."""
+        body = {
+            "KeyId": key,
+            "Message": _b64(message),
+            "MessageType": message_type,
+            "Signature": _b64(signature),
+            "SigningAlgorithm": algorithm,
+        }
+        try:
+            return bool(self._aws("Verify", body)["SignatureValid"])
+        except errors.InvalidSignature:
+            return False
+
+    def public_key(self, key: str) -> bytes:
+        """An asymmetric key's public key, DER (SubjectPublicKeyInfo), for verifying offline."""
+        return base64.b64decode(self._aws("GetPublicKey", {"KeyId": key})["PublicKey"])
+
+    def generate_mac(self, key: str, message: bytes, algorithm: str) -> bytes:
+        """The HMAC of `message` (at most 4096 bytes) with a GENERATE_VERIFY_MAC key."""
+        body = {"KeyId": key, "Message": _b64(message), "MacAlgorithm": algorithm}
+        return base64.b64decode(self._aws("GenerateMac", body)["Mac"])
+
+    def verify_mac(self, key: str, message: bytes, mac: bytes, algorithm: str) -> bool:
+        """True when `mac` is the key's HMAC of `message`, False when it is not; other failures
+        raise."""
+        body = {"KeyId": key, "Message": _b64(message), "Mac": _b64(mac), "MacAlgorithm": algorithm}
+        try:
+            return bool(self._aws("VerifyMac", body)["MacValid"])
+        except errors.InvalidMac:
+            return False
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
 
 
 def _json(response: httpx.Response) -> Any:

@@ -2,7 +2,9 @@
 
 Bodies are exactly the document's (field names, casing, value words); the lifecycle routes that
 the document lacks (`key/rotate`, `key/delete`, `key/cancel-deletion`) follow its style. The key is
-named by `keyName`, or by `key-id` (what MinIO's clients send) or `key`.
+named by `keyName`, or by `key-id` (what MinIO's clients send) or `key`. `key/create` also takes an
+AWS `keySpec` and `keyUsage`; `key/status` names a key's spec in `algorithm` (`AES256`, the
+document's word, for SYMMETRIC_DEFAULT) and adds `keyUsage` for every other spec.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from s3kms.http.responses import JSON, Response, json_bytes, json_response
 from s3kms.model import KeyMetadata, KeyState
 from s3kms.request import RequestView
 from s3kms.runtime import Runtime
-from s3kms.service import DEFAULT_PENDING_DAYS, KeyService, validate_key_name
+from s3kms.service import DEFAULT_PENDING_DAYS, SYMMETRIC, KeyService, validate_key_name
 from s3kms.users import UserStore, generate_secret
 
 log = logging.getLogger("s3kms.http")
@@ -72,7 +74,11 @@ def _key_summary(meta: KeyMetadata) -> dict[str, Any]:
 
 def _key_status(meta: KeyMetadata) -> dict[str, Any]:
     out = _key_summary(meta)
-    out["algorithm"] = "AES256"
+    if meta.key_spec == SYMMETRIC:
+        out["algorithm"] = "AES256"  # the document's word for a SYMMETRIC_DEFAULT key
+    else:
+        out["algorithm"] = meta.key_spec  # the AWS KeySpec: RSA_2048, HMAC_256, ...
+        out["keyUsage"] = meta.key_usage
     out["currentVersion"] = meta.current_version
     if meta.state is KeyState.PENDING_DELETION and meta.deletion_date is not None:
         out["deletionDate"] = rfc3339(meta.deletion_date)
@@ -207,8 +213,12 @@ class AdminAPI:
     async def create(
         self, req: RequestView, query: Query, key_id: str | None, principal: Principal
     ) -> dict[str, Any]:
+        # An AWS KeySpec and KeyUsage; the service decides what fits (a usage is required for
+        # every spec but SYMMETRIC_DEFAULT) and refuses the rest, before anything is written.
+        key_spec = query.get("keySpec") or SYMMETRIC
+        key_usage = query.get("keyUsage") or None
         async with self.runtime.use() as service:
-            meta = await service.create_key(key_id)
+            meta = await service.create_key(key_id, key_spec=key_spec, key_usage=key_usage)
         return {"keyId": meta.key_id, "status": "created", "createdAt": rfc3339(meta.created_at)}
 
     async def list_keys(
