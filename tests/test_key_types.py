@@ -1,5 +1,10 @@
-"""Every key spec through a real server with boto3 (Local backend), checked offline with
-`cryptography` and the public key the server hands out, as a client would.
+"""Every key spec through a real server with boto3, on both backends (Local, and Vault transit on
+a real OpenBao), checked offline with `cryptography` and the public key the server hands out, as
+a client would: a signature made by transit verifies exactly as AWS's would, and an RSA ciphertext
+made offline decrypts through transit. A spec or algorithm the Vault backend cannot hold is
+skipped there, and a test checks that Vault refuses it (docs/vault.md has the matrix). The Vault
+server runs with a token of docs/vault.md's least-privilege policy only, so every operation here
+also proves the policy complete.
 
 Error types and messages are AWS's as recorded by LocalStack's AWS-validated snapshots
 (tests/aws/services/kms/test_kms.snapshot.json) where a recording exists.
@@ -8,7 +13,10 @@ Error types and messages are AWS's as recorded by LocalStack's AWS-validated sna
 from __future__ import annotations
 
 import hashlib
+import time
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -18,7 +26,10 @@ from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa, mlkem, padding, rsa
 
+from s3kms.keystore.vault import VaultSettings
+
 from kmsserver import ROOT_PASSWORD, ROOT_USER, KmsThread, thread_settings
+from openbao import VaultApi
 
 SIGNING = {
     "RSA_2048": ["RSASSA_PSS_SHA_256", "RSASSA_PSS_SHA_384", "RSASSA_PSS_SHA_512",
@@ -35,11 +46,63 @@ SIGNING = {
     "ML_DSA_87": ["ML_DSA_SHAKE_256"],
 }  # fmt: skip
 HASHES = {"256": hashes.SHA256(), "384": hashes.SHA384(), "512": hashes.SHA512()}
+# What the Vault backend cannot hold (key specs, a key usage) or compute (an algorithm): transit
+# has no secp256k1, ML-DSA, ML-KEM or ECDH, and decrypts RSA OAEP with SHA-256 only.
+VAULT_CANNOT = {
+    "ECC_SECG_P256K1": "KeySpec ECC_SECG_P256K1 is not supported by the vault backend",
+    "ML_DSA_44": "KeySpec ML_DSA_44 is not supported by the vault backend",
+    "ML_DSA_65": "KeySpec ML_DSA_65 is not supported by the vault backend",
+    "ML_DSA_87": "KeySpec ML_DSA_87 is not supported by the vault backend",
+    "ML_KEM_768": "KeySpec ML_KEM_768 is not supported by the vault backend",
+    "ML_KEM_1024": "KeySpec ML_KEM_1024 is not supported by the vault backend",
+    "KEY_AGREEMENT": "transit has no key agreement",
+    "RSAES_OAEP_SHA_1": "transit decrypts RSA OAEP with SHA-256 only",
+}
+
+
+def needs(backend: str, *names: str) -> None:
+    """Skip on a backend that cannot hold these specs / usages / algorithms."""
+    missing = [n for n in names if backend == "vault" and n in VAULT_CANNOT]
+    if missing:
+        pytest.skip(f"the Vault backend cannot hold {', '.join(missing)} (docs/vault.md)")
+
+
+def documented_policy_token(bao: VaultApi, prefix: str) -> str:
+    """A token of docs/vault.md's least-privilege policy (read from the document) for KV prefix
+    `prefix`, without Vault's default policy; Vault set up as the document says (upsert off)."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "vault.md").read_text()
+    hcl = text.split("```hcl\n", 1)[1].split("```", 1)[0]
+    assert 'path "transit/sign/*"' in hcl and 'path "transit/hmac/*"' in hcl
+    hcl = hcl.replace("secret/data/s3kms/", f"secret/data/{prefix}/")
+    hcl = hcl.replace("secret/metadata/s3kms/", f"secret/metadata/{prefix}/")
+    bao.call("POST", "transit/config/keys", {"disable_upsert": True})
+    name = f"{prefix}-policy"
+    bao.write_policy(name, hcl)
+    body = {"policies": [name], "ttl": "2h", "no_default_policy": True}
+    return str(bao.call("POST", "auth/token/create", body)["auth"]["client_token"])
+
+
+@pytest.fixture(scope="module", params=["local", pytest.param("vault", marks=pytest.mark.vault)])
+def backend(request: pytest.FixtureRequest) -> str:
+    param: str = request.param
+    return param
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KmsThread]:
-    server = KmsThread(thread_settings(tmp_path_factory.mktemp("key-types") / "data")).start()
+def srv(
+    tmp_path_factory: pytest.TempPathFactory, backend: str, request: pytest.FixtureRequest
+) -> Iterator[KmsThread]:
+    data = tmp_path_factory.mktemp("key-types") / "data"
+    if backend == "local":
+        settings = thread_settings(data)
+    else:
+        bao: VaultApi = request.getfixturevalue("bao")  # a real OpenBao (or the external Vault)
+        prefix = f"key-types-{uuid.uuid4().hex[:12]}"  # this server sees only its own keys
+        vault = VaultSettings(
+            addresses=(bao.addr,), token=documented_policy_token(bao, prefix), kv_prefix=prefix
+        )
+        settings = thread_settings(data, backend="vault", vault=vault)
+    server = KmsThread(settings).start()
     yield server
     server.stop()
 
@@ -93,7 +156,8 @@ def offline_verify(public_der: bytes, algorithm: str, message: bytes, signature:
 
 
 @pytest.mark.parametrize("spec", sorted(SIGNING))
-def test_signatures_verify_offline_and_online(kms: Any, spec: str) -> None:
+def test_signatures_verify_offline_and_online(kms: Any, backend: str, spec: str) -> None:
+    needs(backend, spec)
     key_id = create(kms, spec, "SIGN_VERIFY")
     meta = kms.describe_key(KeyId=key_id)["KeyMetadata"]
     assert (meta["KeySpec"], meta["KeyUsage"]) == (spec, "SIGN_VERIFY")
@@ -137,7 +201,8 @@ def test_signatures_verify_offline_and_online(kms: Any, spec: str) -> None:
             )
 
 
-def test_ml_dsa_external_mu(kms: Any) -> None:
+def test_ml_dsa_external_mu(kms: Any, backend: str) -> None:
+    needs(backend, "ML_DSA_65")
     key_id = create(kms, "ML_DSA_65", "SIGN_VERIFY")
     public = serialization.load_der_public_key(kms.get_public_key(KeyId=key_id)["PublicKey"])
     assert isinstance(public, mldsa.MLDSA65PublicKey)
@@ -152,7 +217,10 @@ def test_ml_dsa_external_mu(kms: Any) -> None:
 
 @pytest.mark.parametrize("spec", ["RSA_2048", "RSA_4096"])
 @pytest.mark.parametrize("algorithm", ["RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256"])
-def test_rsa_offline_encryption_decrypts_online(kms: Any, spec: str, algorithm: str) -> None:
+def test_rsa_offline_encryption_decrypts_online(
+    kms: Any, backend: str, spec: str, algorithm: str
+) -> None:
+    needs(backend, algorithm)
     key_id = create(kms, spec, "ENCRYPT_DECRYPT")
     meta = kms.describe_key(KeyId=key_id)["KeyMetadata"]
     assert meta["EncryptionAlgorithms"] == ["RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256"]
@@ -207,7 +275,8 @@ def test_hmac_keys(kms: Any, bits: int) -> None:
 
 
 @pytest.mark.parametrize("spec", ["ECC_NIST_P256", "ECC_NIST_P384", "ECC_NIST_P521"])
-def test_derive_shared_secret_equals_offline_ecdh(kms: Any, spec: str) -> None:
+def test_derive_shared_secret_equals_offline_ecdh(kms: Any, backend: str, spec: str) -> None:
+    needs(backend, "KEY_AGREEMENT")
     key_id = create(kms, spec, "KEY_AGREEMENT")
     meta = kms.describe_key(KeyId=key_id)["KeyMetadata"]
     assert meta["KeyAgreementAlgorithms"] == ["ECDH"]
@@ -229,7 +298,8 @@ def test_derive_shared_secret_equals_offline_ecdh(kms: Any, spec: str) -> None:
 
 
 @pytest.mark.parametrize("spec", ["ML_KEM_768", "ML_KEM_1024"])
-def test_ml_kem_shared_secrets_are_equal(kms: Any, spec: str) -> None:
+def test_ml_kem_shared_secrets_are_equal(kms: Any, backend: str, spec: str) -> None:
+    needs(backend, spec)
     key_id = create(kms, spec, "ENCAPSULATE_DECAPSULATE")
     meta = kms.describe_key(KeyId=key_id)["KeyMetadata"]
     assert meta["EncapsulationAlgorithms"] == ["ML_KEM"]
@@ -339,3 +409,92 @@ def test_data_key_pairs_need_a_symmetric_key(kms: Any) -> None:
     symmetric = kms.create_key()["KeyMetadata"]["KeyId"]
     code, _ = error(kms.generate_data_key_pair, KeyId=symmetric, KeyPairSpec="SM2")
     assert code == "UnsupportedOperationException"
+
+
+def test_an_rsa_ciphertext_that_does_not_open_is_invalid_ciphertext(kms: Any) -> None:
+    key_id = create(kms, "RSA_2048", "ENCRYPT_DECRYPT")
+    other = create(kms, "RSA_2048", "ENCRYPT_DECRYPT")
+    made = kms.encrypt(KeyId=other, Plaintext=b"p", EncryptionAlgorithm="RSAES_OAEP_SHA_256")
+    damaged = bytearray(made["CiphertextBlob"])
+    damaged[100] ^= 1
+    # On Vault, transit answers these with a 500 ("failed to RSA decrypt"): an answer, not an
+    # outage, so no retry: the error comes at once.
+    for blob in (made["CiphertextBlob"], bytes(damaged), b"\x01" * 256, b"short"):
+        began = time.monotonic()
+        code, _ = error(
+            kms.decrypt, KeyId=key_id, CiphertextBlob=blob, EncryptionAlgorithm="RSAES_OAEP_SHA_256"
+        )
+        assert code == "InvalidCiphertextException"
+        assert time.monotonic() - began < 2.0
+    back = kms.decrypt(
+        KeyId=other, CiphertextBlob=made["CiphertextBlob"], EncryptionAlgorithm="RSAES_OAEP_SHA_256"
+    )
+    assert back["Plaintext"] == b"p"
+
+
+def test_a_disabled_key_signs_macs_and_decrypts_nothing(kms: Any) -> None:
+    signer = create(kms, "ECC_NIST_P256", "SIGN_VERIFY")
+    mac = create(kms, "HMAC_256", "GENERATE_VERIFY_MAC")
+    rsa_key = create(kms, "RSA_2048", "ENCRYPT_DECRYPT")
+    made = kms.encrypt(KeyId=rsa_key, Plaintext=b"p", EncryptionAlgorithm="RSAES_OAEP_SHA_256")
+    for key_id in (signer, mac, rsa_key):
+        kms.disable_key(KeyId=key_id)
+    calls: list[tuple[Any, dict[str, Any]]] = [
+        (kms.sign, {"KeyId": signer, "Message": b"m", "SigningAlgorithm": "ECDSA_SHA_256"}),
+        (kms.get_public_key, {"KeyId": signer}),
+        (kms.generate_mac, {"KeyId": mac, "Message": b"m", "MacAlgorithm": "HMAC_SHA_256"}),
+        (kms.decrypt, {"KeyId": rsa_key, "CiphertextBlob": made["CiphertextBlob"],
+                       "EncryptionAlgorithm": "RSAES_OAEP_SHA_256"}),
+    ]  # fmt: skip
+    for call, params in calls:
+        code, _ = error(call, **params)
+        assert code == "DisabledException", call
+    kms.enable_key(KeyId=mac)
+    assert kms.generate_mac(KeyId=mac, Message=b"m", MacAlgorithm="HMAC_SHA_256")["Mac"]
+
+
+def test_the_vault_backend_refuses_what_transit_cannot_hold(kms: Any, backend: str) -> None:
+    """On Vault: the specs transit has no key type for, ECDH keys, and RSAES_OAEP_SHA_1 are
+    refused with UnsupportedOperationException naming the backend (on Local they work)."""
+    specs = [
+        ("ECC_SECG_P256K1", "SIGN_VERIFY"), ("ML_DSA_44", "SIGN_VERIFY"),
+        ("ML_DSA_65", "SIGN_VERIFY"), ("ML_DSA_87", "SIGN_VERIFY"),
+        ("ML_KEM_768", "ENCAPSULATE_DECAPSULATE"), ("ML_KEM_1024", "ENCAPSULATE_DECAPSULATE"),
+        ("ECC_NIST_P256", "KEY_AGREEMENT"), ("ECC_NIST_P384", "KEY_AGREEMENT"),
+        ("ECC_NIST_P521", "KEY_AGREEMENT"),
+    ]  # fmt: skip
+    rsa_key = create(kms, "RSA_2048", "ENCRYPT_DECRYPT")
+    meta = kms.describe_key(KeyId=rsa_key)["KeyMetadata"]
+    assert meta["EncryptionAlgorithms"] == ["RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256"]  # as AWS
+    public = serialization.load_der_public_key(kms.get_public_key(KeyId=rsa_key)["PublicKey"])
+    assert isinstance(public, rsa.RSAPublicKey)
+    sha1 = hashes.SHA1()  # noqa: S303 - AWS's RSAES_OAEP_SHA_1, as a client uses it
+    offline = public.encrypt(b"p", padding.OAEP(mgf=padding.MGF1(sha1), algorithm=sha1, label=None))
+    if backend == "local":
+        for spec, usage in specs:
+            create(kms, spec, usage)
+        made = kms.encrypt(KeyId=rsa_key, Plaintext=b"p", EncryptionAlgorithm="RSAES_OAEP_SHA_1")
+        assert made["CiphertextBlob"]
+        return
+    for spec, usage in specs:
+        code, text = error(kms.create_key, KeySpec=spec, KeyUsage=usage)
+        assert code == "UnsupportedOperationException", spec
+        assert VAULT_CANNOT[usage if usage == "KEY_AGREEMENT" else spec] in (text or ""), text
+        assert "vault backend" in (text or ""), text
+    # RSAES_OAEP_SHA_1: refused both ways (an Encrypt made offline-style by the server would
+    # never decrypt), after the state and usage checks.
+    code, text = error(
+        kms.encrypt, KeyId=rsa_key, Plaintext=b"p", EncryptionAlgorithm="RSAES_OAEP_SHA_1"
+    )
+    assert code == "UnsupportedOperationException"
+    assert VAULT_CANNOT["RSAES_OAEP_SHA_1"] in (text or "")
+    code, text = error(
+        kms.decrypt, KeyId=rsa_key, CiphertextBlob=offline, EncryptionAlgorithm="RSAES_OAEP_SHA_1"
+    )
+    assert code == "UnsupportedOperationException"
+    assert VAULT_CANNOT["RSAES_OAEP_SHA_1"] in (text or "")
+    kms.disable_key(KeyId=rsa_key)
+    code, _ = error(
+        kms.decrypt, KeyId=rsa_key, CiphertextBlob=offline, EncryptionAlgorithm="RSAES_OAEP_SHA_1"
+    )
+    assert code == "DisabledException"

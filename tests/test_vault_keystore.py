@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -16,15 +17,20 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from s3kms.errors import (
     AliasNotFound,
     BackendUnavailable,
+    InternalError,
     InvalidCiphertext,
     InvalidRequest,
     KeyAlreadyExists,
     KeyDisabled,
     KeyNotFound,
+    UnsupportedOperation,
 )
 from s3kms.keystore.base import WriteConflict
 from s3kms.keystore.vault import VaultKeyStore, VaultSettings
@@ -593,6 +599,83 @@ def test_create_refuses_when_metadata_exists_without_touching_transit(
 
     run(main())
     assert bao.api("GET", f"transit/keys/{key_id}").status_code == 404
+
+
+def test_asymmetric_and_hmac_keys_half_created_then_completed(bao: VaultApi, prefix: str) -> None:
+    """A transit key left without metadata (and even rotated meanwhile) is completed by the next
+    create of its spec; sign, public key and HMAC then use the version the metadata names."""
+    signer, mac, clash = unique("half-ec"), unique("half-hmac"), unique("half-clash")
+    bao.call("POST", f"transit/keys/{signer}", {"type": "ecdsa-p384"})
+    bao.call("POST", f"transit/keys/{signer}/rotate", {})
+    bao.call("POST", f"transit/keys/{mac}", {"type": "hmac", "key_size": 64})
+    bao.call("POST", f"transit/keys/{clash}", {"type": "rsa-2048"})
+    digest = hashlib.sha384(b"message").digest()
+
+    async def main() -> None:
+        async with await VaultKeyStore.connect(settings(bao, prefix)) as store:
+            made = await store.create_key(
+                new_meta(signer, key_spec="ECC_NIST_P384", key_usage="SIGN_VERIFY")
+            )
+            assert made.current_version == 2
+            public = serialization.load_der_public_key(await store.public_key(signer, allow))
+            assert isinstance(public, ec.EllipticCurvePublicKey)
+            signature = await store.sign(signer, "ECDSA_SHA_384", digest, "DIGEST", allow)
+            public.verify(signature, digest, ec.ECDSA(Prehashed(hashes.SHA384())))
+            await store.create_key(
+                new_meta(mac, key_spec="HMAC_512", key_usage="GENERATE_VERIFY_MAC")
+            )
+            tag = await store.generate_mac(mac, "HMAC_SHA_512", b"m", allow)
+            assert len(tag) == 64
+            with pytest.raises(InternalError, match="already exists with type rsa-2048"):
+                await store.create_key(
+                    new_meta(clash, key_spec="RSA_3072", key_usage="SIGN_VERIFY")
+                )
+            with pytest.raises(KeyNotFound):
+                await store.get_key(clash)
+
+    run(main())
+
+
+def test_every_key_spec_operation_runs_the_check_first(bao: VaultApi, prefix: str) -> None:
+    signer, mac, rsa_key = unique("chk-ed"), unique("chk-hmac"), unique("chk-rsa")
+
+    async def main() -> None:
+        async with await VaultKeyStore.connect(settings(bao, prefix)) as store:
+            await store.create_key(
+                new_meta(signer, key_spec="ECC_NIST_EDWARDS25519", key_usage="SIGN_VERIFY")
+            )
+            await store.create_key(
+                new_meta(mac, key_spec="HMAC_256", key_usage="GENERATE_VERIFY_MAC")
+            )
+            await store.create_key(
+                new_meta(rsa_key, key_spec="RSA_2048", key_usage="ENCRYPT_DECRYPT")
+            )
+            public = serialization.load_der_public_key(await store.public_key(rsa_key, allow))
+            assert isinstance(public, rsa.RSAPublicKey)
+            sha256 = hashes.SHA256()
+            oaep = padding.OAEP(mgf=padding.MGF1(sha256), algorithm=sha256, label=None)
+            ciphertext = public.encrypt(b"secret", oaep)
+            calls: list[Callable[[Callable[[KeyMetadata], None]], Awaitable[bytes]]] = [
+                lambda c: store.public_key(signer, c),
+                lambda c: store.sign(signer, "ED25519_SHA_512", b"m", "RAW", c),
+                lambda c: store.generate_mac(mac, "HMAC_SHA_256", b"m", c),
+                lambda c: store.decrypt_asymmetric(rsa_key, "RSAES_OAEP_SHA_256", ciphertext, c),
+            ]
+            for call in calls:
+                with pytest.raises(KeyDisabled):
+                    await call(refuse)
+                assert await call(allow)
+            plain = await store.decrypt_asymmetric(rsa_key, "RSAES_OAEP_SHA_256", ciphertext, allow)
+            assert plain == b"secret"
+            with pytest.raises(InvalidCiphertext):  # transit's 500: an answer, not an outage
+                await store.decrypt_asymmetric(rsa_key, "RSAES_OAEP_SHA_256", b"x" * 256, allow)
+            assert not store._transport._degraded
+            with pytest.raises(UnsupportedOperation):
+                await store.decrypt_asymmetric(rsa_key, "RSAES_OAEP_SHA_1", ciphertext, allow)
+            with pytest.raises(KeyDisabled):  # and the check comes before that refusal
+                await store.decrypt_asymmetric(rsa_key, "RSAES_OAEP_SHA_1", ciphertext, refuse)
+
+    run(main())
 
 
 # --------------------------------------------------------------------------- aliases

@@ -102,9 +102,14 @@ SYMMETRIC_CHECKS = {
 }
 
 
-def _usage_check(usage: str, operation: str, algorithm: str | None = None) -> StateCheck:
+def _usage_check(
+    usage: str,
+    operation: str,
+    algorithm: str | None = None,
+    unsupported: Mapping[str, str] = keyspecs.UNAVAILABLE_ALGORITHMS,
+) -> StateCheck:
     """The check for an operation of `usage` (and `algorithm`): usable, right usage, algorithm
-    among the spec's."""
+    among the spec's, and one the library and the backend compute (`unsupported`: why not)."""
 
     def check(meta: KeyMetadata) -> None:
         check_usable(meta)
@@ -113,7 +118,7 @@ def _usage_check(usage: str, operation: str, algorithm: str | None = None) -> St
         if algorithm is not None:
             if algorithm not in keyspecs.spec(meta.key_spec).algorithms(usage):
                 raise _incompatible(meta, algorithm)
-            reason = keyspecs.UNAVAILABLE_ALGORITHMS.get(algorithm)
+            reason = unsupported.get(algorithm)
             if reason is not None:
                 raise UnsupportedOperation(reason)
 
@@ -204,6 +209,11 @@ class KeyService:
         self.account_id = account_id
         self.default_key_id = default_key_id
         self._arn_prefix = f"arn:aws:kms:{region}:{account_id}:"
+        # What neither the library nor this backend computes, and why.
+        self._unsupported: Mapping[str, str] = {
+            **keyspecs.UNAVAILABLE_ALGORITHMS,
+            **store.unsupported_algorithms,
+        }
 
     # -- names ----------------------------------------------------------------------------------
 
@@ -272,7 +282,18 @@ class KeyService:
             raise UnsupportedOperation(
                 f"KeySpec {info.name} is not supported by the {self.store.kind} backend"
             )
+        refused = self.store.unsupported_algorithms
+        algorithms = info.algorithms(usage)
+        if algorithms and all(a in refused for a in algorithms):
+            raise UnsupportedOperation(
+                f"KeyUsage {usage} of KeySpec {info.name} cannot be served: "
+                f"{refused[algorithms[0]]}"
+            )
         return info
+
+    def _usage_check(self, usage: str, operation: str, algorithm: str | None = None) -> StateCheck:
+        """`_usage_check`, refusing also the algorithms this backend cannot compute."""
+        return _usage_check(usage, operation, algorithm, self._unsupported)
 
     async def describe(self, ref: str) -> KeyMetadata:
         return await self.store.get_key(await self.resolve(ref))
@@ -560,7 +581,7 @@ class KeyService:
         """(key id, signature)."""
         _check_message(algorithm, message, message_type)
         key_id = await self.resolve(ref)
-        check = _usage_check(keyspecs.SIGN_VERIFY, "Sign", algorithm)
+        check = self._usage_check(keyspecs.SIGN_VERIFY, "Sign", algorithm)
         return key_id, await self.store.sign(key_id, algorithm, message, message_type, check)
 
     async def verify(
@@ -569,7 +590,7 @@ class KeyService:
         """The key id when the signature is valid; InvalidSignature otherwise."""
         _check_message(algorithm, message, message_type)
         key_id = await self.resolve(ref)
-        check = _usage_check(keyspecs.SIGN_VERIFY, "Verify", algorithm)
+        check = self._usage_check(keyspecs.SIGN_VERIFY, "Verify", algorithm)
         public = await self.store.public_key(key_id, check)
         if not asymmetric.verify(public, algorithm, message, message_type, signature):
             raise InvalidSignature(key_id=key_id)
@@ -577,13 +598,13 @@ class KeyService:
 
     async def generate_mac(self, ref: str, message: bytes, algorithm: str) -> tuple[str, bytes]:
         key_id = await self.resolve(ref)
-        check = _usage_check(keyspecs.GENERATE_VERIFY_MAC, "GenerateMac", algorithm)
+        check = self._usage_check(keyspecs.GENERATE_VERIFY_MAC, "GenerateMac", algorithm)
         return key_id, await self.store.generate_mac(key_id, algorithm, message, check)
 
     async def verify_mac(self, ref: str, message: bytes, algorithm: str, mac: bytes) -> str:
         """The key id when the MAC is valid; InvalidMac otherwise."""
         key_id = await self.resolve(ref)
-        check = _usage_check(keyspecs.GENERATE_VERIFY_MAC, "VerifyMac", algorithm)
+        check = self._usage_check(keyspecs.GENERATE_VERIFY_MAC, "VerifyMac", algorithm)
         expected = await self.store.generate_mac(key_id, algorithm, message, check)
         if not hmac.compare_digest(expected, mac):
             raise InvalidMac(key_id=key_id)
@@ -595,7 +616,7 @@ class KeyService:
         """RSA OAEP with the key's public half: (key id, the raw OAEP ciphertext)."""
         key_id = await self.resolve(ref)
         meta = await self.store.get_key(key_id)
-        _usage_check(keyspecs.ENCRYPT_DECRYPT, "Encrypt", algorithm)(meta)
+        self._usage_check(keyspecs.ENCRYPT_DECRYPT, "Encrypt", algorithm)(meta)
         limit = keyspecs.spec(meta.key_spec).max_plaintext(algorithm)
         if len(plaintext) > limit:
             raise ValidationError(
@@ -607,13 +628,13 @@ class KeyService:
 
     async def decrypt_asymmetric(self, ref: str, ciphertext: bytes, algorithm: str) -> Decrypted:
         key_id = await self.resolve(ref)
-        check = _usage_check(keyspecs.ENCRYPT_DECRYPT, "Decrypt", algorithm)
+        check = self._usage_check(keyspecs.ENCRYPT_DECRYPT, "Decrypt", algorithm)
         plaintext = await self.store.decrypt_asymmetric(key_id, algorithm, ciphertext, check)
         return Decrypted(key_id, plaintext)
 
     async def derive_shared_secret(self, ref: str, peer_public_key: bytes) -> tuple[str, bytes]:
         key_id = await self.resolve(ref)
-        check = _usage_check(keyspecs.KEY_AGREEMENT, "DeriveSharedSecret", "ECDH")
+        check = self._usage_check(keyspecs.KEY_AGREEMENT, "DeriveSharedSecret", "ECDH")
         try:
             secret = await self.store.derive_shared_secret(key_id, peer_public_key, check)
         except ValueError:
@@ -623,13 +644,13 @@ class KeyService:
     async def encapsulate(self, ref: str) -> tuple[str, bytes, bytes]:
         """ML-KEM with the key's public half: (key id, shared secret, its ciphertext)."""
         key_id = await self.resolve(ref)
-        check = _usage_check(keyspecs.ENCAPSULATE_DECAPSULATE, "Encapsulate", "ML_KEM")
+        check = self._usage_check(keyspecs.ENCAPSULATE_DECAPSULATE, "Encapsulate", "ML_KEM")
         secret, ciphertext = asymmetric.encapsulate(await self.store.public_key(key_id, check))
         return key_id, secret, ciphertext
 
     async def decapsulate(self, ref: str, ciphertext: bytes) -> tuple[str, bytes]:
         key_id = await self.resolve(ref)
-        check = _usage_check(keyspecs.ENCAPSULATE_DECAPSULATE, "Decapsulate", "ML_KEM")
+        check = self._usage_check(keyspecs.ENCAPSULATE_DECAPSULATE, "Decapsulate", "ML_KEM")
         try:
             return key_id, await self.store.decapsulate(key_id, ciphertext, check)
         except ValueError:

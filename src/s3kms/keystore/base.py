@@ -8,7 +8,7 @@ raises WriteConflict when another writer got there first, and the service retrie
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
@@ -40,6 +40,11 @@ class KeyStore(Protocol):
     material_exportable: bool
     # The key specs (crypto/keyspecs.py) this backend can hold; CreateKey of another is refused.
     supported_specs: frozenset[str]
+    # Algorithms of those specs that this backend cannot compute, each with the reason: an
+    # operation asking for one is refused with it, after the key's state and usage checks
+    # (DescribeKey still lists it, as AWS does), and CreateKey refuses a key usage none of whose
+    # algorithms remain (KEY_AGREEMENT without ECDH).
+    unsupported_algorithms: Mapping[str, str]
 
     async def create_key(self, meta: KeyMetadata) -> KeyMetadata:
         """Create a key with fresh material (version 1). KeyAlreadyExists when the id is taken."""

@@ -17,9 +17,10 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -158,6 +159,7 @@ class LocalKeyStore:
     kind = "local"
     material_exportable = True
     supported_specs = frozenset(n for n, info in keyspecs.KEY_SPECS.items() if info.available)
+    unsupported_algorithms: Mapping[str, str] = MappingProxyType({})
 
     def __init__(self, data_dir: Path, master_key: MasterKey) -> None:
         self.endpoint = str(data_dir.resolve())

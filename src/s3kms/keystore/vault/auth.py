@@ -71,18 +71,34 @@ class VaultAuth:
         resend: bool = True,
         once: bool = False,
         raw: bool = False,
+        answers: tuple[str, ...] = (),
     ) -> VaultResponse:
         """An authenticated request: refreshes a token about to expire, and with AppRole logs in
-        again once on a 403 and retries. A final 403 raises BackendUnavailable unless raw."""
+        again once on a 403 and retries. A final 403 raises BackendUnavailable unless raw.
+        `answers`: see `VaultTransport.request`."""
         await self._refresh_if_expiring()
         token = self.token
         resp = await self._transport.request(
-            method, path, token=token, json=json, params=params, resend=resend, once=once
+            method,
+            path,
+            token=token,
+            json=json,
+            params=params,
+            resend=resend,
+            once=once,
+            answers=answers,
         )
         if resp.status == 403 and self._approle and not raw:
             await self._refresh(stale=token)
             resp = await self._transport.request(
-                method, path, token=self.token, json=json, params=params, resend=resend, once=once
+                method,
+                path,
+                token=self.token,
+                json=json,
+                params=params,
+                resend=resend,
+                once=once,
+                answers=answers,
             )
         if resp.status == 403 and not raw:
             self.problem = f"Vault denied {method} {path}: {resp.errors}"

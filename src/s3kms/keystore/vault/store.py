@@ -3,7 +3,8 @@
 Every KMS node is stateless: a key's state lives only in Vault, so a key disabled through one node
 is refused by every other node on its next request (there is no cache). The layout:
 
-    <mount_path>/keys/<key_id>                      transit aes256-gcm96 key (never exportable)
+    <mount_path>/keys/<key_id>                      transit key (never exportable) of the type
+                                                    TRANSIT_TYPES gives for the key spec
     <kv_mount>/data/<kv_prefix>/keys/<key_id>       KeyMetadata + rotation history
     <kv_mount>/data/<kv_prefix>/aliases/<name>      an alias ("alias/" stripped from the name)
 
@@ -19,6 +20,14 @@ Encrypt and decrypt read the metadata and call transit concurrently (one round t
 then run the caller's state check before anything is returned. Encrypt never creates a transit
 key: connect() sets the mount's `disable_upsert`, and where it may not, encrypt reads the
 metadata first and calls transit only for a key that exists.
+
+The other key specs transit holds (RSA, ECDSA P-256/384/521, Ed25519, HMAC) work the same way:
+sign, hmac and RSA decrypt run concurrently with the metadata read, the public key comes from
+`GET keys/<key_id>` (PEM, or raw Ed25519 bytes) as DER SubjectPublicKeyInfo, and the output is
+AWS's byte for byte (the transit parameters are in `_sign_body`, `generate_mac`,
+`decrypt_asymmetric`; a signature verifies offline with the public key, an RSA ciphertext made
+offline decrypts). What transit cannot compute is in `UNSUPPORTED_ALGORITHMS`; the specs it cannot
+hold at all are missing from TRANSIT_TYPES (see docs/vault.md for the matrix).
 """
 
 from __future__ import annotations
@@ -28,11 +37,16 @@ import base64
 import binascii
 import contextlib
 import logging
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
+from types import MappingProxyType
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from s3kms.crypto import keyspecs
 from s3kms.errors import (
     AliasNotFound,
     BackendUnavailable,
@@ -55,6 +69,36 @@ log = logging.getLogger("s3kms.keystore.vault")
 T = TypeVar("T")
 
 KEY_TYPE = "aes256-gcm96"
+# The transit key type of every key spec this backend holds (OpenBao/Vault transit key types).
+TRANSIT_TYPES: Mapping[str, str] = MappingProxyType(
+    {
+        "SYMMETRIC_DEFAULT": KEY_TYPE,
+        "RSA_2048": "rsa-2048", "RSA_3072": "rsa-3072", "RSA_4096": "rsa-4096",
+        "ECC_NIST_P256": "ecdsa-p256", "ECC_NIST_P384": "ecdsa-p384",
+        "ECC_NIST_P521": "ecdsa-p521",
+        "ECC_NIST_EDWARDS25519": "ed25519",
+        "HMAC_224": "hmac", "HMAC_256": "hmac", "HMAC_384": "hmac", "HMAC_512": "hmac",
+    }
+)  # fmt: skip
+# Transit's smallest HMAC key (bytes): an HMAC_224 key is 32 bytes instead of AWS's 28. The MAC
+# is HMAC-SHA-224 all the same (any key up to the 64-byte block is padded alike); the key's length
+# is never visible, as the key never leaves transit.
+_HMAC_MIN_KEY_BYTES = 32
+# Algorithms of those specs that transit cannot compute (the service refuses them).
+UNSUPPORTED_ALGORITHMS: Mapping[str, str] = MappingProxyType(
+    {
+        "RSAES_OAEP_SHA_1": (
+            "RSAES_OAEP_SHA_1 is not supported by the vault backend: transit decrypts RSA OAEP "
+            "with SHA-256 only; use RSAES_OAEP_SHA_256"
+        ),
+        "ECDH": "ECDH is not supported by the vault backend: transit has no key agreement",
+    }
+)
+# Transit's answer to an RSA ciphertext that does not open: a 500, which is no outage.
+_RSA_DECRYPT_FAILED = ("failed to RSA decrypt",)
+# Asymmetric and HMAC keys never rotate (the service refuses it): their transit version is 1,
+# so their operations name it without waiting for the metadata (see `_key_operation`).
+_FIRST_VERSION = 1
 RECORD_FORMAT = 1
 _ALIAS_PREFIX = "alias/"
 _READ_CONCURRENCY = 16
@@ -136,14 +180,76 @@ def _record_versions(data: dict[str, Any]) -> list[KeyVersion]:
     return sorted(out, key=lambda kv: kv.version)
 
 
-def _parse_ciphertext(text: Any) -> tuple[int, bytes]:
-    """`vault:v<N>:<base64>` -> (N, raw bytes)."""
+def _parse_ciphertext(text: Any, what: str = "ciphertext") -> tuple[int, bytes]:
+    """`vault:v<N>:<base64>` (a ciphertext, signature or HMAC) -> (N, raw bytes)."""
     if isinstance(text, str):
         parts = text.split(":")
         if len(parts) == 3 and parts[1].startswith("v") and parts[1][1:].isdigit():
             with contextlib.suppress(binascii.Error, ValueError):
                 return int(parts[1][1:]), _unb64(parts[2])
-    raise InternalError("Vault transit returned a malformed ciphertext")
+    raise InternalError(f"Vault transit returned a malformed {what}")
+
+
+def _transit_hash(algorithm: str) -> str:
+    """Transit's name of the hash an AWS algorithm ends in: RSASSA_PSS_SHA_384 -> sha2-384."""
+    return "sha2-" + algorithm.rsplit("_", 1)[1]
+
+
+def _signing_family(algorithm: str) -> str | None:
+    """The transit key family that makes an AWS signing algorithm's signatures, or None."""
+    if algorithm.startswith("RSASSA_"):
+        return "rsa"
+    if algorithm.startswith("ECDSA_"):
+        return "ecc"
+    if algorithm == "ED25519_SHA_512":
+        return "ed25519"
+    return None
+
+
+def _sign_body(family: str, algorithm: str, message: bytes, message_type: str) -> dict[str, Any]:
+    """The transit `sign` body that makes AWS's signature (the URL names the hash, but Ed25519's).
+
+    RSA: `signature_algorithm` pss (MGF1 with the same hash, `salt_length` "hash": AWS's salt is
+    as long as the hash; transit's default "auto" makes it as long as the key allows, which a
+    verifier expecting AWS's salt length refuses) or pkcs1v15. ECDSA: `marshaling_algorithm`
+    asn1 (DER, as AWS). DIGEST: `prehashed`, the message is the hash. Ed25519: pure, over the
+    message itself (RAW only).
+    """
+    body: dict[str, Any] = {"input": _b64(message)}
+    if family == "rsa":
+        if "_PSS_" in algorithm:
+            body.update(signature_algorithm="pss", salt_length="hash")
+        else:
+            body["signature_algorithm"] = "pkcs1v15"
+    elif family == "ecc":
+        body["marshaling_algorithm"] = "asn1"
+    if message_type == "DIGEST" and family != "ed25519":
+        body["prehashed"] = True
+    return body
+
+
+def _public_key_der(
+    key_id: str, info: keyspecs.KeySpecInfo, key: dict[str, Any], version: int
+) -> bytes:
+    """A version's public key from transit's `GET keys/<name>` answer, as SubjectPublicKeyInfo
+    DER: transit gives PEM (RSA, ECDSA) or the raw 32 bytes in base64 (Ed25519)."""
+    if key.get("type") != TRANSIT_TYPES[info.name]:
+        raise InternalError(f"transit key {key_id} is a {key.get('type')} key, not {info.name}")
+    entry = (key.get("keys") or {}).get(str(version))
+    text = entry.get("public_key") if isinstance(entry, dict) else None
+    if not isinstance(text, str) or not text:
+        raise InternalError(f"transit key {key_id} has no public key for version {version}")
+    try:
+        if info.family == "ed25519":
+            public: Any = ed25519.Ed25519PublicKey.from_public_bytes(_unb64(text))
+        else:
+            public = serialization.load_pem_public_key(text.encode("ascii"))
+    except (binascii.Error, ValueError, UnicodeError):
+        raise InternalError(f"transit key {key_id} has a malformed public key") from None
+    der: bytes = public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return der
 
 
 async def _bounded_gather(items: Iterable[Awaitable[T]], limit: int) -> list[T]:
@@ -161,8 +267,9 @@ class VaultKeyStore:
 
     kind = "vault"
     material_exportable = False  # transit keys are created non-exportable
-    # Transit aes256-gcm96 keys only, so far; CreateKey of another spec is refused by the service.
-    supported_specs = frozenset({"SYMMETRIC_DEFAULT"})
+    # The specs transit has a key type for; CreateKey of another spec is refused by the service.
+    supported_specs = frozenset(TRANSIT_TYPES)
+    unsupported_algorithms = UNSUPPORTED_ALGORITHMS
 
     def __init__(self, settings: VaultSettings, transport: VaultTransport, auth: VaultAuth) -> None:
         """Use `connect()`, which authenticates and validates the configuration."""
@@ -280,27 +387,38 @@ class VaultKeyStore:
 
     async def create_key(self, meta: KeyMetadata) -> KeyMetadata:
         path = self._key_path(meta.key_id)
+        info = keyspecs.spec(meta.key_spec)
+        key_type = TRANSIT_TYPES.get(info.name)
+        if key_type is None:  # the service refuses it first (supported_specs)
+            raise UnsupportedOperation(f"KeySpec {info.name} is not supported by the vault backend")
         if await self._kv.read(path) is not None:
             raise KeyAlreadyExists(key_id=meta.key_id)
+        body: dict[str, Any] = {"type": key_type, "exportable": False}
+        if info.family == "hmac":
+            body["key_size"] = max(info.size // 8, _HMAC_MIN_KEY_BYTES)
         # Creating a transit key that exists answers 200 with the existing key, so a retry after
         # a half-done create (transit key made, metadata write failed) completes it.
         resp = await self._auth.call(
-            "POST",
-            f"{self._transit}/keys/{quote(meta.key_id, safe='')}",
-            json={"type": KEY_TYPE, "exportable": False},
+            "POST", f"{self._transit}/keys/{quote(meta.key_id, safe='')}", json=body
         )
         if resp.status not in (200, 204):
             raise resp.unexpected(f"create transit key {meta.key_id}")
         key = resp.data or await self._transit_key(meta.key_id)
-        if key.get("type", KEY_TYPE) != KEY_TYPE:
+        found = (key.get("type", key_type), key.get("key_size", body.get("key_size")))
+        if found != (key_type, body.get("key_size")):
             raise InternalError(
-                f"transit key {meta.key_id} already exists with type {key.get('type')}"
+                f"transit key {meta.key_id} already exists with type {found[0]}"
+                + (f" and key_size {found[1]}" if found[0] == key_type else "")
             )
         latest = int(key.get("latest_version") or 1)
         times = key.get("keys") or {}
+
+        def created(version: int) -> float:  # symmetric keys: unix time; others: a record
+            value = times.get(str(version))
+            return float(value) if isinstance(value, int | float) else meta.created_at
+
         versions = [KeyVersion(1, meta.created_at, None)] + [
-            KeyVersion(v, float(times.get(str(v), meta.created_at)), RotationType.ON_DEMAND)
-            for v in range(2, latest + 1)
+            KeyVersion(v, created(v), RotationType.ON_DEMAND) for v in range(2, latest + 1)
         ]
         new = replace(meta, current_version=latest)
         revision = await self._kv.write(path, _meta_to_record(new, versions), cas=0)
@@ -441,41 +559,6 @@ class VaultKeyStore:
             "own snapshot (bao operator raft snapshot restore)"
         )
 
-    # -- other key specs: none can exist here (supported_specs). Each runs the service's check
-    # first, so a symmetric key asked to sign gets the same InvalidKeyUsage as on Local.
-
-    async def _no_such_key_type(
-        self, key_id: str, check: StateCheck, operation: str
-    ) -> UnsupportedOperation:
-        check(await self.get_key(key_id))
-        return UnsupportedOperation(f"{operation} needs a key spec the Vault backend cannot hold")
-
-    async def public_key(self, key_id: str, check: StateCheck) -> bytes:
-        raise await self._no_such_key_type(key_id, check, "GetPublicKey")
-
-    async def sign(
-        self, key_id: str, algorithm: str, message: bytes, message_type: str, check: StateCheck
-    ) -> bytes:
-        raise await self._no_such_key_type(key_id, check, "Sign")
-
-    async def generate_mac(
-        self, key_id: str, algorithm: str, message: bytes, check: StateCheck
-    ) -> bytes:
-        raise await self._no_such_key_type(key_id, check, "GenerateMac")
-
-    async def decrypt_asymmetric(
-        self, key_id: str, algorithm: str, ciphertext: bytes, check: StateCheck
-    ) -> bytes:
-        raise await self._no_such_key_type(key_id, check, "Decrypt")
-
-    async def derive_shared_secret(
-        self, key_id: str, peer_public_key: bytes, check: StateCheck
-    ) -> bytes:
-        raise await self._no_such_key_type(key_id, check, "DeriveSharedSecret")
-
-    async def decapsulate(self, key_id: str, ciphertext: bytes, check: StateCheck) -> bytes:
-        raise await self._no_such_key_type(key_id, check, "Decapsulate")
-
     async def delete_key(self, key_id: str) -> None:
         name = quote(key_id, safe="")
         config = await self._auth.call(
@@ -496,14 +579,30 @@ class VaultKeyStore:
     # -- crypto ---------------------------------------------------------------------------------
 
     async def _transit_op(
-        self, op: str, key_id: str, body: dict[str, Any], *, raw: bool = False
+        self,
+        op: str,
+        key_id: str,
+        body: dict[str, Any],
+        *,
+        raw: bool = False,
+        suffix: str = "",
+        answers: tuple[str, ...] = (),
     ) -> VaultResponse:
-        path = f"{self._transit}/{op}/{quote(key_id, safe='')}"
-        return await self._auth.call("POST", path, json=body, raw=raw)
+        """POST `<mount>/<op>/<key_id>[/<suffix>]` (the suffix: sign's and hmac's hash)."""
+        path = f"{self._transit}/{op}/{quote(key_id, safe='')}" + (f"/{suffix}" if suffix else "")
+        return await self._auth.call("POST", path, json=body, raw=raw, answers=answers)
 
     async def _checked_transit(
-        self, op: str, key_id: str, body: dict[str, Any], check: StateCheck, *, concurrent: bool
-    ) -> VaultResponse:
+        self,
+        op: str,
+        key_id: str,
+        body: dict[str, Any],
+        check: StateCheck,
+        *,
+        concurrent: bool,
+        suffix: str = "",
+        answers: tuple[str, ...] = (),
+    ) -> tuple[KeyMetadata, VaultResponse]:
         """Read the key's metadata and call transit (concurrently, or metadata first), run
         `check` on the metadata, and only then look at transit's answer."""
         record: Record | BaseException
@@ -514,20 +613,23 @@ class VaultKeyStore:
         if concurrent:
             record, result = await asyncio.gather(
                 self._read_key(key_id),
-                self._transit_op(op, key_id, body, raw=True),
+                self._transit_op(op, key_id, body, raw=True, suffix=suffix, answers=answers),
                 return_exceptions=True,
             )
         else:
             record = await self._read_key(key_id)
-            result = await self._transit_op(op, key_id, body, raw=True)
+            result = await self._transit_op(
+                op, key_id, body, raw=True, suffix=suffix, answers=answers
+            )
         if isinstance(record, BaseException):
             raise record
-        check(_record_to_meta(record))
+        meta = _record_to_meta(record)
+        check(meta)
         if isinstance(result, BaseException):
             raise result
         if result.status == 403:  # the key exists: re-login (AppRole) and retry once, or fail
-            result = await self._transit_op(op, key_id, body)
-        return result
+            result = await self._transit_op(op, key_id, body, suffix=suffix, answers=answers)
+        return meta, result
 
     async def encrypt(
         self, key_id: str, plaintext: bytes, aad: bytes, check: StateCheck
@@ -535,7 +637,7 @@ class VaultKeyStore:
         body = {"plaintext": _b64(plaintext), "associated_data": _b64(aad)}
         # Without disable_upsert, transit would create a missing key on encrypt: then it is
         # only called once the metadata says the key exists.
-        resp = await self._checked_transit(
+        _, resp = await self._checked_transit(
             "encrypt", key_id, body, check, concurrent=self._upsert_disabled
         )
         if resp.not_found_400:
@@ -551,7 +653,7 @@ class VaultKeyStore:
             check(await self.get_key(key_id))
             raise InvalidCiphertext
         body = {"ciphertext": f"vault:v{version}:{_b64(sealed)}", "associated_data": _b64(aad)}
-        resp = await self._checked_transit("decrypt", key_id, body, check, concurrent=True)
+        _, resp = await self._checked_transit("decrypt", key_id, body, check, concurrent=True)
         if resp.status == 400:
             # "invalid ciphertext: ...", "cipher: message authentication failed", a version
             # disallowed by policy, a missing transit key: all one error, without detail.
@@ -562,6 +664,141 @@ class VaultKeyStore:
             return _unb64(str(resp.data.get("plaintext") or ""))
         except (binascii.Error, ValueError):
             raise InternalError("Vault transit returned a malformed plaintext") from None
+
+    # -- by key spec: RSA, ECDSA, Ed25519 and HMAC keys (TRANSIT_TYPES). Each runs the service's
+    # check on the key's metadata before it looks at transit's answer, so a key of another usage
+    # or state gets the same error as on Local.
+
+    async def _key_operation(
+        self,
+        op: str,
+        key_id: str,
+        body: Callable[[int], dict[str, Any]],
+        check: StateCheck,
+        *,
+        suffix: str = "",
+        answers: tuple[str, ...] = (),
+    ) -> VaultResponse:
+        """Transit `op` with `body(version)` for the key's current version, once `check` passed.
+
+        These keys never rotate, so the call for version 1 goes out concurrently with the
+        metadata read (one round trip); only a key whose metadata names another version (its
+        transit key was rotated before its create completed) is asked again for that one, so
+        the signature always matches the public key `public_key` returns.
+        """
+        meta, resp = await self._checked_transit(
+            op,
+            key_id,
+            body(_FIRST_VERSION),
+            check,
+            concurrent=True,
+            suffix=suffix,
+            answers=answers,
+        )
+        if meta.current_version != _FIRST_VERSION:
+            resp = await self._transit_op(
+                op, key_id, body(meta.current_version), suffix=suffix, answers=answers
+            )
+        return resp
+
+    async def public_key(self, key_id: str, check: StateCheck) -> bytes:
+        """`GET keys/<key_id>` (concurrently with the metadata): the current version's public
+        key as SubjectPublicKeyInfo DER."""
+        record, key = await asyncio.gather(
+            self._read_key(key_id), self._transit_key(key_id), return_exceptions=True
+        )
+        if isinstance(record, BaseException):
+            raise record
+        meta = _record_to_meta(record)
+        check(meta)
+        info = keyspecs.spec(meta.key_spec)
+        if info.family not in ("rsa", "ecc", "ed25519"):
+            raise UnsupportedOperation(f"a {info.name} key has no public key in Vault transit")
+        if isinstance(key, BaseException):
+            raise key
+        return _public_key_der(key_id, info, key, meta.current_version)
+
+    async def sign(
+        self, key_id: str, algorithm: str, message: bytes, message_type: str, check: StateCheck
+    ) -> bytes:
+        """`sign/<key_id>/<hash>` (Ed25519: `sign/<key_id>`), with `_sign_body`'s parameters."""
+        family = _signing_family(algorithm)
+        if family is None:  # ML-DSA, Ed25519ph: no such key here; the check refuses most
+            check(await self.get_key(key_id))
+            raise UnsupportedOperation(f"{algorithm} is not supported by the vault backend")
+        suffix = "" if family == "ed25519" else _transit_hash(algorithm)
+        params = _sign_body(family, algorithm, message, message_type)
+        resp = await self._key_operation(
+            "sign", key_id, lambda v: {**params, "key_version": v}, check, suffix=suffix
+        )
+        if resp.not_found_400:
+            raise KeyNotFound(key_id=key_id)
+        if resp.status != 200:
+            raise resp.unexpected(f"sign with transit key {key_id}")
+        return _parse_ciphertext(resp.data.get("signature"), "signature")[1]
+
+    async def generate_mac(
+        self, key_id: str, algorithm: str, message: bytes, check: StateCheck
+    ) -> bytes:
+        """`hmac/<key_id>/sha2-<bits>`: the raw HMAC (transit answers `vault:v1:<base64>`)."""
+        resp = await self._key_operation(
+            "hmac",
+            key_id,
+            lambda v: {"input": _b64(message), "key_version": v},
+            check,
+            suffix=_transit_hash(algorithm),
+        )
+        if resp.not_found_400:
+            raise KeyNotFound(key_id=key_id)
+        if resp.status != 200:
+            raise resp.unexpected(f"generate an HMAC with transit key {key_id}")
+        return _parse_ciphertext(resp.data.get("hmac"), "HMAC")[1]
+
+    async def decrypt_asymmetric(
+        self, key_id: str, algorithm: str, ciphertext: bytes, check: StateCheck
+    ) -> bytes:
+        """`decrypt/<key_id>` of the raw OAEP bytes as `vault:v<N>:<base64>`. Transit decrypts
+        RSA with OAEP, SHA-256 and MGF1-SHA-256, no label, and takes no parameter to change it
+        (OpenBao 2.7 ignores `padding_scheme` and `hash_algorithm` with a warning): that is
+        RSAES_OAEP_SHA_256, and RSAES_OAEP_SHA_1 is refused (UNSUPPORTED_ALGORITHMS)."""
+        if algorithm != "RSAES_OAEP_SHA_256":  # the service's check refuses it first
+            check(await self.get_key(key_id))
+            raise UnsupportedOperation(UNSUPPORTED_ALGORITHMS.get(algorithm, algorithm))
+        encoded = _b64(ciphertext)
+        resp = await self._key_operation(
+            "decrypt",
+            key_id,
+            lambda v: {"ciphertext": f"vault:v{v}:{encoded}"},
+            check,
+            answers=_RSA_DECRYPT_FAILED,
+        )
+        if resp.status == 400 or (resp.status == 500 and _RSA_DECRYPT_FAILED[0] in resp.errors):
+            # 500 "failed to RSA decrypt the ciphertext": wrong key, damaged, another padding;
+            # 400: a missing transit key. One error, without detail, as AWS.
+            raise InvalidCiphertext
+        if resp.status != 200:
+            raise resp.unexpected(f"decrypt with transit key {key_id}")
+        try:
+            return _unb64(str(resp.data.get("plaintext") or ""))
+        except (binascii.Error, ValueError):
+            raise InternalError("Vault transit returned a malformed plaintext") from None
+
+    # ECDH and ML-KEM keys cannot exist here (supported_specs, unsupported_algorithms): these
+    # run the service's check, which refuses any key this backend holds, and refuse.
+
+    async def _no_such_key_type(
+        self, key_id: str, check: StateCheck, operation: str
+    ) -> UnsupportedOperation:
+        check(await self.get_key(key_id))
+        return UnsupportedOperation(f"{operation} needs a key spec the Vault backend cannot hold")
+
+    async def derive_shared_secret(
+        self, key_id: str, peer_public_key: bytes, check: StateCheck
+    ) -> bytes:
+        raise await self._no_such_key_type(key_id, check, "DeriveSharedSecret")
+
+    async def decapsulate(self, key_id: str, ciphertext: bytes, check: StateCheck) -> bytes:
+        raise await self._no_such_key_type(key_id, check, "Decapsulate")
 
     # -- aliases --------------------------------------------------------------------------------
 

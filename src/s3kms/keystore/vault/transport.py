@@ -156,6 +156,11 @@ class Health:
     connected: bool = True
 
 
+def _is_answer(resp: VaultResponse, answers: tuple[str, ...]) -> bool:
+    """A 500 that names one of the request's `answers` (see `VaultTransport.request`)."""
+    return resp.status == 500 and any(text in resp.errors for text in answers)
+
+
 def _connect_failed(exc: httpx.TransportError) -> bool:
     """No connection was opened (refused, unresolvable, TLS handshake, connect timeout): the
     request certainly never reached Vault."""
@@ -421,6 +426,7 @@ class VaultTransport:
         params: dict[str, str] | None = None,
         resend: bool = True,
         once: bool = False,
+        answers: tuple[str, ...] = (),
     ) -> VaultResponse:
         """Send one Vault request, failing over between addresses and retrying within budget.
 
@@ -428,6 +434,9 @@ class VaultTransport:
         carried it out (idempotent or check-and-set requests). Failures that prove it was not
         carried out (connection refused, sealed, standby, rate limited) are always retried.
         once: one pass over the addresses, no backoff (connect-time checks).
+        answers: error texts that make a 500 this request's answer rather than an availability
+        failure: Vault refused the input itself, so no other node and no later try would do better
+        (transit answers an RSA ciphertext that does not open with 500 "failed to RSA decrypt").
         Returns any answer that is not an availability failure; raises BackendUnavailable.
         """
         if self.closed:  # a caller that kept this store past a configuration change
@@ -476,7 +485,7 @@ class VaultTransport:
                     attempts.reasons.append(f"{label}: {reason}")
                 else:
                     resp = VaultResponse(response.status_code, _json_object(response))
-                    if resp.status not in _UNAVAILABLE:
+                    if resp.status not in _UNAVAILABLE or _is_answer(resp, answers):
                         self._degraded = False
                         if (
                             self._multi
