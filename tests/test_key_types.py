@@ -498,3 +498,29 @@ def test_the_vault_backend_refuses_what_transit_cannot_hold(kms: Any, backend: s
         kms.decrypt, KeyId=rsa_key, CiphertextBlob=offline, EncryptionAlgorithm="RSAES_OAEP_SHA_1"
     )
     assert code == "DisabledException"
+
+
+def test_re_encrypt_between_symmetric_and_rsa_keys(kms: Any, backend: str) -> None:
+    symmetric = kms.create_key()["KeyMetadata"]["KeyId"]
+    rsa_key = create(kms, "RSA_2048", "ENCRYPT_DECRYPT")
+    made = kms.encrypt(KeyId=symmetric, Plaintext=b"moved", EncryptionContext={"a": "b"})
+    to_rsa = kms.re_encrypt(
+        CiphertextBlob=made["CiphertextBlob"], SourceEncryptionContext={"a": "b"},
+        DestinationKeyId=rsa_key, DestinationEncryptionAlgorithm="RSAES_OAEP_SHA_256",
+    )  # fmt: skip
+    assert (to_rsa["SourceKeyId"], to_rsa["KeyId"]) == (arn(symmetric), arn(rsa_key))
+    assert to_rsa["DestinationEncryptionAlgorithm"] == "RSAES_OAEP_SHA_256"
+    back = kms.re_encrypt(
+        CiphertextBlob=to_rsa["CiphertextBlob"], SourceKeyId=rsa_key,
+        SourceEncryptionAlgorithm="RSAES_OAEP_SHA_256", DestinationKeyId=symmetric,
+    )  # fmt: skip
+    assert back["SourceEncryptionAlgorithm"] == "RSAES_OAEP_SHA_256"
+    assert kms.decrypt(CiphertextBlob=back["CiphertextBlob"])["Plaintext"] == b"moved"
+    code, text = error(
+        kms.re_encrypt, CiphertextBlob=to_rsa["CiphertextBlob"],
+        SourceEncryptionAlgorithm="RSAES_OAEP_SHA_256", DestinationKeyId=symmetric,
+    )  # fmt: skip
+    assert (code, text) == (
+        "ValidationException",
+        "SourceKeyId is required to decrypt with RSAES_OAEP_SHA_256",
+    )

@@ -554,13 +554,26 @@ class KeyService:
         destination_ref: str,
         destination_context: Mapping[str, str] | None,
         source_ref: str | None = None,
+        source_algorithm: str = SYMMETRIC,
+        destination_algorithm: str = SYMMETRIC,
     ) -> tuple[str, str, bytes]:
-        """Returns (source key id, destination key id, new blob)."""
-        decrypted = await self.decrypt(ciphertext, source_context, source_ref)
-        key_id, new_blob = await self.encrypt(
-            destination_ref, decrypted.plaintext, destination_context
-        )
-        return decrypted.key_id, key_id, new_blob
+        """Returns (source key id, destination key id, new ciphertext). An RSA source needs
+        `source_ref` (its ciphertext names no key); the plaintext never leaves the service."""
+        if source_algorithm == SYMMETRIC:
+            decrypted = await self.decrypt(ciphertext, source_context, source_ref)
+        else:
+            if source_ref is None:
+                raise ValidationError(f"SourceKeyId is required to decrypt with {source_algorithm}")
+            decrypted = await self.decrypt_asymmetric(source_ref, ciphertext, source_algorithm)
+        if destination_algorithm == SYMMETRIC:
+            key_id, new = await self.encrypt(
+                destination_ref, decrypted.plaintext, destination_context
+            )
+        else:
+            key_id, new = await self.encrypt_asymmetric(
+                destination_ref, decrypted.plaintext, destination_algorithm
+            )
+        return decrypted.key_id, key_id, new
 
     # -- crypto by key spec (crypto/keyspecs.py) --------------------------------------------------
 

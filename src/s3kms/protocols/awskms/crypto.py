@@ -255,28 +255,36 @@ async def re_encrypt(ctx: Ctx, service: KeyService, p: Params, principal: Princi
     source_ref = members.opt_str(p, "SourceKeyId")
     destination_ref = members.req_str(p, "DestinationKeyId")
     destination_context = members.context(p, "DestinationEncryptionContext")
-    for name in ("SourceEncryptionAlgorithm", "DestinationEncryptionAlgorithm"):
-        if _algorithm(p, name) != SYMMETRIC_DEFAULT:
-            raise UnsupportedOperation(f"ReEncrypt with an asymmetric {name} is not supported yet")
+    source_algorithm = _algorithm(p, "SourceEncryptionAlgorithm")
+    destination_algorithm = _algorithm(p, "DestinationEncryptionAlgorithm")
+    _no_context_for(source_algorithm, source_context)
+    _no_context_for(destination_algorithm, destination_context)
     members.grant_tokens(p)
     dry_run = members.opt_bool(p, "DryRun")
     members.str_list(p, "DryRunModifiers", allowed=members.DRY_RUN_MODIFIERS)
     expected = await ctx.key(service, source_ref) if source_ref is not None else None
     destination = await ctx.key(service, destination_ref)
-    principal.authorize("kms:ReEncryptFrom", service.ciphertext_key_id(ciphertext))
+    if source_algorithm == SYMMETRIC_DEFAULT:
+        source = service.ciphertext_key_id(ciphertext)  # the blob names its key
+    elif expected is None:
+        raise ValidationError(f"SourceKeyId is required to decrypt with {source_algorithm}")
+    else:
+        source = expected  # a raw RSA ciphertext names none: the caller did
+    principal.authorize("kms:ReEncryptFrom", source)
     principal.authorize("kms:ReEncryptTo", destination)
     if dry_run:
         await dry_run_on(service, destination)
-    source_id, destination_id, new_blob = await service.re_encrypt(
-        ciphertext, source_context, destination, destination_context, expected
-    )
+    source_id, destination_id, new = await service.re_encrypt(
+        ciphertext, source_context, destination, destination_context, expected,
+        source_algorithm, destination_algorithm,
+    )  # fmt: skip
     return ok(
         {
-            "CiphertextBlob": _b64(new_blob, newline=False).decode(),
+            "CiphertextBlob": _b64(new, newline=False).decode(),
             "SourceKeyId": service.key_arn(source_id),
             "KeyId": service.key_arn(destination_id),
-            "SourceEncryptionAlgorithm": SYMMETRIC_DEFAULT,
-            "DestinationEncryptionAlgorithm": SYMMETRIC_DEFAULT,
+            "SourceEncryptionAlgorithm": source_algorithm,
+            "DestinationEncryptionAlgorithm": destination_algorithm,
         }
     )
 
