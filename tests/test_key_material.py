@@ -9,7 +9,7 @@ import hmac
 import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa, mlkem, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, mldsa, mlkem, padding, rsa
 
 from s3kms.crypto import asymmetric
 from s3kms.crypto.keyspecs import (
@@ -21,7 +21,8 @@ from s3kms.crypto.keyspecs import (
     spec,
 )
 
-HASHES = {"256": hashes.SHA256(), "384": hashes.SHA384(), "512": hashes.SHA512()}
+from offline import verify_signature
+
 SIGNING = [
     (info.name, algorithm)
     for info in KEY_SPECS.values()
@@ -68,30 +69,6 @@ def test_rsa_plaintext_limits_are_awss() -> None:
     ]
 
 
-def offline_verify(public_der: bytes, algorithm: str, message: bytes, signature: bytes) -> None:
-    """Verify as a client would, with `cryptography` alone (raises InvalidSignature)."""
-    key = serialization.load_der_public_key(public_der)
-    digest = HASHES.get(algorithm.rsplit("_", 1)[1])
-    if isinstance(key, rsa.RSAPublicKey):
-        assert digest is not None
-        pad = (
-            padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size)
-            if "_PSS_" in algorithm
-            else padding.PKCS1v15()
-        )
-        key.verify(signature, message, pad, digest)
-    elif isinstance(key, ec.EllipticCurvePublicKey):
-        assert digest is not None
-        key.verify(signature, message, ec.ECDSA(digest))
-    elif isinstance(key, ed25519.Ed25519PublicKey):
-        key.verify(signature, message)
-    else:
-        assert isinstance(
-            key, mldsa.MLDSA44PublicKey | mldsa.MLDSA65PublicKey | mldsa.MLDSA87PublicKey
-        )
-        key.verify(signature, message)
-
-
 @pytest.fixture(scope="module")
 def materials() -> dict[str, bytes]:
     return {
@@ -107,7 +84,7 @@ def test_signatures_verify_offline(materials: dict[str, bytes], name: str, algor
     public = asymmetric.public_key_der(material)
     message = b"a message to sign" * 20
     signature = asymmetric.sign(material, algorithm, message, "RAW")
-    offline_verify(public, algorithm, message, signature)
+    verify_signature(public, algorithm, message, signature)
     assert asymmetric.verify(public, algorithm, message, "RAW", signature)
     assert not asymmetric.verify(public, algorithm, message + b"!", "RAW", signature)
     if algorithm in ("ED25519_SHA_512", "ML_DSA_SHAKE_256"):
@@ -116,7 +93,7 @@ def test_signatures_verify_offline(materials: dict[str, bytes], name: str, algor
     size = {"256": hashlib.sha256, "384": hashlib.sha384, "512": hashlib.sha512}
     digest = size[algorithm.rsplit("_", 1)[1]](message).digest()
     signature = asymmetric.sign(material, algorithm, digest, "DIGEST")
-    offline_verify(public, algorithm, message, signature)
+    verify_signature(public, algorithm, message, signature)
     assert asymmetric.verify(public, algorithm, digest, "DIGEST", signature)
 
 
@@ -206,6 +183,6 @@ def test_a_tampered_signature_does_not_raise(materials: dict[str, bytes]) -> Non
     public = asymmetric.public_key_der(material)
     assert not asymmetric.verify(public, "ECDSA_SHA_256", b"m", "RAW", b"\x30\x00")
     with pytest.raises(InvalidSignature):
-        offline_verify(
+        verify_signature(
             public, "ECDSA_SHA_256", b"m", asymmetric.sign(material, "ECDSA_SHA_256", b"n", "RAW")
         )

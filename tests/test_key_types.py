@@ -24,11 +24,12 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa, mlkem, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, mldsa, mlkem, padding, rsa
 
 from s3kms.keystore.vault import VaultSettings
 
 from kmsserver import ROOT_PASSWORD, ROOT_USER, KmsThread, thread_settings
+from offline import verify_signature
 from openbao import VaultApi
 
 SIGNING = {
@@ -45,7 +46,6 @@ SIGNING = {
     "ML_DSA_65": ["ML_DSA_SHAKE_256"],
     "ML_DSA_87": ["ML_DSA_SHAKE_256"],
 }  # fmt: skip
-HASHES = {"256": hashes.SHA256(), "384": hashes.SHA384(), "512": hashes.SHA512()}
 # What the Vault backend cannot hold (key specs, a key usage) or compute (an algorithm): transit
 # has no secp256k1, ML-DSA, ML-KEM or ECDH, and decrypts RSA OAEP with SHA-256 only.
 VAULT_CANNOT = {
@@ -132,29 +132,6 @@ def arn(key_id: str) -> str:
     return f"arn:aws:kms:us-east-1:000000000000:key/{key_id}"
 
 
-def offline_verify(public_der: bytes, algorithm: str, message: bytes, signature: bytes) -> None:
-    key = serialization.load_der_public_key(public_der)
-    digest = HASHES.get(algorithm.rsplit("_", 1)[1])
-    if isinstance(key, rsa.RSAPublicKey):
-        assert digest is not None
-        pad = (
-            padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size)
-            if "_PSS_" in algorithm
-            else padding.PKCS1v15()
-        )
-        key.verify(signature, message, pad, digest)
-    elif isinstance(key, ec.EllipticCurvePublicKey):
-        assert digest is not None
-        key.verify(signature, message, ec.ECDSA(digest))
-    elif isinstance(key, ed25519.Ed25519PublicKey):
-        key.verify(signature, message)
-    else:
-        assert isinstance(
-            key, mldsa.MLDSA44PublicKey | mldsa.MLDSA65PublicKey | mldsa.MLDSA87PublicKey
-        )
-        key.verify(signature, message)
-
-
 @pytest.mark.parametrize("spec", sorted(SIGNING))
 def test_signatures_verify_offline_and_online(kms: Any, backend: str, spec: str) -> None:
     needs(backend, spec)
@@ -174,7 +151,7 @@ def test_signatures_verify_offline_and_online(kms: Any, backend: str, spec: str)
     for algorithm in SIGNING[spec]:
         signed = kms.sign(KeyId=key_id, Message=message, SigningAlgorithm=algorithm)
         assert (signed["KeyId"], signed["SigningAlgorithm"]) == (arn(key_id), algorithm)
-        offline_verify(public["PublicKey"], algorithm, message, signed["Signature"])
+        verify_signature(public["PublicKey"], algorithm, message, signed["Signature"])
         valid = kms.verify(
             KeyId=key_id, Message=message, Signature=signed["Signature"], SigningAlgorithm=algorithm
         )
@@ -190,7 +167,7 @@ def test_signatures_verify_offline_and_online(kms: Any, backend: str, spec: str)
             signed = kms.sign(
                 KeyId=key_id, Message=digest, MessageType="DIGEST", SigningAlgorithm=algorithm
             )
-            offline_verify(public["PublicKey"], algorithm, message, signed["Signature"])
+            verify_signature(public["PublicKey"], algorithm, message, signed["Signature"])
             code, text = error(
                 kms.sign, KeyId=key_id, Message=digest[:-1], MessageType="DIGEST",
                 SigningAlgorithm=algorithm,

@@ -19,11 +19,12 @@ from typing import Any
 import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from s3kms import Client, errors
 
 from kmsserver import ROOT_PASSWORD, ROOT_USER, KmsThread, signed_admin, thread_settings
+from offline import verify_signature
 
 ADMIN = "/rustfs/admin/v3/kms"
 # (spec, a signing algorithm of it) for the client's round trips
@@ -34,7 +35,6 @@ SIGNERS = [
     ("ECC_NIST_EDWARDS25519", "ED25519_SHA_512"),
     ("ML_DSA_44", "ML_DSA_SHAKE_256"),
 ]
-HASHES = {"256": hashes.SHA256(), "384": hashes.SHA384(), "512": hashes.SHA512()}
 
 
 @pytest.fixture(scope="module")
@@ -53,27 +53,6 @@ def kms(srv: KmsThread) -> Iterator[Client]:
 def admin(srv: KmsThread, method: str, route: str) -> tuple[int, Any]:
     response = signed_admin(srv.url, method, f"{ADMIN}/{route}")
     return response.status_code, response.json()
-
-
-def offline_verify(public: Any, algorithm: str, message: bytes, signature: bytes) -> None:
-    """Raises cryptography's InvalidSignature unless `signature` is valid."""
-    digest = HASHES.get(algorithm.rsplit("_", 1)[1])
-    if isinstance(public, rsa.RSAPublicKey):
-        assert digest is not None
-        pad = (
-            padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size)
-            if "_PSS_" in algorithm
-            else padding.PKCS1v15()
-        )
-        public.verify(signature, message, pad, digest)
-    elif isinstance(public, ec.EllipticCurvePublicKey):
-        assert digest is not None
-        public.verify(signature, message, ec.ECDSA(digest))
-    elif isinstance(public, ed25519.Ed25519PublicKey):
-        public.verify(signature, message)
-    else:
-        assert isinstance(public, mldsa.MLDSA44PublicKey)
-        public.verify(signature, message)
 
 
 # -- admin API ----------------------------------------------------------------------------------
@@ -179,16 +158,16 @@ def test_client_sign_verify_and_public_key(kms: Client, spec: str, algorithm: st
     message = b"a message to sign, " * 20
     signature = kms.sign(name, message, algorithm)
     assert isinstance(signature, bytes)
-    offline_verify(public, algorithm, message, signature)
+    verify_signature(public, algorithm, message, signature)
     assert kms.verify(name, message, signature, algorithm) is True
     assert kms.verify(name, message + b"!", signature, algorithm) is False
     with pytest.raises(InvalidSignature):
-        offline_verify(public, algorithm, message + b"!", signature)
+        verify_signature(public, algorithm, message + b"!", signature)
     if algorithm.startswith(("RSASSA", "ECDSA")):
         hasher = {"256": hashlib.sha256, "512": hashlib.sha512}[algorithm.rsplit("_", 1)[1]]
         digest = hasher(message).digest()
         signed = kms.sign(name, digest, algorithm, message_type="DIGEST")
-        offline_verify(public, algorithm, message, signed)
+        verify_signature(public, algorithm, message, signed)
         assert kms.verify(name, digest, signed, algorithm, message_type="DIGEST") is True
         assert kms.verify(name, message, signed, algorithm) is True
 

@@ -170,6 +170,14 @@ def _record_to_meta(record: Record) -> KeyMetadata:
         raise InternalError(f"malformed key metadata in Vault for key {d.get('key_id')!r}") from exc
 
 
+def _plaintext_of(resp: VaultResponse) -> bytes:
+    """The plaintext of a transit decrypt answer."""
+    try:
+        return _unb64(str(resp.data.get("plaintext") or ""))
+    except (binascii.Error, ValueError):
+        raise InternalError("Vault transit returned a malformed plaintext") from None
+
+
 def _record_versions(data: dict[str, Any]) -> list[KeyVersion]:
     out = []
     for v in data.get("versions", []):
@@ -660,10 +668,7 @@ class VaultKeyStore:
             raise InvalidCiphertext
         if resp.status != 200:
             raise resp.unexpected(f"decrypt with transit key {key_id}")
-        try:
-            return _unb64(str(resp.data.get("plaintext") or ""))
-        except (binascii.Error, ValueError):
-            raise InternalError("Vault transit returned a malformed plaintext") from None
+        return _plaintext_of(resp)
 
     # -- by key spec: RSA, ECDSA, Ed25519 and HMAC keys (TRANSIT_TYPES). Each runs the service's
     # check on the key's metadata before it looks at transit's answer, so a key of another usage
@@ -778,10 +783,7 @@ class VaultKeyStore:
             raise InvalidCiphertext
         if resp.status != 200:
             raise resp.unexpected(f"decrypt with transit key {key_id}")
-        try:
-            return _unb64(str(resp.data.get("plaintext") or ""))
-        except (binascii.Error, ValueError):
-            raise InternalError("Vault transit returned a malformed plaintext") from None
+        return _plaintext_of(resp)
 
     # ECDH and ML-KEM keys cannot exist here (supported_specs, unsupported_algorithms): these
     # run the service's check, which refuses any key this backend holds, and refuse.

@@ -20,18 +20,11 @@ from s3kms.service import KeyService
 _b64 = binascii.b2a_base64
 
 
-def _required_enum(p: Params, name: str, allowed: tuple[str, ...]) -> str:
-    value = members.enum(p, name, allowed)
-    if value is None:
-        raise members.violation(name[:1].lower() + name[1:], "not be null", "null")
-    return value
-
-
 async def derive_shared_secret(
     ctx: Ctx, service: KeyService, p: Params, principal: Principal
 ) -> Response:
     ref = members.req_str(p, "KeyId")
-    algorithm = _required_enum(p, "KeyAgreementAlgorithm", members.KEY_AGREEMENT_ALGORITHMS)
+    algorithm = members.req_enum(p, "KeyAgreementAlgorithm", members.KEY_AGREEMENT_ALGORITHMS)
     peer = members.blob(p, "PublicKey", 8192)
     members.grant_tokens(p)
     no_recipient(p)
@@ -53,7 +46,7 @@ async def derive_shared_secret(
 
 async def encapsulate(ctx: Ctx, service: KeyService, p: Params, principal: Principal) -> Response:
     ref = members.req_str(p, "KeyId")
-    algorithm = _required_enum(p, "EncapsulationAlgorithm", members.ENCAPSULATION_ALGORITHMS)
+    algorithm = members.req_enum(p, "EncapsulationAlgorithm", members.ENCAPSULATION_ALGORITHMS)
     members.grant_tokens(p)
     dry_run = members.opt_bool(p, "DryRun")
     key_id = await ctx.key(service, ref)
@@ -74,7 +67,7 @@ async def encapsulate(ctx: Ctx, service: KeyService, p: Params, principal: Princ
 async def decapsulate(ctx: Ctx, service: KeyService, p: Params, principal: Principal) -> Response:
     ref = members.req_str(p, "KeyId")
     ciphertext = members.blob(p, "SharedSecretCiphertextBlob", 6144)
-    algorithm = _required_enum(p, "EncapsulationAlgorithm", members.ENCAPSULATION_ALGORITHMS)
+    algorithm = members.req_enum(p, "EncapsulationAlgorithm", members.ENCAPSULATION_ALGORITHMS)
     members.grant_tokens(p)
     dry_run = members.opt_bool(p, "DryRun")
     key_id = await ctx.key(service, ref)

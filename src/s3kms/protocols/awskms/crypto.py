@@ -210,9 +210,7 @@ async def _data_key_pair(
 ) -> dict[str, str]:
     ref = members.req_str(p, "KeyId")
     context = members.context(p, "EncryptionContext")
-    spec = members.enum(p, "KeyPairSpec", members.DATA_KEY_PAIR_SPECS)
-    if spec is None:
-        raise members.violation("keyPairSpec", "not be null", "null")
+    spec = members.req_enum(p, "KeyPairSpec", members.DATA_KEY_PAIR_SPECS)
     members.grant_tokens(p)
     no_recipient(p)
     dry_run = members.opt_bool(p, "DryRun")

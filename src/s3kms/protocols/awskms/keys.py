@@ -27,6 +27,18 @@ _BOTH_SPECS_MESSAGE = (
 )
 
 
+def spec_fields(service: KeyService, meta: KeyMetadata) -> dict[str, Any]:
+    """`KeySpec`, `KeyUsage`, the deprecated `CustomerMasterKeySpec` where AWS still reports it,
+    and the usage's algorithm list: what DescribeKey and GetPublicKey share."""
+    out: dict[str, Any] = {"KeySpec": meta.key_spec, "KeyUsage": meta.key_usage}
+    legacy = service.legacy_spec(meta)
+    if legacy is not None:
+        out["CustomerMasterKeySpec"] = legacy
+    field, algorithms = service.key_algorithms(meta)
+    out[field] = list(algorithms)
+    return out
+
+
 def key_metadata(service: KeyService, meta: KeyMetadata) -> dict[str, Any]:
     """`KeyMetadata` as AWS reports it: the spec's usage and its algorithm list (one table)."""
     out: dict[str, Any] = {
@@ -36,18 +48,12 @@ def key_metadata(service: KeyService, meta: KeyMetadata) -> dict[str, Any]:
         "CreationDate": meta.created_at,
         "Enabled": meta.state is KeyState.ENABLED,
         "Description": meta.description,
-        "KeyUsage": meta.key_usage,
         "KeyState": meta.state.value,
         "Origin": "AWS_KMS",
         "KeyManager": "CUSTOMER",
-        "KeySpec": meta.key_spec,
+        **spec_fields(service, meta),
+        "MultiRegion": False,
     }
-    legacy = service.legacy_spec(meta)
-    if legacy is not None:
-        out["CustomerMasterKeySpec"] = legacy
-    field, algorithms = service.key_algorithms(meta)
-    out[field] = list(algorithms)
-    out["MultiRegion"] = False
     if meta.state is KeyState.PENDING_DELETION:
         out["DeletionDate"] = meta.deletion_date
         out["PendingDeletionWindowInDays"] = meta.pending_window_days

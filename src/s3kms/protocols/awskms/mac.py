@@ -23,9 +23,7 @@ def _mac_request(p: Params) -> tuple[str, bytes, str, bool]:
     """(key reference, message, MAC algorithm, dry run) of a GenerateMac or VerifyMac request."""
     message = members.blob(p, "Message", 4096)
     ref = members.req_str(p, "KeyId")
-    algorithm = members.enum(p, "MacAlgorithm", members.MAC_ALGORITHMS)
-    if algorithm is None:
-        raise members.violation("macAlgorithm", "not be null", "null")
+    algorithm = members.req_enum(p, "MacAlgorithm", members.MAC_ALGORITHMS)
     members.grant_tokens(p)
     return ref, message, algorithm, members.opt_bool(p, "DryRun")
 

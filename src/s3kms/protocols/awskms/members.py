@@ -147,6 +147,13 @@ def enum(p: Params, name: str, allowed: Sequence[str]) -> str | None:
     return value
 
 
+def req_enum(p: Params, name: str, allowed: Sequence[str]) -> str:
+    value = enum(p, name, allowed)
+    if value is None:
+        raise violation(_camel(name), "not be null", "null")
+    return value
+
+
 def blob(p: Params, name: str, hi: int) -> bytes:
     """A required base64 blob of 1..hi bytes."""
     value = p.get(name)

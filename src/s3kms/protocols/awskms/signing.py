@@ -9,13 +9,13 @@ that does not verify is `KMSInvalidSignatureException`, never `SignatureValid: f
 from __future__ import annotations
 
 import binascii
-from typing import Any
 
 from s3kms.auth.identity import Principal
 from s3kms.http.responses import Response
 from s3kms.protocols.awskms import members
 from s3kms.protocols.awskms.crypto import dry_run_on
 from s3kms.protocols.awskms.handler import Ctx, ok
+from s3kms.protocols.awskms.keys import spec_fields
 from s3kms.protocols.awskms.members import Params
 from s3kms.service import KeyService
 
@@ -26,9 +26,7 @@ def _message(p: Params) -> tuple[bytes, str, str]:
     """(message, message type, signing algorithm) of a Sign or Verify request."""
     message = members.blob(p, "Message", 4096)
     message_type = members.enum(p, "MessageType", members.MESSAGE_TYPES) or "RAW"
-    algorithm = members.enum(p, "SigningAlgorithm", members.SIGNING_ALGORITHMS)
-    if algorithm is None:
-        raise members.violation("signingAlgorithm", "not be null", "null")
+    algorithm = members.req_enum(p, "SigningAlgorithm", members.SIGNING_ALGORITHMS)
     return message, message_type, algorithm
 
 
@@ -75,15 +73,10 @@ async def get_public_key(
     key_id = await ctx.key(service, ref)
     principal.authorize("kms:GetPublicKey", key_id)
     meta, public = await service.public_key(key_id)
-    out: dict[str, Any] = {
-        "KeyId": service.key_arn(meta.key_id),
-        "PublicKey": _b64(public, newline=False).decode(),
-        "KeySpec": meta.key_spec,
-        "KeyUsage": meta.key_usage,
-    }
-    legacy = service.legacy_spec(meta)
-    if legacy is not None:
-        out["CustomerMasterKeySpec"] = legacy
-    field, algorithms = service.key_algorithms(meta)
-    out[field] = list(algorithms)
-    return ok(out)
+    return ok(
+        {
+            "KeyId": service.key_arn(meta.key_id),
+            "PublicKey": _b64(public, newline=False).decode(),
+            **spec_fields(service, meta),
+        }
+    )
