@@ -5,13 +5,16 @@
 Starts, on loopback ports, in one run:
 
 * **s3kms** (`s3kms server`, Local backend in a fresh data directory, or `--backend vault` on an
-  OpenBao dev server), with a key `bench`;
+  OpenBao dev server), with a key `bench`, and a signing key and an HMAC key made through
+  its AWS API (aliases `alias/bench-sign`, `alias/bench-hmac`, reused with `--data-dir`);
 * **bare**: `benchmarks/bare_app.py`, a fixed 63-byte JSON answer on the same server stack (uvicorn,
   uvloop, httptools, access log off), the floor no Python server on this stack can beat;
-* **moto**: moto's KMS server (`moto[server]`), with a key made through boto3.
+* **moto**: moto's KMS server (`moto[server]`), with the same three keys (symmetric through
+  boto3, the others through the harness's signed requests).
 
 Then drives each with wrk (`benchmarks/wrk_request.lua`: one SigV4-signed request, signed just
-before each wrk run and valid for it) for the AWS `GenerateDataKey`, `Decrypt`, `Encrypt` and the
+before each wrk run and valid for it) for the AWS `GenerateDataKey`, `Decrypt`, `Encrypt`,
+`Sign`, `Verify` (an ECC_NIST_P256 key, ECDSA_SHA_256), `GenerateMac` (an HMAC_256 key) and the
 admin `key/status`, `key/list`, at 1, 32 and 256 connections; prints a Markdown table (req/s
 counting 2xx answers only, p50/p99, non-2xx, ratios to bare and to moto, peak RSS, CPU) and writes
 it with the machine's description to `benchmarks/results/<timestamp>.json`.
@@ -63,11 +66,16 @@ KEY_NAME = "bench"
 SCALE_PREFIX = "scale-"
 MAX_SKEW = 900.0  # what s3kms accepts; a signature made before a run must outlive it
 
-AWS_OPS = ("GenerateDataKey", "Decrypt", "Encrypt")
+AWS_OPS = ("GenerateDataKey", "Decrypt", "Encrypt", "Sign", "Verify", "GenerateMac")
 ADMIN_OPS = ("key/status", "key/list")
 ALL_OPS = AWS_OPS + ADMIN_OPS
+ASYMMETRIC_OPS = ("Sign", "Verify", "GenerateMac")  # need keys beyond `bench`, made before the run
 BARE_OP = "GET /"
 PLAINTEXT = bytes(range(32))  # what Encrypt encrypts: a 32-byte data key's worth
+MESSAGE = bytes(range(100, 132))  # what Sign signs (RAW), Verify checks and GenerateMac MACs
+SIGN_KEY_SPEC, SIGNING_ALGORITHM = "ECC_NIST_P256", "ECDSA_SHA_256"
+MAC_KEY_SPEC, MAC_ALGORITHM = "HMAC_256", "HMAC_SHA_256"
+SIGN_ALIAS, MAC_ALIAS = "alias/bench-sign", "alias/bench-hmac"
 
 T = TypeVar("T")
 
@@ -285,16 +293,59 @@ def signed(
     return Request(method, url, out, body)
 
 
-def aws_body(op: str, key_id: str, ciphertext: str | None) -> dict[str, Any]:
+@dataclass
+class AwsKeys:
+    """What one target's AWS requests name: key ids, and the blobs made before the run."""
+
+    symmetric: str
+    ciphertext: str | None = None  # for Decrypt: a 32-byte data key under `symmetric`
+    sign: str | None = None  # an ECC_NIST_P256 SIGN_VERIFY key
+    signature: str | None = None  # for Verify: `sign`'s signature of MESSAGE
+    mac: str | None = None  # an HMAC_256 key
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def aws_body(op: str, keys: AwsKeys) -> dict[str, Any]:
     if op == "GenerateDataKey":
-        return {"KeyId": key_id, "NumberOfBytes": 32}
+        return {"KeyId": keys.symmetric, "NumberOfBytes": 32}
     if op == "Encrypt":
-        return {"KeyId": key_id, "Plaintext": base64.b64encode(PLAINTEXT).decode()}
+        return {"KeyId": keys.symmetric, "Plaintext": _b64(PLAINTEXT)}
     if op == "Decrypt":
-        if ciphertext is None:
+        if keys.ciphertext is None:
             raise ValueError("no ciphertext to decrypt")
-        return {"CiphertextBlob": ciphertext}
+        return {"CiphertextBlob": keys.ciphertext}
+    if op in ("Sign", "Verify"):
+        if keys.sign is None:
+            raise ValueError("no signing key")
+        body = {
+            "KeyId": keys.sign,
+            "Message": _b64(MESSAGE),
+            "MessageType": "RAW",
+            "SigningAlgorithm": SIGNING_ALGORITHM,
+        }
+        if op == "Verify":
+            if keys.signature is None:
+                raise ValueError("no signature to verify")
+            body["Signature"] = keys.signature
+        return body
+    if op == "GenerateMac":
+        if keys.mac is None:
+            raise ValueError("no HMAC key")
+        return {"KeyId": keys.mac, "Message": _b64(MESSAGE), "MacAlgorithm": MAC_ALGORITHM}
     raise ValueError(op)
+
+
+def answer_problem(op: str, response: httpx.Response) -> str | None:
+    """Why a 2xx answer is still not the one measured (a Verify that says the signature is bad)."""
+    if op == "Verify":
+        with contextlib.suppress(ValueError):
+            if response.json().get("SignatureValid") is True:
+                return None
+        return f"Verify did not say SignatureValid: true: {describe_failure(response)}"
+    return None
 
 
 def aws_request(url: str, op: str, body: dict[str, Any], access: str, secret: str) -> Request:
@@ -335,6 +386,55 @@ def send(client: httpx.Client, req: Request) -> httpx.Response:
 def describe_failure(response: httpx.Response) -> str:
     text = response.text.strip().replace("\n", " ")
     return f"HTTP {response.status_code} {text[:160]}"
+
+
+class SetupError(Exception):
+    """A request made before measuring did not answer 200; the ops that need it are FAILED."""
+
+
+def aws_call(
+    client: httpx.Client, url: str, op: str, body: dict[str, Any], access: str, secret: str
+) -> dict[str, Any]:
+    response = send(client, aws_request(url, op, body, access, secret))
+    if response.status_code != 200:
+        raise SetupError(f"{op} answered {describe_failure(response)}")
+    answer: dict[str, Any] = response.json() if response.content else {}
+    return answer
+
+
+def asymmetric_keys(
+    client: httpx.Client, url: str, access: str, secret: str, keys: AwsKeys
+) -> dict[str, str]:
+    """Make (or, under their aliases, find) the signing and HMAC keys, and sign MESSAGE once for
+    Verify. Fills in ``keys``; returns op -> why, for the ops that cannot run."""
+    unavailable: dict[str, str] = {}
+
+    def key_for(alias: str, spec: str, usage: str) -> str:
+        with contextlib.suppress(SetupError):  # there already (a reused --data-dir)
+            found = aws_call(client, url, "DescribeKey", {"KeyId": alias}, access, secret)
+            key_id: str = found["KeyMetadata"]["KeyId"]
+            return key_id
+        body = {"KeySpec": spec, "KeyUsage": usage, "Description": "s3kms benchmark"}
+        created = aws_call(client, url, "CreateKey", body, access, secret)
+        key_id = created["KeyMetadata"]["KeyId"]
+        alias_body = {"AliasName": alias, "TargetKeyId": key_id}
+        aws_call(client, url, "CreateAlias", alias_body, access, secret)
+        return key_id
+
+    try:
+        keys.sign = key_for(SIGN_ALIAS, SIGN_KEY_SPEC, "SIGN_VERIFY")
+        signed_once = aws_call(client, url, "Sign", aws_body("Sign", keys), access, secret)
+        keys.signature = signed_once["Signature"]
+    except SetupError as exc:
+        why = f"no {SIGN_KEY_SPEC} key or signature: {exc}"
+        unavailable["Verify"] = why
+        if keys.sign is None:
+            unavailable["Sign"] = why
+    try:
+        keys.mac = key_for(MAC_ALIAS, MAC_KEY_SPEC, "GENERATE_VERIFY_MAC")
+    except SetupError as exc:
+        unavailable["GenerateMac"] = f"no {MAC_KEY_SPEC} key: {exc}"
+    return unavailable
 
 
 # --------------------------------------------------------------------------------------------
@@ -388,21 +488,22 @@ def start_s3kms(
         if response.status_code not in (200, 409):
             raise RuntimeError(f"cannot create key {KEY_NAME!r}: {describe_failure(response)}")
 
-        ciphertext: str | None = None
+        keys = AwsKeys(KEY_NAME)
         unavailable: dict[str, str] = {}
-        body = aws_body("GenerateDataKey", KEY_NAME, None)
+        body = aws_body("GenerateDataKey", keys)
         response = send(client, aws_request(url, "GenerateDataKey", body, ROOT_USER, ROOT_PASSWORD))
         if response.status_code == 200:
-            ciphertext = response.json()["CiphertextBlob"]
+            keys.ciphertext = response.json()["CiphertextBlob"]
         else:
             unavailable["Decrypt"] = (
                 f"no ciphertext to decrypt: GenerateDataKey answered {describe_failure(response)}"
             )
+        if any(op in args.ops for op in ASYMMETRIC_OPS):
+            unavailable |= asymmetric_keys(client, url, ROOT_USER, ROOT_PASSWORD, keys)
 
     def build(op: str) -> Request:
         if op in AWS_OPS:
-            body = aws_body(op, KEY_NAME, ciphertext)
-            return aws_request(url, op, body, ROOT_USER, ROOT_PASSWORD)
+            return aws_request(url, op, aws_body(op, keys), ROOT_USER, ROOT_PASSWORD)
         if op == "key/status":
             route = f"key/status?keyName={KEY_NAME}"
             return admin_request(url, "GET", route, ROOT_USER, ROOT_PASSWORD)
@@ -433,7 +534,7 @@ def start_bare(args: argparse.Namespace, work: Path) -> Target:
     return Target("bare", server, lambda op: Request("GET", url + "/", {}, b""), (BARE_OP,))
 
 
-def start_moto(work: Path) -> Target:
+def start_moto(args: argparse.Namespace, work: Path) -> Target:
     import boto3
 
     port = free_port()
@@ -452,12 +553,16 @@ def start_moto(work: Path) -> Target:
     )
     key_id: str = kms.create_key(Description="s3kms benchmark")["KeyMetadata"]["KeyId"]
     blob = kms.generate_data_key(KeyId=key_id, NumberOfBytes=32)["CiphertextBlob"]
-    ciphertext = base64.b64encode(blob).decode()
+    keys = AwsKeys(key_id, ciphertext=_b64(blob))
+    unavailable: dict[str, str] = {}
+    if any(op in args.ops for op in ASYMMETRIC_OPS):
+        with httpx.Client(timeout=30.0) as client:
+            unavailable = asymmetric_keys(client, url, "testing", "testing", keys)
 
     def build(op: str) -> Request:
-        return aws_request(url, op, aws_body(op, key_id, ciphertext), "testing", "testing")
+        return aws_request(url, op, aws_body(op, keys), "testing", "testing")
 
-    return Target("moto", server, build, AWS_OPS)
+    return Target("moto", server, build, AWS_OPS, unavailable)
 
 
 def start_bao(work: Path) -> tuple[Server, str]:
@@ -646,8 +751,13 @@ def measure(target: Target, op: str, connections: int, args: argparse.Namespace,
     req = target.build(op)
     with httpx.Client(timeout=30.0) as client:
         response = send(client, req)
-    if not 200 <= response.status_code < 300:
-        row.failed = describe_failure(response)
+    problem = (
+        describe_failure(response)
+        if not 200 <= response.status_code < 300
+        else answer_problem(op, response)
+    )
+    if problem is not None:
+        row.failed = problem
         target.unavailable[op] = row.failed  # no point asking again at the next level
         return row
     spec = work / "spec.lua"
@@ -981,7 +1091,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 targets.append(bare)
             targets.append(s3kms)
             if not args.skip_moto and any(op in AWS_OPS for op in args.ops):
-                moto = start_moto(work)
+                moto = start_moto(args, work)
                 servers.append(moto.server)
                 targets.append(moto)
 
@@ -1050,8 +1160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     failed = [r for r in rows if r.failed]
     noisy = [r for r in rows if r.non_2xx or r.socket_errors or (not r.failed and not r.requests)]
-    for (target, op), why in {(r.target, r.op): r.failed for r in failed}.items():
-        print(f"FAILED, not measured: {target} {op} (every connection count): {why}")
+    for (name, op), why in {(r.target, r.op): r.failed for r in failed}.items():
+        print(f"FAILED, not measured: {name} {op} (every connection count): {why}")
     disturbed = [r for r in rows if (r.others_cpu or 0.0) > BUSY_NEIGHBOUR]
     if busy_before > BUSY_NEIGHBOUR:
         print(f"WARNING: {busy_before:.2f} CPUs were busy before the benchmark started")
