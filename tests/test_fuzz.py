@@ -31,7 +31,19 @@ ADMIN = "/rustfs/admin/v3/kms"
 MODEL = botocore.session.get_session().get_service_model("kms")
 # Answered by the connection layer before any route (a long URL, say): no API envelope there.
 CONNECTION_LIMITS = {408, 413, 414, 431}
-KEYS = ["fuzz-1", "fuzz-2"]  # the fuzzer may do anything to these; "canary" it never names
+# The fuzzer may do anything to these; "canary" it never names. One key of each kind of spec, so
+# hostile input reaches every kind of primitive (the admin API names keys: spec, usage).
+TYPED_KEYS = {
+    "fuzz-rsa": ("RSA_2048", "ENCRYPT_DECRYPT"),
+    "fuzz-rsa-sign": ("RSA_2048", "SIGN_VERIFY"),
+    "fuzz-ecc": ("ECC_NIST_P256", "SIGN_VERIFY"),
+    "fuzz-ecdh": ("ECC_NIST_P384", "KEY_AGREEMENT"),
+    "fuzz-ed25519": ("ECC_NIST_EDWARDS25519", "SIGN_VERIFY"),
+    "fuzz-mldsa": ("ML_DSA_44", "SIGN_VERIFY"),
+    "fuzz-mlkem": ("ML_KEM_768", "ENCAPSULATE_DECAPSULATE"),
+    "fuzz-hmac": ("HMAC_256", "GENERATE_VERIFY_MAC"),
+}
+KEYS = ["fuzz-1", "fuzz-2", *TYPED_KEYS]
 FUZZ = settings(
     max_examples=60,  # per operation or route: about 4,000 requests in all
     deadline=None,
@@ -44,8 +56,10 @@ FUZZ = settings(
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KmsThread]:
     server = KmsThread(thread_settings(tmp_path_factory.mktemp("fuzz") / "data")).start()
     with Client(server.url, ROOT_USER, ROOT_PASSWORD) as root:
-        for name in [*KEYS, "canary"]:
+        for name in ["fuzz-1", "fuzz-2", "canary"]:
             root.create_key(name)
+        for name, (spec, usage) in TYPED_KEYS.items():
+            root.create_key(name, spec=spec, usage=usage)
     yield server
     server.stop()
 
