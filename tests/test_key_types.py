@@ -16,6 +16,7 @@ import hashlib
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -501,3 +502,38 @@ def test_re_encrypt_between_symmetric_and_rsa_keys(kms: Any, backend: str) -> No
         "ValidationException",
         "SourceKeyId is required to decrypt with RSAES_OAEP_SHA_256",
     )
+
+
+def test_get_key_last_usage(srv: KmsThread, kms: Any) -> None:
+    key = kms.create_key()["KeyMetadata"]["KeyId"]
+    fresh = kms.get_key_last_usage(KeyId=key)
+    assert (fresh["KeyId"], fresh["KeyLastUsage"]) == (key, {})
+    # Created after tracking began: an empty KeyLastUsage means "never used since creation".
+    assert fresh["TrackingStartDate"] == fresh["KeyCreationDate"]
+    made = kms.encrypt(KeyId=key, Plaintext=b"x", EncryptionContext={"a": "b"})
+    request_id = made["ResponseMetadata"]["RequestId"]
+    code, _ = error(
+        kms.decrypt, CiphertextBlob=made["CiphertextBlob"], EncryptionContext={"a": "c"}
+    )
+    assert code == "InvalidCiphertextException"  # a failed operation is no use
+    last = kms.get_key_last_usage(KeyId=key)["KeyLastUsage"]
+    assert (last["Operation"], last["KmsRequestId"]) == ("Encrypt", request_id)
+    signer = create(kms, "ECC_NIST_P256", "SIGN_VERIFY")
+    kms.sign(KeyId=signer, Message=b"m", SigningAlgorithm="ECDSA_SHA_256")
+    assert kms.get_key_last_usage(KeyId=signer)["KeyLastUsage"]["Operation"] == "Sign"
+
+    # Another node on the same keystore sees a use once the node that made it has stored it
+    # (every maintenance pass, and at shutdown).
+    other = KmsThread(replace(srv.settings, audit_log="off")).start()
+    try:
+        other_kms = boto3.client(
+            "kms", endpoint_url=other.url, region_name="us-east-1", aws_access_key_id=ROOT_USER,
+            aws_secret_access_key=ROOT_PASSWORD, config=Config(retries={"max_attempts": 1}),
+        )  # fmt: skip
+        assert other_kms.get_key_last_usage(KeyId=key)["KeyLastUsage"] == {}
+        srv.run(srv.app.runtime.service.flush_last_uses())
+        seen = other_kms.get_key_last_usage(KeyId=key)["KeyLastUsage"]
+        assert (seen["Operation"], seen["KmsRequestId"]) == ("Encrypt", request_id)
+        assert seen["Timestamp"] == last["Timestamp"]
+    finally:
+        other.stop()

@@ -66,6 +66,16 @@ class KeyMetadata:
 
 
 @dataclass(frozen=True, slots=True)
+class LastUse:
+    """The last successful cryptographic operation with a key (GetKeyLastUsage)."""
+
+    key_id: str
+    operation: str  # the AWS operation name: Encrypt, Sign, GenerateMac, ...
+    at: float  # epoch seconds
+    request_id: str | None  # the x-amz-request-id of that request (its audit line's request_id)
+
+
+@dataclass(frozen=True, slots=True)
 class Alias:
     name: str  # always starts with "alias/"
     key_id: str

@@ -7,7 +7,12 @@ ASGI or to a connection.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
+
+# The x-amz-request-id of the request this task serves, set by the HTTP shell: what the service
+# records as a key's last use without every call carrying it.
+current_request_id: ContextVar[str | None] = ContextVar("s3kms_request_id", default=None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,7 +48,7 @@ class _Lease:
         slot = self._slot
         slot.inflight -= 1
         if slot.retired and slot.inflight == 0:
-            await slot.service.store.close()
+            await _close(slot.service)
 
 
 class Runtime:
@@ -151,12 +151,12 @@ class Runtime:
             if old is not None:
                 old.retired = True
                 if old.inflight == 0:
-                    await old.service.store.close()
+                    await _close(old.service)
 
     async def close(self) -> None:
         slot, self._slot = self._slot, None
         if slot is not None:
-            await slot.service.store.close()
+            await _close(slot.service)
 
     # -- background work ------------------------------------------------------------------------
 
@@ -173,6 +173,15 @@ class Runtime:
                     log.info("background: deleted %d key(s), rotated %d key(s)", deleted, rotated)
             except Exception:
                 log.exception("background key maintenance failed; will retry")
+
+
+async def _close(service: KeyService) -> None:
+    """Store what the service noted (keys' last uses), then close its keystore."""
+    try:
+        await service.flush_last_uses()
+    except Exception:
+        log.exception("could not store the keys' last uses before closing the keystore")
+    await service.store.close()
 
 
 async def open_vault(settings: VaultSettings) -> KeyStore:

@@ -39,7 +39,17 @@ from s3kms.errors import (
     ValidationError,
 )
 from s3kms.keystore.base import KeyStore, RotationDue, StateCheck, WriteConflict
-from s3kms.model import KEY_NAME_RE, Alias, DataKey, KeyMetadata, KeyState, KeyVersion, RotationType
+from s3kms.model import (
+    KEY_NAME_RE,
+    Alias,
+    DataKey,
+    KeyMetadata,
+    KeyState,
+    KeyVersion,
+    LastUse,
+    RotationType,
+)
+from s3kms.request import current_request_id
 
 DAY = 86400.0
 SYMMETRIC = keyspecs.SYMMETRIC_DEFAULT.name
@@ -96,10 +106,11 @@ def _symmetric_check(operation: str) -> StateCheck:
 
 
 # Built once: the hot path (Encrypt, Decrypt, GenerateDataKey) must not make a closure per call.
-SYMMETRIC_CHECKS = {
-    op: _symmetric_check(op)
-    for op in ("Encrypt", "Decrypt", "GenerateDataKey", "GenerateDataKeyPair")
-}
+_SYMMETRIC_OPERATIONS = (
+    "Encrypt", "Decrypt", "ReEncrypt", "GenerateDataKey", "GenerateDataKeyWithoutPlaintext",
+    "GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext",
+)  # fmt: skip
+SYMMETRIC_CHECKS = {op: _symmetric_check(op) for op in _SYMMETRIC_OPERATIONS}
 
 
 def _usage_check(
@@ -209,6 +220,7 @@ class KeyService:
         self.account_id = account_id
         self.default_key_id = default_key_id
         self._arn_prefix = f"arn:aws:kms:{region}:{account_id}:"
+        self._uses: dict[str, LastUse] = {}  # noted since the last flush, by key
         # What neither the library nor this backend computes, and why.
         self._unsupported: Mapping[str, str] = {
             **keyspecs.UNAVAILABLE_ALGORITHMS,
@@ -498,17 +510,26 @@ class KeyService:
         version, sealed = await self.store.encrypt(
             key_id, plaintext, header + canonical_context(context), SYMMETRIC_CHECKS[operation]
         )
+        self._note_use(key_id, operation)
         return key_id, blob.assemble(header, version, sealed)
 
     async def generate_data_key(
-        self, ref: str, size: int, context: Mapping[str, str] | None = None
+        self,
+        ref: str,
+        size: int,
+        context: Mapping[str, str] | None = None,
+        operation: str = "GenerateDataKey",
     ) -> DataKey:
         plaintext = os.urandom(size)  # fresh every call; never cached or reused
-        key_id, ciphertext = await self.encrypt(ref, plaintext, context, "GenerateDataKey")
+        key_id, ciphertext = await self.encrypt(ref, plaintext, context, operation)
         return DataKey(plaintext, ciphertext, key_id)
 
     async def generate_data_key_pair(
-        self, ref: str, pair_spec: str, context: Mapping[str, str] | None = None
+        self,
+        ref: str,
+        pair_spec: str,
+        context: Mapping[str, str] | None = None,
+        operation: str = "GenerateDataKeyPair",
     ) -> DataKeyPair:
         """A fresh key pair of `pair_spec`; its private key (PKCS#8 DER) encrypted under the
         symmetric key `ref` with the encryption context, as a ciphertext blob."""
@@ -518,11 +539,11 @@ class KeyService:
         if not info.available:
             raise UnsupportedOperation(info.unavailable_reason)
         key_id = await self.resolve(ref)
-        check_symmetric = SYMMETRIC_CHECKS["GenerateDataKeyPair"]
+        check_symmetric = SYMMETRIC_CHECKS[operation]
         check_symmetric(await self.store.get_key(key_id))  # before a second of RSA-4096 work
         # An RSA-4096 pair takes about a second: not on the event loop.
         private, public = await asyncio.to_thread(asymmetric.generate_pair, info)
-        key_id, ciphertext = await self.encrypt(key_id, private, context, "GenerateDataKeyPair")
+        key_id, ciphertext = await self.encrypt(key_id, private, context, operation)
         return DataKeyPair(key_id, private, ciphertext, public)
 
     async def decrypt(
@@ -530,6 +551,7 @@ class KeyService:
         ciphertext: bytes,
         context: Mapping[str, str] | None = None,
         expected_ref: str | None = None,
+        operation: str = "Decrypt",
     ) -> Decrypted:
         parsed = blob.decode(ciphertext)
         if expected_ref is not None and await self.resolve(expected_ref) != parsed.key_id:
@@ -540,11 +562,12 @@ class KeyService:
                 parsed.key_version,
                 parsed.sealed,
                 parsed.aad(canonical_context(context)),
-                SYMMETRIC_CHECKS["Decrypt"],
+                SYMMETRIC_CHECKS[operation],
             )
         except KeyNotFound:
             # The blob names a key that does not exist: to the caller it is just a bad ciphertext.
             raise InvalidCiphertext from None
+        self._note_use(parsed.key_id, operation)
         return Decrypted(parsed.key_id, plaintext)
 
     async def re_encrypt(
@@ -560,18 +583,20 @@ class KeyService:
         """Returns (source key id, destination key id, new ciphertext). An RSA source needs
         `source_ref` (its ciphertext names no key); the plaintext never leaves the service."""
         if source_algorithm == SYMMETRIC:
-            decrypted = await self.decrypt(ciphertext, source_context, source_ref)
+            decrypted = await self.decrypt(ciphertext, source_context, source_ref, "ReEncrypt")
         else:
             if source_ref is None:
                 raise ValidationError(f"SourceKeyId is required to decrypt with {source_algorithm}")
-            decrypted = await self.decrypt_asymmetric(source_ref, ciphertext, source_algorithm)
+            decrypted = await self.decrypt_asymmetric(
+                source_ref, ciphertext, source_algorithm, "ReEncrypt"
+            )
         if destination_algorithm == SYMMETRIC:
             key_id, new = await self.encrypt(
-                destination_ref, decrypted.plaintext, destination_context
+                destination_ref, decrypted.plaintext, destination_context, "ReEncrypt"
             )
         else:
             key_id, new = await self.encrypt_asymmetric(
-                destination_ref, decrypted.plaintext, destination_algorithm
+                destination_ref, decrypted.plaintext, destination_algorithm, "ReEncrypt"
             )
         return decrypted.key_id, key_id, new
 
@@ -595,7 +620,9 @@ class KeyService:
         _check_message(algorithm, message, message_type)
         key_id = await self.resolve(ref)
         check = self._usage_check(keyspecs.SIGN_VERIFY, "Sign", algorithm)
-        return key_id, await self.store.sign(key_id, algorithm, message, message_type, check)
+        signature = await self.store.sign(key_id, algorithm, message, message_type, check)
+        self._note_use(key_id, "Sign")
+        return key_id, signature
 
     async def verify(
         self, ref: str, message: bytes, message_type: str, algorithm: str, signature: bytes
@@ -607,12 +634,15 @@ class KeyService:
         public = await self.store.public_key(key_id, check)
         if not asymmetric.verify(public, algorithm, message, message_type, signature):
             raise InvalidSignature(key_id=key_id)
+        self._note_use(key_id, "Verify")
         return key_id
 
     async def generate_mac(self, ref: str, message: bytes, algorithm: str) -> tuple[str, bytes]:
         key_id = await self.resolve(ref)
         check = self._usage_check(keyspecs.GENERATE_VERIFY_MAC, "GenerateMac", algorithm)
-        return key_id, await self.store.generate_mac(key_id, algorithm, message, check)
+        tag = await self.store.generate_mac(key_id, algorithm, message, check)
+        self._note_use(key_id, "GenerateMac")
+        return key_id, tag
 
     async def verify_mac(self, ref: str, message: bytes, algorithm: str, mac: bytes) -> str:
         """The key id when the MAC is valid; InvalidMac otherwise."""
@@ -621,10 +651,11 @@ class KeyService:
         expected = await self.store.generate_mac(key_id, algorithm, message, check)
         if not hmac.compare_digest(expected, mac):
             raise InvalidMac(key_id=key_id)
+        self._note_use(key_id, "VerifyMac")
         return key_id
 
     async def encrypt_asymmetric(
-        self, ref: str, plaintext: bytes, algorithm: str
+        self, ref: str, plaintext: bytes, algorithm: str, operation: str = "Encrypt"
     ) -> tuple[str, bytes]:
         """RSA OAEP with the key's public half: (key id, the raw OAEP ciphertext)."""
         key_id = await self.resolve(ref)
@@ -637,12 +668,17 @@ class KeyService:
                 f"than {limit} bytes."
             )
         public = await self.store.public_key(key_id, check_usable)
-        return key_id, asymmetric.rsa_encrypt(public, algorithm, plaintext)
+        ciphertext = asymmetric.rsa_encrypt(public, algorithm, plaintext)
+        self._note_use(key_id, operation)
+        return key_id, ciphertext
 
-    async def decrypt_asymmetric(self, ref: str, ciphertext: bytes, algorithm: str) -> Decrypted:
+    async def decrypt_asymmetric(
+        self, ref: str, ciphertext: bytes, algorithm: str, operation: str = "Decrypt"
+    ) -> Decrypted:
         key_id = await self.resolve(ref)
         check = self._usage_check(keyspecs.ENCRYPT_DECRYPT, "Decrypt", algorithm)
         plaintext = await self.store.decrypt_asymmetric(key_id, algorithm, ciphertext, check)
+        self._note_use(key_id, operation)
         return Decrypted(key_id, plaintext)
 
     async def derive_shared_secret(self, ref: str, peer_public_key: bytes) -> tuple[str, bytes]:
@@ -652,6 +688,7 @@ class KeyService:
             secret = await self.store.derive_shared_secret(key_id, peer_public_key, check)
         except ValueError:
             raise ValidationError("") from None  # AWS answers a bad PublicKey with no message
+        self._note_use(key_id, "DeriveSharedSecret")
         return key_id, secret
 
     async def encapsulate(self, ref: str) -> tuple[str, bytes, bytes]:
@@ -659,15 +696,48 @@ class KeyService:
         key_id = await self.resolve(ref)
         check = self._usage_check(keyspecs.ENCAPSULATE_DECAPSULATE, "Encapsulate", "ML_KEM")
         secret, ciphertext = asymmetric.encapsulate(await self.store.public_key(key_id, check))
+        self._note_use(key_id, "Encapsulate")
         return key_id, secret, ciphertext
 
     async def decapsulate(self, ref: str, ciphertext: bytes) -> tuple[str, bytes]:
         key_id = await self.resolve(ref)
         check = self._usage_check(keyspecs.ENCAPSULATE_DECAPSULATE, "Decapsulate", "ML_KEM")
         try:
-            return key_id, await self.store.decapsulate(key_id, ciphertext, check)
+            secret = await self.store.decapsulate(key_id, ciphertext, check)
         except ValueError:
             raise InvalidCiphertext from None
+        self._note_use(key_id, "Decapsulate")
+        return key_id, secret
+
+    # -- last use (GetKeyLastUsage) ---------------------------------------------------------------
+
+    def _note_use(self, key_id: str, operation: str) -> None:
+        """Remember a successful cryptographic operation; `flush_last_uses` stores it. A dict
+        write on the hot path: the keystore sees one write per key per flush, not per request."""
+        self._uses[key_id] = LastUse(key_id, operation, self.clock.now(), current_request_id.get())
+
+    async def flush_last_uses(self) -> None:
+        """Store the uses noted since the last flush (the background pass; at shutdown)."""
+        if not self._uses:
+            return
+        uses, self._uses = self._uses, {}
+        try:
+            await self.store.record_last_uses(list(uses.values()))
+        except BaseException:
+            for key_id, use in uses.items():  # keep them for the next pass, newer ones first
+                self._uses.setdefault(key_id, use)
+            raise
+
+    async def last_usage(self, ref: str) -> tuple[KeyMetadata, float, LastUse | None]:
+        """(the key, when tracking began for it, its last use): this node's newest noted use,
+        else the stored one (other nodes' uses arrive with their next flush)."""
+        key_id = await self.resolve(ref)
+        meta = await self.store.get_key(key_id)
+        since = max(await self.store.usage_tracking_since(), meta.created_at)
+        noted = self._uses.get(key_id)
+        stored = await self.store.last_use(key_id)
+        candidates = [u for u in (noted, stored) if u is not None]
+        return meta, since, max(candidates, key=lambda u: u.at) if candidates else None
 
     # -- aliases --------------------------------------------------------------------------------
 
@@ -706,6 +776,7 @@ class KeyService:
 
         Returns (deleted, rotated). Called periodically by the server.
         """
+        await self.flush_last_uses()
         now = self.clock.now()
         deleted = rotated = 0
         async for meta in self.iter_keys():

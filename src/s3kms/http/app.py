@@ -28,7 +28,7 @@ from s3kms.errors import (
 from s3kms.http.responses import Response, admin_error, json_response
 from s3kms.protocols import awskms
 from s3kms.protocols.admin import api as admin
-from s3kms.request import RequestView
+from s3kms.request import RequestView, current_request_id
 from s3kms.runtime import Runtime
 
 log = logging.getLogger("s3kms.http")
@@ -169,6 +169,7 @@ class App:
         path = raw_path.decode("utf-8", "surrogateescape")
         method: str = scope["method"]
         is_admin = path.startswith(ADMIN_PREFIXES)
+        current_request_id.set(request_id)  # this request's task only: the service reads it
         call = Call(request_id, scope, started)
         error: str | None = None
         try:
@@ -191,10 +192,10 @@ class App:
                 if not call.intent_recorded:
                     await response.discard()
                     response = self._error(exc, path, is_admin)
-        headers = [
-            (b"content-type", response.content_type),
-            (b"x-amz-request-id", request_id.encode()),
-        ]
+        rid = request_id.encode()
+        headers = [(b"content-type", response.content_type), (b"x-amz-request-id", rid)]
+        if not is_admin:
+            headers.append((b"x-amzn-requestid", rid))  # AWS KMS's header: SDKs report it
         if response.chunks is None:
             headers.append((b"content-length", str(len(response.body)).encode()))
             await send(

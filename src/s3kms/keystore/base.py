@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
-from s3kms.model import Alias, KeyMetadata, KeyVersion, RotationType
+from s3kms.model import Alias, KeyMetadata, KeyVersion, LastUse, RotationType
 
 # Raises when the key's state forbids the operation (the service owns the state machine).
 StateCheck: TypeAlias = Callable[[KeyMetadata], None]
@@ -143,6 +143,18 @@ class KeyStore(Protocol):
     async def decapsulate(self, key_id: str, ciphertext: bytes, check: StateCheck) -> bytes:
         """ML-KEM: the shared secret of a ciphertext made with the key's public half."""
         ...
+
+    # -- last use (GetKeyLastUsage) ------------------------------------------------------------
+
+    async def usage_tracking_since(self) -> float:
+        """When this keystore began recording keys' last uses (epoch seconds)."""
+        ...
+
+    async def record_last_uses(self, uses: Sequence[LastUse]) -> None:
+        """Keep, for each key, the later of the stored last use and the one given."""
+        ...
+
+    async def last_use(self, key_id: str) -> LastUse | None: ...
 
     async def put_alias(self, alias: Alias, *, replace: bool) -> None:
         """Create an alias (KeyAlreadyExists if taken) or, with replace, repoint an existing one."""

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,7 +37,7 @@ from s3kms.errors import (
 )
 from s3kms.keystore.base import BackendStatus, RotationDue, StateCheck, WriteConflict
 from s3kms.keystore.generation import Generation
-from s3kms.model import Alias, KeyMetadata, KeyState, KeyVersion, RotationType
+from s3kms.model import Alias, KeyMetadata, KeyState, KeyVersion, LastUse, RotationType
 
 T = TypeVar("T")
 log = logging.getLogger("s3kms.keystore")
@@ -78,6 +79,12 @@ CREATE TABLE IF NOT EXISTS aliases (
     created_at REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS aliases_by_key ON aliases (key_id);
+CREATE TABLE IF NOT EXISTS key_last_use (
+    key_id TEXT PRIMARY KEY,
+    operation TEXT NOT NULL,
+    at REAL NOT NULL,
+    request_id TEXT
+) WITHOUT ROWID;
 """
 
 _KEY_COLUMNS = (
@@ -170,13 +177,17 @@ class LocalKeyStore:
             if (data_dir / companion).exists():
                 (data_dir / companion).chmod(0o600)
         self._check_master_key(master_key)
+        self._tracking_since = self._start_usage_tracking()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s3kms-sqlite")
         self._generation = Generation(data_dir / "keystore.gen")
         self._seen_generation = -1
         self._meta_cache: dict[str, KeyMetadata] = {}
         self._aead_cache: dict[tuple[str, int], AESGCM] = {}
         self._material_cache: dict[str, tuple[int, bytes]] = {}  # key -> (version, material)
-        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        # (write, its future, whether it changes keys: only those move the generation)
+        self._pending: list[
+            tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], bool]
+        ] = []
         self._flushing = False
 
     def _check_master_key(self, master_key: MasterKey) -> None:
@@ -197,6 +208,17 @@ class LocalKeyStore:
                 f"({self._db_path}) was created with"
             )
 
+    def _start_usage_tracking(self) -> float:
+        """When this keystore began recording last uses: the first open that knew how."""
+        self._conn.execute(
+            "INSERT OR IGNORE INTO meta VALUES ('usage_tracking_since', ?)",
+            (repr(float(int(time.time()))),),  # whole seconds, as key creation dates are
+        )
+        row = self._conn.execute(
+            "SELECT value FROM meta WHERE name = 'usage_tracking_since'"
+        ).fetchone()
+        return float(row[0])
+
     # -- plumbing -------------------------------------------------------------------------------
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -211,7 +233,7 @@ class LocalKeyStore:
             self._material_cache.clear()
             self._seen_generation = current
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _write(self, fn: Callable[[sqlite3.Connection], T], *, keys: bool = True) -> T:
         """Run `fn` in a transaction; return once it is committed (on disk).
 
         Group commit: writes that arrive while a commit is in progress wait and then share the
@@ -220,7 +242,7 @@ class LocalKeyStore:
         fsync per batch instead of per write is what makes concurrent creates fast.
         """
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((fn, future))
+        self._pending.append((fn, future, keys))
         if not self._flushing:
             self._flushing = True
             asyncio.get_running_loop().create_task(self._flush())
@@ -231,11 +253,13 @@ class LocalKeyStore:
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
+                # Only a batch that changed keys moves the generation (and so every cache).
+                keys = any(changes for _, _, changes in batch)
                 try:
-                    outcomes = await self._run(self._commit_batch, [fn for fn, _ in batch])
+                    outcomes = await self._run(self._commit_batch, [fn for fn, _, _ in batch], keys)
                 except BaseException as exc:  # the commit itself failed: nothing was written
                     outcomes = [exc] * len(batch)
-                for (_, future), outcome in zip(batch, outcomes, strict=True):
+                for (_, future, _), outcome in zip(batch, outcomes, strict=True):
                     if future.cancelled():
                         continue
                     if isinstance(outcome, sqlite3.Error):
@@ -249,7 +273,9 @@ class LocalKeyStore:
         finally:
             self._flushing = False
 
-    def _commit_batch(self, fns: list[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
+    def _commit_batch(
+        self, fns: list[Callable[[sqlite3.Connection], Any]], keys: bool = True
+    ) -> list[Any]:
         conn = self._conn
         outcomes: list[Any] = []
         conn.execute("BEGIN IMMEDIATE")
@@ -268,7 +294,8 @@ class LocalKeyStore:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        self._generation.bump()
+        if keys:
+            self._generation.bump()
         return outcomes
 
     def _wrap(self, key_id: str, version: int, material: bytes) -> bytes:
@@ -419,8 +446,39 @@ class LocalKeyStore:
             conn.execute("DELETE FROM keys WHERE key_id = ?", (key_id,))
             conn.execute("DELETE FROM key_versions WHERE key_id = ?", (key_id,))
             conn.execute("DELETE FROM aliases WHERE key_id = ?", (key_id,))
+            conn.execute("DELETE FROM key_last_use WHERE key_id = ?", (key_id,))
 
         await self._write(delete)
+
+    # -- last use -------------------------------------------------------------------------------
+
+    async def usage_tracking_since(self) -> float:
+        return self._tracking_since
+
+    async def record_last_uses(self, uses: Sequence[LastUse]) -> None:
+        rows = [(u.key_id, u.operation, u.at, u.request_id, u.key_id) for u in uses]
+
+        def upsert(conn: sqlite3.Connection) -> None:
+            # Only for keys that still exist, and only when later than what is stored.
+            conn.executemany(
+                "INSERT INTO key_last_use SELECT ?, ?, ?, ?"
+                " WHERE EXISTS (SELECT 1 FROM keys WHERE key_id = ?)"
+                " ON CONFLICT (key_id) DO UPDATE SET operation = excluded.operation,"
+                " at = excluded.at, request_id = excluded.request_id"
+                " WHERE excluded.at > key_last_use.at",
+                rows,
+            )
+
+        await self._write(upsert, keys=False)
+
+    async def last_use(self, key_id: str) -> LastUse | None:
+        def select() -> LastUse | None:
+            row = self._conn.execute(
+                "SELECT operation, at, request_id FROM key_last_use WHERE key_id = ?", (key_id,)
+            ).fetchone()
+            return None if row is None else LastUse(key_id, row[0], row[1], row[2])
+
+        return await self._run(select)
 
     # -- backup ---------------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ import base64
 import binascii
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from types import MappingProxyType
@@ -62,7 +63,7 @@ from s3kms.keystore.vault.auth import VaultAuth
 from s3kms.keystore.vault.kv import KVStore, Record
 from s3kms.keystore.vault.settings import VaultSettings
 from s3kms.keystore.vault.transport import OutcomeUnknown, VaultResponse, VaultTransport
-from s3kms.model import Alias, KeyMetadata, KeyState, KeyVersion, RotationType
+from s3kms.model import Alias, KeyMetadata, KeyState, KeyVersion, LastUse, RotationType
 
 log = logging.getLogger("s3kms.keystore.vault")
 
@@ -379,6 +380,9 @@ class VaultKeyStore:
     def _key_path(self, key_id: str) -> str:
         return f"{self._prefix}/keys/{quote(key_id, safe='')}"
 
+    def _use_path(self, key_id: str) -> str:
+        return f"{self._prefix}/usage/{quote(key_id, safe='')}"
+
     def _alias_path(self, name: str) -> str:
         short = name[len(_ALIAS_PREFIX) :] if name.startswith(_ALIAS_PREFIX) else name
         return f"{self._prefix}/aliases/{quote(short, safe='/')}"
@@ -579,9 +583,50 @@ class VaultKeyStore:
         elif not (config.status in (400, 404) and "no existing key" in config.errors):
             raise config.unexpected(f"allow deletion of transit key {key_id}")
         await self._kv.delete(self._key_path(key_id))
+        await self._kv.delete(self._use_path(key_id))
         aliases = [a for a in await self.list_aliases() if a.key_id == key_id]
         await _bounded_gather(
             (self._kv.delete(self._alias_path(a.name)) for a in aliases), _READ_CONCURRENCY
+        )
+
+    # -- last use: one KV record per key (`<prefix>/usage/<key id>`), the later one wins ---------
+
+    async def usage_tracking_since(self) -> float:
+        """The time in `<prefix>/usage-tracking`, written once (check-and-set) by the first node."""
+        path = f"{self._prefix}/usage-tracking"
+        for _ in range(_CAS_RETRIES):
+            record = await self._kv.read(path)
+            if record is not None:
+                return float(record.data["since"])
+            since = float(int(time.time()))  # whole seconds, as key creation dates are
+            await self._kv.write(path, {"since": since}, cas=0)  # then read back what won
+        raise BackendUnavailable("could not record when usage tracking began")
+
+    async def record_last_uses(self, uses: Sequence[LastUse]) -> None:
+        async def one(use: LastUse) -> None:
+            path = self._use_path(use.key_id)
+            for _ in range(_CAS_RETRIES):
+                record = await self._kv.read(path)
+                if record is not None and float(record.data.get("at", 0)) >= use.at:
+                    return
+                data = {"operation": use.operation, "at": use.at, "request_id": use.request_id}
+                cas = 0 if record is None else record.version
+                if await self._kv.write(path, data, cas=cas) is not None:
+                    return
+
+        await _bounded_gather((one(u) for u in uses), _READ_CONCURRENCY)
+
+    async def last_use(self, key_id: str) -> LastUse | None:
+        record = await self._kv.read(self._use_path(key_id))
+        if record is None:
+            return None
+        d = record.data
+        request_id = d.get("request_id")
+        return LastUse(
+            key_id,
+            str(d["operation"]),
+            float(d["at"]),
+            None if request_id is None else str(request_id),
         )
 
     # -- crypto ---------------------------------------------------------------------------------

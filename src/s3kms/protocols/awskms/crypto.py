@@ -174,7 +174,7 @@ async def _data_key(
     principal.authorize(action, key_id)
     if dry_run:
         await dry_run_on(service, key_id)
-    data_key = await service.generate_data_key(key_id, size, context)
+    data_key = await service.generate_data_key(key_id, size, context, action.removeprefix("kms:"))
     return (
         _b64(data_key.ciphertext, newline=False),
         _b64(data_key.plaintext, newline=False),
@@ -218,7 +218,7 @@ async def _data_key_pair(
     principal.authorize(action, key_id)
     if dry_run:
         await dry_run_on(service, key_id)
-    pair = await service.generate_data_key_pair(key_id, spec, context)
+    pair = await service.generate_data_key_pair(key_id, spec, context, action.removeprefix("kms:"))
     return {
         "PrivateKeyCiphertextBlob": _b64(pair.private_key_ciphertext, newline=False).decode(),
         "PrivateKeyPlaintext": _b64(pair.private_key, newline=False).decode(),

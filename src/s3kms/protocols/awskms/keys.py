@@ -169,3 +169,27 @@ async def update_key_description(
     principal.authorize("kms:UpdateKeyDescription", key_id)
     await service.update_description(key_id, description)
     return empty()
+
+
+async def get_key_last_usage(
+    ctx: Ctx, service: KeyService, p: Params, principal: Principal
+) -> Response:
+    """The last successful cryptographic operation with the key: the one noted by this node, else
+    the stored one (nodes store theirs every maintenance pass). `KmsRequestId` is the request's
+    `x-amz-request-id`, the `request_id` of its audit line; s3kms has no CloudTrail event id."""
+    key_id = await ctx.key(service, members.req_str(p, "KeyId"))
+    principal.authorize("kms:GetKeyLastUsage", key_id)
+    meta, since, use = await service.last_usage(key_id)
+    last: dict[str, Any] = {}
+    if use is not None:
+        last = {"Operation": use.operation, "Timestamp": use.at}
+        if use.request_id is not None:
+            last["KmsRequestId"] = use.request_id
+    return ok(
+        {
+            "KeyId": meta.key_id,
+            "KeyLastUsage": last,
+            "TrackingStartDate": since,
+            "KeyCreationDate": meta.created_at,
+        }
+    )
