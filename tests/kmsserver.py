@@ -184,11 +184,12 @@ def signed_admin(
     access: str = ROOT_USER,
     secret: str = ROOT_PASSWORD,
     body: bytes = b"",
+    headers: dict[str, str] | None = None,
 ) -> httpx.Response:
     """An admin request signed S3-style (as minio-py and madmin sign them), as root by default."""
     target = url + path
-    headers = sigv4.sign_headers(
-        method, target, {}, body, access_key=access, secret_key=secret,
+    signed_headers = sigv4.sign_headers(
+        method, target, headers or {}, body, access_key=access, secret_key=secret,
         region="us-east-1", service="s3", now=time.time(),
     )  # fmt: skip
-    return httpx.request(method, target, headers=headers, content=body, timeout=20)
+    return httpx.request(method, target, headers=signed_headers, content=body, timeout=20)

@@ -16,7 +16,6 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from s3kms.auth import sigv4
 from s3kms.client import Client, GeneratedDataKey
 from s3kms.config import KMSConfig, Settings
 from s3kms.credentials import Credentials
@@ -27,25 +26,9 @@ from s3kms.service import Decrypted
 from s3kms.users import User, UserStore
 
 from kmsserver import MASTER_KEY, ROOT_PASSWORD, ROOT_USER, KmsProcess, KmsThread, thread_settings
+from kmsserver import signed_admin as signed
 
 ADMIN = "/rustfs/admin/v3/kms"
-
-
-def signed(
-    url: str,
-    method: str,
-    path: str,
-    access: str = ROOT_USER,
-    secret: str = ROOT_PASSWORD,
-    body: bytes = b"",
-    headers: dict[str, str] | None = None,
-) -> httpx.Response:
-    target = url + path
-    all_headers = sigv4.sign_headers(
-        method, target, headers or {}, body, access_key=access, secret_key=secret,
-        region="us-east-1", service="s3", now=time.time(),
-    )  # fmt: skip
-    return httpx.request(method, target, headers=all_headers, content=body, timeout=10)
 
 
 def error_code(resp: httpx.Response) -> str:
