@@ -193,3 +193,28 @@ def signed_admin(
         region="us-east-1", service="s3", now=time.time(),
     )  # fmt: skip
     return httpx.request(method, target, headers=signed_headers, content=body, timeout=20)
+
+
+def run_cli(
+    srv: KmsThread,
+    *args: str,
+    stdin: bytes = b"",
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """`s3kms ARGS` as a user runs it against `srv` as root (wide terminal, no other S3KMS_*)."""
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("S3KMS_")}
+    base_env |= {
+        "S3KMS_ENDPOINT": srv.url,
+        "S3KMS_ACCESS_KEY": ROOT_USER,
+        "S3KMS_SECRET_KEY": ROOT_PASSWORD,
+        "COLUMNS": "200",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "s3kms", *args],
+        input=stdin,
+        capture_output=True,
+        env=base_env | (env or {}),
+        timeout=60,
+        cwd=cwd,
+    )

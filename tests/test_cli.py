@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from kmsserver import ROOT_PASSWORD, ROOT_USER, KmsThread, thread_settings
+from kmsserver import run_cli as s3kms
 
 
 @pytest.fixture(scope="module")
@@ -19,25 +18,6 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KmsThread]:
     server = KmsThread(thread_settings(tmp_path_factory.mktemp("cli") / "data")).start()
     yield server
     server.stop()
-
-
-def s3kms(
-    srv: KmsThread, *args: str, stdin: bytes = b"", env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[bytes]:
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith("S3KMS_")}
-    base_env |= {
-        "S3KMS_ENDPOINT": srv.url,
-        "S3KMS_ACCESS_KEY": ROOT_USER,
-        "S3KMS_SECRET_KEY": ROOT_PASSWORD,
-        "COLUMNS": "200",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "s3kms", *args],
-        input=stdin,
-        capture_output=True,
-        env=base_env | (env or {}),
-        timeout=60,
-    )
 
 
 def as_json(result: subprocess.CompletedProcess[bytes]) -> object:

@@ -9,9 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from s3kms import Client, errors
 
 from kmsserver import ROOT_PASSWORD, ROOT_USER, KmsThread, signed_admin, thread_settings
+from kmsserver import run_cli as s3kms
 from offline import verify_signature
 
 ADMIN = "/rustfs/admin/v3/kms"
@@ -222,26 +221,6 @@ def test_client_repr_holds_no_secret(kms: Client) -> None:
 
 
 # -- CLI --------------------------------------------------------------------------------------------
-
-
-def s3kms(
-    srv: KmsThread, *args: str, stdin: bytes = b"", cwd: Path | None = None
-) -> subprocess.CompletedProcess[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("S3KMS_")}
-    env |= {
-        "S3KMS_ENDPOINT": srv.url,
-        "S3KMS_ACCESS_KEY": ROOT_USER,
-        "S3KMS_SECRET_KEY": ROOT_PASSWORD,
-        "COLUMNS": "200",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "s3kms", *args],
-        input=stdin,
-        capture_output=True,
-        env=env,
-        timeout=60,
-        cwd=cwd,
-    )
 
 
 def ok(result: subprocess.CompletedProcess[bytes]) -> bytes:
