@@ -1,4 +1,4 @@
-"""Benchmark s3kms side by side with its two baselines, with wrk.
+"""Benchmark s3kms side by side with its baselines, with wrk.
 
     python3 -m venv .venv && .venv/bin/pip install -e '.[bench]' && .venv/bin/python benchmarks/run.py
 
@@ -10,14 +10,19 @@ Starts, on loopback ports, in one run:
 * **bare**: `benchmarks/bare_app.py`, a fixed 63-byte JSON answer on the same server stack (uvicorn,
   uvloop, httptools, access log off), the floor no Python server on this stack can beat;
 * **moto**: moto's KMS server (`moto[server]`), with the same three keys (symmetric through
-  boto3, the others through the harness's signed requests).
+  boto3, the others through the harness's signed requests);
+* **transit** (with `--backend vault`, unless `--skip-transit`): the OpenBao dev server s3kms runs
+  on, called directly: `GenerateDataKey` is transit's `datakey/plaintext` (256 bits) and `Decrypt`
+  transit's `decrypt`, on the transit key s3kms made for `bench`, with the root token: the
+  baseline that s3kms's own `GenerateDataKey` and `Decrypt` on that backend are read against.
 
 Then drives each with wrk (`benchmarks/wrk_request.lua`: one SigV4-signed request, signed just
 before each wrk run and valid for it) for the AWS `GenerateDataKey`, `Decrypt`, `Encrypt`,
 `Sign`, `Verify` (an ECC_NIST_P256 key, ECDSA_SHA_256), `GenerateMac` (an HMAC_256 key) and the
-admin `key/status`, `key/list`, at 1, 32 and 256 connections; prints a Markdown table (req/s
-counting 2xx answers only, p50/p99, non-2xx, ratios to bare and to moto, peak RSS, CPU) and writes
-it with the machine's description to `benchmarks/results/<timestamp>.json`.
+admin `key/status`, `key/list`, at 1, 32 and 256 connections (transit: its two ops, unsigned);
+prints a Markdown table (req/s counting 2xx answers only, p50/p99, non-2xx, ratios to bare, to moto
+and to transit, peak RSS, CPU) and writes it with the machine's description to
+`benchmarks/results/<timestamp>.json`.
 
 A request that does not answer 2xx before the run (an operation not implemented yet, say) is
 reported as FAILED with the server's answer and not measured. See benchmarks/README.md.
@@ -46,6 +51,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import IO, Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 
@@ -71,6 +77,9 @@ ADMIN_OPS = ("key/status", "key/list")
 ALL_OPS = AWS_OPS + ADMIN_OPS
 ASYMMETRIC_OPS = ("Sign", "Verify", "GenerateMac")  # need keys beyond `bench`, made before the run
 BARE_OP = "GET /"
+TRANSIT_OPS = ("GenerateDataKey", "Decrypt")  # AWS names, so the rows line up with s3kms's
+TRANSIT_MOUNT = "transit"  # where start_bao enables transit, and s3kms's default mount path
+DATA_KEY_BITS = 256  # transit's datakey: as GenerateDataKey's NumberOfBytes 32
 PLAINTEXT = bytes(range(32))  # what Encrypt encrypts: a 32-byte data key's worth
 MESSAGE = bytes(range(100, 132))  # what Sign signs (RAW), Verify checks and GenerateMac MACs
 SIGN_KEY_SPEC, SIGNING_ALGORITHM = "ECC_NIST_P256", "ECDSA_SHA_256"
@@ -338,8 +347,35 @@ def aws_body(op: str, keys: AwsKeys) -> dict[str, Any]:
     raise ValueError(op)
 
 
-def answer_problem(op: str, response: httpx.Response) -> str | None:
-    """Why a 2xx answer is still not the one measured (a Verify that says the signature is bad)."""
+def transit_answer_problem(op: str, response: httpx.Response) -> str | None:
+    """Why a 2xx answer of transit is not a data key (GenerateDataKey: ``datakey/plaintext``) or
+    its plaintext (Decrypt: ``decrypt``), both 32 bytes in base64."""
+    data: Any = None
+    with contextlib.suppress(ValueError):
+        data = response.json().get("data")
+    if not isinstance(data, dict):
+        return f"transit {op} answered no data: {describe_failure(response)}"
+    wanted = ("ciphertext", "plaintext") if op == "GenerateDataKey" else ("plaintext",)
+    for name in wanted:
+        value = data.get(name)
+        if not isinstance(value, str) or not value:
+            return f"transit {op} answered no data.{name}: {describe_failure(response)}"
+    try:
+        plaintext = base64.b64decode(data["plaintext"], validate=True)
+    except ValueError:
+        return f"transit {op} answered a malformed data.plaintext: {describe_failure(response)}"
+    if len(plaintext) != DATA_KEY_BITS // 8:
+        return f"transit {op} answered a {len(plaintext)}-byte plaintext, not {DATA_KEY_BITS // 8}"
+    if op == "GenerateDataKey" and not data["ciphertext"].startswith("vault:v"):
+        return f"transit {op} answered a ciphertext that is not vault:v...: {data['ciphertext']!r}"
+    return None
+
+
+def answer_problem(target: str, op: str, response: httpx.Response) -> str | None:
+    """Why a 2xx answer is still not the one measured (a Verify that says the signature is bad,
+    a transit answer without its data)."""
+    if target == "transit":
+        return transit_answer_problem(op, response)
     if op == "Verify":
         with contextlib.suppress(ValueError):
             if response.json().get("SignatureValid") is True:
@@ -449,7 +485,8 @@ class Target:
     build: Callable[[str], Request]  # op -> a freshly signed request
     ops: tuple[str, ...]
     unavailable: dict[str, str] = field(default_factory=dict)  # op -> why
-    backend: Server | None = None  # the OpenBao server behind s3kms (--backend vault)
+    # The OpenBao server behind s3kms (--backend vault); None for transit, whose server it is.
+    backend: Server | None = None
 
 
 def start_s3kms(
@@ -597,6 +634,59 @@ def start_bao(work: Path) -> tuple[Server, str]:
     return server, url
 
 
+def start_transit(bao: Server, s3kms_url: str) -> Target:
+    """The OpenBao dev server s3kms runs on, called directly on the transit key s3kms made for
+    ``bench``: nothing is started (``bao`` is the server start_bao started, stopped once, by main).
+
+    s3kms names a transit key by the bare key id; the id comes from the admin ``key/status``
+    answer. The requests are unsigned and the same for every run, with the root token."""
+    vault = bao.url
+    headers = {"X-Vault-Token": VAULT_TOKEN, "Content-Type": "application/json"}
+    unavailable: dict[str, str] = {}
+    ciphertext: str | None = None
+    key_id = KEY_NAME
+    with httpx.Client(timeout=30.0) as client:
+        route = f"key/status?keyName={KEY_NAME}"
+        response = send(client, admin_request(s3kms_url, "GET", route, ROOT_USER, ROOT_PASSWORD))
+        found = response.json().get("keyId") if response.status_code == 200 else None
+        if isinstance(found, str) and found:
+            key_id = found
+        else:
+            why = f"no s3kms key id for {KEY_NAME!r}: key/status answered {describe_failure(response)}"
+            unavailable = dict.fromkeys(TRANSIT_OPS, why)
+        name = quote(key_id, safe="")
+        datakey_url = f"{vault}/v1/{TRANSIT_MOUNT}/datakey/plaintext/{name}"
+        decrypt_url = f"{vault}/v1/{TRANSIT_MOUNT}/decrypt/{name}"
+        datakey_body = json.dumps({"bits": DATA_KEY_BITS}, separators=(",", ":")).encode()
+        if not unavailable:
+            key_url = f"{vault}/v1/{TRANSIT_MOUNT}/keys/{name}"
+            response = client.get(key_url, headers={"X-Vault-Token": VAULT_TOKEN})
+            key_type = response.json().get("data", {}).get("type") if response.is_success else None
+            log(f"transit baseline on {vault}: transit key {key_id!r} ({key_type or '?'})")
+            response = client.post(datakey_url, headers=headers, content=datakey_body)
+            problem = (
+                transit_answer_problem("GenerateDataKey", response)
+                if response.status_code == 200
+                else f"datakey answered {describe_failure(response)}"
+            )
+            if problem is None:
+                ciphertext = response.json()["data"]["ciphertext"]
+            else:
+                unavailable["Decrypt"] = f"no ciphertext to decrypt: {problem}"
+
+    def build(op: str) -> Request:
+        if op == "GenerateDataKey":
+            return Request("POST", datakey_url, headers, datakey_body)
+        if op == "Decrypt":
+            if ciphertext is None:
+                raise ValueError("no ciphertext to decrypt")
+            body = json.dumps({"ciphertext": ciphertext}, separators=(",", ":")).encode()
+            return Request("POST", decrypt_url, headers, body)
+        raise ValueError(op)
+
+    return Target("transit", bao, build, TRANSIT_OPS, unavailable)
+
+
 # --------------------------------------------------------------------------------------------
 # Creating many keys (--keys)
 # --------------------------------------------------------------------------------------------
@@ -739,6 +829,7 @@ class Row:
     runs_req_per_s: list[float] = field(default_factory=list)  # every repetition (--repeat)
     x_bare: float | None = None
     x_moto: float | None = None
+    x_transit: float | None = None  # req/s / transit's req/s, same op and connections
     failed: str | None = None  # why this was not measured
     wrk: dict[str, Any] = field(default_factory=dict)
 
@@ -754,7 +845,7 @@ def measure(target: Target, op: str, connections: int, args: argparse.Namespace,
     problem = (
         describe_failure(response)
         if not 200 <= response.status_code < 300
-        else answer_problem(op, response)
+        else answer_problem(target.name, op, response)
     )
     if problem is not None:
         row.failed = problem
@@ -869,9 +960,11 @@ def table(rows: Sequence[Row]) -> str:
     if not rows:
         return "(nothing measured)"
     with_backend = any(r.backend_cpu is not None for r in rows)
+    with_transit = any(r.target == "transit" for r in rows)
     head = [
         "target", "op", "conns", "req/s", "p50 ms", "p99 ms", "non-2xx", "sock err",
-        "x bare", "x moto", "peak RSS MiB", "srv CPU", "wrk CPU", "other CPU",
+        "x bare", "x moto", *(["x transit"] if with_transit else []),
+        "peak RSS MiB", "srv CPU", "wrk CPU", "other CPU",
     ]  # fmt: skip
     if with_backend:
         head += ["bao CPU", "bao RSS MiB"]
@@ -891,6 +984,7 @@ def table(rows: Sequence[Row]) -> str:
             f"{r.socket_errors:,}" + (" (!)" if r.socket_errors else ""),
             _fmt(r.x_bare, ".3f"),
             _fmt(r.x_moto, ".1f"),
+            *([_fmt(r.x_transit, ".3f")] if with_transit else []),
             _fmt(r.peak_rss_mib, ".1f"),
             _fmt(r.server_cpu, ".2f"),
             _fmt(r.wrk_cpu, ".2f"),
@@ -917,6 +1011,9 @@ def table(rows: Sequence[Row]) -> str:
 def add_ratios(rows: Sequence[Row]) -> None:
     bare = {r.connections: r.req_per_s for r in rows if r.target == "bare" and r.req_per_s}
     moto = {(r.op, r.connections): r.req_per_s for r in rows if r.target == "moto" and r.req_per_s}
+    transit = {
+        (r.op, r.connections): r.req_per_s for r in rows if r.target == "transit" and r.req_per_s
+    }
     for r in rows:
         if r.req_per_s is None:
             continue
@@ -924,6 +1021,8 @@ def add_ratios(rows: Sequence[Row]) -> None:
             r.x_bare = round(r.req_per_s / bare[r.connections], 3)
         if (r.op, r.connections) in moto:
             r.x_moto = round(r.req_per_s / moto[(r.op, r.connections)], 1)
+        if (r.op, r.connections) in transit:
+            r.x_transit = round(r.req_per_s / transit[(r.op, r.connections)], 3)
 
 
 # --------------------------------------------------------------------------------------------
@@ -933,7 +1032,10 @@ def add_ratios(rows: Sequence[Row]) -> None:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Benchmark s3kms against a bare ASGI app and moto, with wrk.",
+        description=(
+            "Benchmark s3kms against a bare ASGI app and moto (and, with --backend vault, "
+            "OpenBao transit called directly), with wrk."
+        ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
@@ -949,6 +1051,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=1, help="s3kms (and bare app) workers")
     parser.add_argument("--skip-moto", action="store_true", help="do not start moto")
     parser.add_argument("--skip-bare", action="store_true", help="do not start the bare app")
+    parser.add_argument(
+        "--skip-transit",
+        action="store_true",
+        help="with --backend vault: do not measure OpenBao transit directly",
+    )
     parser.add_argument(
         "--keys", type=int, default=0, help="create this many extra keys before measuring"
     )
@@ -1004,7 +1111,7 @@ def idle_check(seconds: float = 1.0) -> float:
 
 
 def log_row(row: Row) -> None:
-    where = f"  {row.target:6} {row.op:16} c={row.connections:<4}"
+    where = f"  {row.target:7} {row.op:16} c={row.connections:<4}"
     if row.failed:
         log(f"{where} FAILED: {row.failed}")
         return
@@ -1064,6 +1171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "ops": args.ops,
             "workers": args.workers,
             "backend": args.backend,
+            "transit": args.backend == "vault" and not args.skip_transit,
             "extra_keys": args.keys,
             "wrk_threads": 1,
             "wrk_timeout_s": args.timeout,
@@ -1089,6 +1197,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 bare = start_bare(args, work)
                 servers.append(bare.server)
                 targets.append(bare)
+            if (
+                args.backend == "vault"
+                and not args.skip_transit
+                and any(op in TRANSIT_OPS for op in args.ops)
+            ):
+                # bao is in `servers` once already: the transit target shares it, not stopped twice
+                targets.append(start_transit(bao, s3kms.server.url))  # right before s3kms
             targets.append(s3kms)
             if not args.skip_moto and any(op in AWS_OPS for op in args.ops):
                 moto = start_moto(args, work)

@@ -4,7 +4,8 @@
 --
 -- SPEC.lua (written by run.py) returns {method = ..., body = ... or nil, headers = {...}}: the
 -- request, SigV4-signed once by run.py and valid for the whole run (the server allows 15 minutes
--- of clock skew). The path and query come from the URL on the command line.
+-- of clock skew), or unsigned (the bare app's GET, OpenBao transit's POSTs with X-Vault-Token),
+-- sent as given. The path and query come from the URL on the command line.
 --
 -- No response() function on purpose: with none, wrk does not hand headers and bodies to Lua.
 -- summary.errors.status counts responses with a status above 399; run.py reports those as
