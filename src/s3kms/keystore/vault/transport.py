@@ -1,4 +1,4 @@
-"""The HA HTTP transport to Vault/OpenBao: one pooled httpx client over the addresses of a
+"""The HA HTTP transport to Vault/OpenBao: one pooled HTTP client (`http.py`) over the addresses of a
 cluster, the active node preferred, a failed request retried within a bounded budget.
 
 `VaultTransport.request()` takes plain values (method, path below `/v1/`, token, JSON body, query)
@@ -57,16 +57,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json as jsonlib
 import logging
 import random
 import ssl
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
-import httpx
+import certifi
 
 from s3kms.errors import BackendUnavailable, InternalError, InvalidRequest, KMSError
+from s3kms.keystore.vault.http import (
+    ConnectFailed,
+    HttpClient,
+    HttpError,
+    HttpResponse,
+    RequestTimeout,
+)
 from s3kms.keystore.vault.settings import VaultSettings, redact_address, redact_urls
 
 log = logging.getLogger("s3kms.keystore.vault")
@@ -161,42 +170,41 @@ def _is_answer(resp: VaultResponse, answers: tuple[str, ...]) -> bool:
     return resp.status == 500 and any(text in resp.errors for text in answers)
 
 
-def _connect_failed(exc: httpx.TransportError) -> bool:
-    """No connection was opened (refused, unresolvable, TLS handshake, connect timeout): the
-    request certainly never reached Vault."""
-    return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-
-
-def _describe(exc: httpx.TransportError) -> str:
-    # redact_urls: an httpx message may quote the URL (the addresses have no userinfo, as
-    # connect() checks; this is the second line).
-    if isinstance(exc, httpx.ConnectTimeout):
-        return "cannot connect (timed out)"
-    if isinstance(exc, httpx.TimeoutException):
+def _describe(exc: HttpError) -> str:
+    # redact_urls: an error may quote an address (the addresses have no userinfo, as connect()
+    # checks; this is the second line).
+    if isinstance(exc, ConnectFailed):
+        return (
+            "cannot connect (timed out)"
+            if exc.timed_out
+            else f"cannot connect ({redact_urls(str(exc))})"
+        )
+    if isinstance(exc, RequestTimeout):
         return "timed out"
-    if isinstance(exc, httpx.ConnectError):
-        return f"cannot connect ({redact_urls(str(exc))})" if str(exc) else "cannot connect"
-    return f"{type(exc).__name__}: {redact_urls(str(exc))}" if str(exc) else type(exc).__name__
+    return redact_urls(str(exc)) or type(exc).__name__
 
 
-def _json_object(response: httpx.Response) -> dict[str, Any]:
+def _json_object(response: HttpResponse) -> dict[str, Any]:
     """The JSON object a response carries, or {} (no JSON, or JSON that is not an object)."""
     try:
-        body = response.json()
-    except ValueError:
+        body = jsonlib.loads(response.body)
+    except (ValueError, UnicodeDecodeError):
         return {}
     return body if isinstance(body, dict) else {}
 
 
-def _tls_verify(settings: VaultSettings) -> ssl.SSLContext | bool:
+def _tls_context(settings: VaultSettings) -> ssl.SSLContext:
+    """How https addresses are verified: the configured CA file, else the CA bundle httpx
+    used before (certifi's), or not at all with skip_tls_verify."""
     if settings.skip_tls_verify:
-        return False
-    if settings.ca_cert:
-        try:
-            return ssl.create_default_context(cafile=settings.ca_cert)
-        except (OSError, ssl.SSLError) as exc:
-            raise InvalidRequest(f"cannot load Vault CA certificate: {exc}") from exc
-    return True
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    try:
+        return ssl.create_default_context(cafile=settings.ca_cert or certifi.where())
+    except (OSError, ssl.SSLError) as exc:
+        raise InvalidRequest(f"cannot load Vault CA certificate: {exc}") from exc
 
 
 class VaultTransport:
@@ -211,18 +219,10 @@ class VaultTransport:
         self._timeout = settings.timeout_seconds
         self._connect_timeout = min(settings.connect_timeout_seconds, settings.timeout_seconds)
         self._budget = 2 * settings.timeout_seconds
-        self._client = httpx.AsyncClient(
-            timeout=self._timeouts(self._timeout),
-            verify=_tls_verify(settings),
-            # Keep every pooled connection alive: closing and reopening them under load costs more
-            # than the Vault calls themselves (throughput fell as client connections rose).
-            limits=httpx.Limits(
-                max_connections=_MAX_IN_FLIGHT, max_keepalive_connections=_MAX_IN_FLIGHT
-            ),
-            trust_env=False,
-        )
-        # Queue excess calls here, in O(1): httpcore's pool scans every waiting request and
-        # connection on each release, which collapsed throughput at hundreds of requests in flight.
+        # Connections stay alive between calls: reopening them under load costs more than the
+        # Vault calls themselves.
+        self._client = HttpClient(_tls_context(settings))
+        # Calls beyond these wait here, in O(1), rather than open more connections.
         self._slots = asyncio.Semaphore(_MAX_IN_FLIGHT)
         self.current = 0
         # Leader preference: whether the current address is known to be the active node, when it
@@ -268,31 +268,31 @@ class VaultTransport:
         results = await asyncio.gather(*(self._health(a) for a in self.addresses))
         return list(zip(self._labels, results, strict=True))
 
-    def _timeouts(self, seconds: float) -> httpx.Timeout:
-        """`seconds` for the whole try, of which at most the connect timeout to connect."""
-        return httpx.Timeout(seconds, connect=min(self._connect_timeout, seconds))
-
     async def _health(self, address: str, timeout: float = _HEALTH_TIMEOUT) -> Health:
         """One address's sys/health (no token needed); the reason of a usable address is
         "active" or "standby"."""
         try:
-            resp = await self._client.get(
-                f"{address}/v1/sys/health",
-                params={"standbyok": "true", "perfstandbyok": "true"},
-                timeout=self._timeouts(min(self._timeout, timeout)),
+            resp = await self._client.request(
+                "GET",
+                address,
+                "/v1/sys/health?standbyok=true&perfstandbyok=true",
+                headers={},
+                body=None,
+                timeout=min(self._timeout, timeout),
+                connect_timeout=self._connect_timeout,
             )
-        except httpx.TransportError as exc:
-            return Health(False, _describe(exc), connected=not _connect_failed(exc))
+        except HttpError as exc:
+            return Health(False, _describe(exc), connected=not isinstance(exc, ConnectFailed))
         body = _json_object(resp)
-        if body.get("initialized") is False or resp.status_code == 501:
+        if body.get("initialized") is False or resp.status == 501:
             return Health(False, "Vault is not initialized")
-        if body.get("sealed") is True or resp.status_code == 503:
+        if body.get("sealed") is True or resp.status == 503:
             return Health(False, "Vault is sealed")
-        if resp.status_code in (200, 429, 472, 473):
+        if resp.status in (200, 429, 472, 473):
             standby = body.get("standby") or body.get("performance_standby")
-            standby = standby or resp.status_code != 200
+            standby = standby or resp.status != 200
             return Health(True, "standby" if standby else "active")
-        return Health(False, f"health check answered HTTP {resp.status_code}")
+        return Health(False, f"health check answered HTTP {resp.status}")
 
     async def find_active(self) -> None:
         """At connect: point at the active node, else at a usable one, else fail."""
@@ -443,6 +443,9 @@ class VaultTransport:
             raise BackendUnavailable(
                 "the Vault connection was closed (the KMS configuration changed)"
             )
+        target = f"/v1/{path}" + (f"?{urlencode(params)}" if params else "")
+        payload = None if json is None else jsonlib.dumps(json, separators=(",", ":")).encode()
+        headers = self._headers(token)
         loop = asyncio.get_running_loop()
         began = loop.time()
         deadline = began + self._budget
@@ -465,26 +468,25 @@ class VaultTransport:
                     async with self._slots:
                         response = await self._client.request(
                             method,
-                            f"{address}/v1/{path}",
-                            json=json,
-                            params=params,
-                            headers=self._headers(token),
-                            timeout=self._timeouts(max(min(self._timeout, remaining), 0.05)),
+                            address,
+                            target,
+                            headers=headers,
+                            body=payload,
+                            timeout=max(min(self._timeout, remaining), 0.05),
+                            connect_timeout=self._connect_timeout,
                         )
-                except httpx.TransportError as exc:
+                except HttpError as exc:
                     reason = _describe(exc)
-                    sent = not _connect_failed(exc)
-                    if isinstance(exc, httpx.PoolTimeout):
-                        sent = False
+                    sent = not isinstance(exc, ConnectFailed)
                     if sent and not resend:
                         raise OutcomeUnknown(
                             f"Vault at {label} failed during {method} {path}: {reason}"
                         ) from exc
                     ambiguous = ambiguous or sent
-                    attempts.pass_unreachable += _connect_failed(exc)
+                    attempts.pass_unreachable += not sent
                     attempts.reasons.append(f"{label}: {reason}")
                 else:
-                    resp = VaultResponse(response.status_code, _json_object(response))
+                    resp = VaultResponse(response.status, _json_object(response))
                     if resp.status not in _UNAVAILABLE or _is_answer(resp, answers):
                         self._degraded = False
                         if (
