@@ -81,6 +81,7 @@ class _Connection(asyncio.Protocol):
         self._headers: dict[str, str] = {}
         self._body: list[bytes] = []
         self._size = 0
+        self._to_eof = False  # the answer's body runs to the end of the connection
         self.closed = False
         self.reusable = False
         self.idle_since = 0.0
@@ -97,16 +98,19 @@ class _Connection(asyncio.Protocol):
             return
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self._fail(RequestFailed(f"malformed HTTP answer ({exc})"))
 
     def eof_received(self) -> bool:
-        # The parser ends a body that runs to the end of the connection (no length given).
-        if self._waiter is not None:
-            try:
-                self._parser.feed_data(b"")
-            except httptools.HttpParserError as exc:
-                self._fail(RequestFailed(f"malformed HTTP answer ({exc})"))
+        # Out of the pool now: connection_lost comes a loop pass later, and a request that took
+        # the connection in between would fail as "maybe sent".
+        self.closed = True
+        self.reusable = False
+        # httptools cannot be told the connection ended (it has no llhttp_finish): a body with no
+        # length given, which runs to the end of the connection, ends here. Any other unfinished
+        # answer was cut short: connection_lost fails it.
+        if self._waiter is not None and self._to_eof:
+            self.on_message_complete()
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -120,8 +124,17 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools callbacks
 
+    def on_message_begin(self) -> None:
+        if self._waiter is None:  # more after the answer, in the same read: out of turn too
+            self.abort()
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        self._to_eof = "content-length" not in self._headers and "chunked" not in (
+            self._headers.get("transfer-encoding", "").lower()
+        )
 
     def on_body(self, body: bytes) -> None:
         self._size += len(body)
@@ -132,9 +145,9 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         waiter, self._waiter = self._waiter, None
-        self.reusable = self._parser.should_keep_alive()
+        self.reusable = not self.closed and self._parser.should_keep_alive()
         response = HttpResponse(self._parser.get_status_code(), self._headers, b"".join(self._body))
-        self._headers, self._body, self._size = {}, [], 0
+        self._headers, self._body, self._size, self._to_eof = {}, [], 0, False
         if waiter is not None and not waiter.done():
             waiter.set_result(response)
 
@@ -277,6 +290,9 @@ class HttpClient:
             raise ConnectFailed("timed out", timed_out=True) from None
         except (OSError, ssl.SSLError) as exc:  # refused, unreachable, DNS, TLS handshake
             raise ConnectFailed(str(exc) or type(exc).__name__) from None
+        if self._closed:  # closed while this connection was being opened
+            connection.abort()
+            raise ConnectFailed("the HTTP client is closed")
         self._open.add(connection)
         return connection
 
