@@ -496,6 +496,9 @@ class BaoDevServer(VaultApi, _BaoProcess):
     ``start`` may be called again after ``stop``/``kill``: the new server listens on the same
     address with the same root token but is a *fresh, empty* server (new unseal key, no
     transit mount). Use as a context manager or call ``stop`` in a ``finally``.
+
+    ``config`` is HCL added to the dev server's configuration (``-config``), e.g. a declarative
+    audit device: OpenBao refuses to enable one through ``sys/audit``.
     """
 
     def __init__(
@@ -505,6 +508,7 @@ class BaoDevServer(VaultApi, _BaoProcess):
         port: int | None = None,
         root_token: str = DEV_ROOT_TOKEN,
         log_level: str = "info",
+        config: str | None = None,
     ) -> None:
         super().__init__()
         self.workdir = Path(workdir)
@@ -514,6 +518,7 @@ class BaoDevServer(VaultApi, _BaoProcess):
         self.root_token = root_token
         self.unseal_key = ""
         self.log_level = log_level
+        self.config = config
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
         self._log: IO[bytes] | None = None
@@ -566,6 +571,10 @@ class BaoDevServer(VaultApi, _BaoProcess):
             f"-dev-listen-address=127.0.0.1:{self.port}",
             f"-log-level={self.log_level}",
         ]
+        if self.config is not None:
+            config_path = self.workdir / "bao-dev-config.hcl"
+            config_path.write_text(self.config)
+            args.append(f"-config={config_path}")
         began = time.monotonic()
         self.process, self._log = _spawn(args, self.log_path, self.workdir)
         wait_until(
@@ -636,9 +645,10 @@ def _first_match(pattern: re.Pattern[str], path: Path) -> str | None:
     return match.group(1) if match else None
 
 
-def start_dev_server(tmp_path: Path) -> BaoDevServer:
-    """A started dev server with transit at ``transit/`` (and the dev KV v2 at ``secret/``)."""
-    server = BaoDevServer(tmp_path)
+def start_dev_server(tmp_path: Path, *, config: str | None = None) -> BaoDevServer:
+    """A started dev server with transit at ``transit/`` (and the dev KV v2 at ``secret/``);
+    ``config``: HCL added to its configuration (see :class:`BaoDevServer`)."""
+    server = BaoDevServer(tmp_path, config=config)
     try:
         server.start()
         server.enable_transit("transit")

@@ -248,6 +248,14 @@ def test_oversized_body_is_413(call: Signed) -> None:
             b' "vault_skip_tls_verify": true}',
             "allow_insecure",
         ),
+        *(
+            (
+                b'{"kms_type": "vault", "vault_address": "http://vault:8200", "vault_token": "t",'
+                b' "vault_metadata_cache_seconds": ' + value + b"}",
+                "vault_metadata_cache_seconds must be a number in [0, 60]",
+            )
+            for value in (b"-1", b"60.5", b'"1"', b"true", b"null")
+        ),
         (b'{"kms_type": "local", "default_key_id": "bad name"}', "default_key_id"),
         (b'{"kms_type": "local", "surprise": 1}', "unknown field"),
     ],

@@ -57,7 +57,9 @@ class Node:
 def nodes(bao_cluster: BaoCluster, tmp_path: Path) -> Iterator[tuple[Node, Node, BaoNode]]:
     """(A, B, active OpenBao node). A is configured through the admin `configure` route with a
     comma-separated vault_address, B at start (like `s3kms server --backend vault
-    --vault-address a,b,c`). Each lists a different standby first."""
+    --vault-address a,b,c`). Each lists a different standby first. Both run without the metadata
+    cache (`vault_metadata_cache_seconds` 0): a state change on one holds on the other's next
+    request, so the test sees any read from a lagging standby."""
     cluster = bao_cluster
     leader = cluster.leader()
     s1, s2 = [n for n in cluster.nodes if n is not leader]
@@ -71,6 +73,7 @@ def nodes(bao_cluster: BaoCluster, tmp_path: Path) -> Iterator[tuple[Node, Node,
         token=cluster.root_token,
         kv_prefix=prefix,
         timeout_seconds=3.0,
+        metadata_cache_seconds=0,
     )
     b = Node(KmsThread(thread_settings(tmp_path / "b", backend="vault", vault=b_settings)).start())
     try:
@@ -81,6 +84,7 @@ def nodes(bao_cluster: BaoCluster, tmp_path: Path) -> Iterator[tuple[Node, Node,
             vault_mount_path="transit",
             vault_kv_prefix=prefix,
             vault_timeout_seconds=3.0,
+            vault_metadata_cache_seconds=0,
         )
         yield a, b, leader
     finally:

@@ -265,16 +265,17 @@ def test_two_nodes_see_each_others_changes_at_once(bao: VaultApi, prefix: str) -
     key_id = unique("shared")
 
     async def main() -> None:
+        strict = settings(bao, prefix, metadata_cache_seconds=0)  # no metadata cache
         async with (
-            await VaultKeyStore.connect(settings(bao, prefix)) as node_a,
-            await VaultKeyStore.connect(settings(bao, prefix)) as node_b,
+            await VaultKeyStore.connect(strict) as node_a,
+            await VaultKeyStore.connect(strict) as node_b,
         ):
             await node_a.create_key(new_meta(key_id))
             meta_b = await node_b.get_key(key_id)
             assert meta_b.key_id == key_id
             version, sealed = await node_b.encrypt(key_id, b"hello", b"ctx", require_enabled)
 
-            # Disable on B; A refuses on its very next request (no cache anywhere).
+            # Disable on B; A refuses on its very next request (metadata_cache_seconds 0).
             await node_b.update_key(replace(meta_b, state=KeyState.DISABLED))
             with pytest.raises(KeyDisabled):
                 await node_a.encrypt(key_id, b"hello", b"ctx", require_enabled)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -29,11 +30,14 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from s3kms.auth import sigv4
+from s3kms.cli import resolve_settings
 from s3kms.client import Client
+from s3kms.config import KMSConfig, parse_configure_body
 from s3kms.crypto import blob
 from s3kms.errors import (
     BackendUnavailable,
     InvalidCiphertext,
+    InvalidRequest,
     KeyDisabled,
     KeyInvalidState,
     KeyNotFound,
@@ -456,6 +460,104 @@ def test_server_refuses_to_start_with_credentials_in_the_vault_address(
     assert PASSWORD_IN_URL not in server.log()
 
 
+# --------------------------------------------------------------------------- the metadata cache window
+
+CACHE_OUT_OF_RANGE = "vault_metadata_cache_seconds must be a number in [0, 60]"
+
+
+def test_the_metadata_cache_window_is_a_setting(tmp_path: Path) -> None:
+    """`vault_metadata_cache_seconds` (default 1, 0 = no cache, at most 60) from a flag, an
+    S3KMS_* variable, the TOML file, the configure body or a persisted kms-config.json; settings
+    built in code are checked by validate() before the keystore connects."""
+    address = "http://127.0.0.1:8200"
+    flags = {"backend": "vault", "vault_address": address, "vault_token": "t"}
+
+    def window(flags: dict[str, Any], env: dict[str, str] | None = None) -> float:
+        vault = resolve_settings(flags, env or {}).vault
+        assert vault is not None
+        return vault.metadata_cache_seconds
+
+    env = {"S3KMS_VAULT_METADATA_CACHE_SECONDS": "2.5"}
+    toml = tmp_path / "s3kms.toml"
+    toml.write_text("vault_metadata_cache_seconds = 0\n")
+    assert window(flags) == 1.0
+    assert window({**flags, "vault_metadata_cache_seconds": 0.0}) == 0.0
+    assert window(flags, env) == 2.5
+    assert window({**flags, "config": toml}) == 0.0
+    assert window({**flags, "config": toml}, env) == 2.5  # the environment wins over the file
+    assert window({**flags, "vault_metadata_cache_seconds": 60.0}, env) == 60.0  # the flag wins
+    for bad in (-0.5, 60.5, float("nan"), float("inf")):
+        with pytest.raises(InvalidRequest, match=re.escape(CACHE_OUT_OF_RANGE)):
+            window({**flags, "vault_metadata_cache_seconds": bad})
+
+    body = {"kms_type": "vault", "vault_address": address, "vault_token": "t"}
+    for value, expected in ((None, 1.0), (0, 0.0), (0.25, 0.25), (60, 60.0)):
+        extra = {} if value is None else {"vault_metadata_cache_seconds": value}
+        vault = parse_configure_body({**body, **extra}).vault
+        assert vault is not None and vault.metadata_cache_seconds == expected
+        assert isinstance(vault.metadata_cache_seconds, float)
+    for bad_value in (-1, 61, "1", True, None, [1]):
+        with pytest.raises(InvalidRequest) as refused:
+            parse_configure_body({**body, "vault_metadata_cache_seconds": bad_value})
+        assert refused.value.message == CACHE_OUT_OF_RANGE
+
+    strict = VaultSettings(addresses=(address,), token="t", metadata_cache_seconds=0.0)
+    strict.validate()
+    assert "metadata_cache_seconds=0.0" in repr(strict)
+    for bad in (-1.0, 61.0, float("nan")):
+        with pytest.raises(InvalidRequest, match=re.escape(CACHE_OUT_OF_RANGE)):
+            VaultSettings(addresses=(address,), token="t", metadata_cache_seconds=bad).validate()
+    # kms-config.json keeps it; one written before the setting existed gets the default.
+    config = KMSConfig("vault", None, strict)
+    assert KMSConfig.from_json(json.loads(json.dumps(config.to_json()))) == config
+    older = config.to_json()
+    del older["vault"]["metadata_cache_seconds"]
+    persisted = KMSConfig.from_json(older).vault
+    assert persisted is not None and persisted.metadata_cache_seconds == 1.0
+
+
+@pytest.mark.parametrize("source", ["flag", "persisted"])
+def test_server_refuses_to_start_with_a_metadata_cache_window_out_of_range(
+    tmp_path: Path, source: str
+) -> None:
+    """`s3kms server` exits with the setting's name, before any connection to Vault: from the
+    flag (a usage error), or from a kms-config.json (VaultSettings.validate)."""
+    data = tmp_path / "data"
+    address = f"http://127.0.0.1:{free_port()}"  # nothing listens: no connection is tried
+    args: list[str] = []
+    if source == "flag":
+        args = ["--backend", "vault", "--vault-address", address,
+                "--vault-metadata-cache-seconds", "61"]  # fmt: skip
+    else:
+        data.mkdir(mode=0o700)
+        stored = {"kms_type": "vault", "default_key_id": None,
+                  "vault": {"addresses": [address], "token": "a-token",
+                            "metadata_cache_seconds": -1}}  # fmt: skip
+        (data / "kms-config.json").write_text(json.dumps(stored))
+    server = KmsProcess(data, args=args, env={"S3KMS_VAULT_TOKEN": "a-token"})
+    server.start(wait=False)
+    assert server.wait_exit() != 0
+    assert CACHE_OUT_OF_RANGE in server.log()
+    assert "cannot connect" not in server.log()
+
+
+def test_configure_sets_the_metadata_cache_window(
+    bao: VaultApi, servers: list[Server], tmp_path: Path
+) -> None:
+    """The configure body's `vault_metadata_cache_seconds` is used and persisted; a value out of
+    range is refused and changes nothing."""
+    server = start(servers, tmp_path / "data")
+    kv = unique("s3kms-window-conf")
+    resp = server.configure(vault_body(bao, kv, vault_metadata_cache_seconds=61))
+    assert resp.status_code == 400 and error_of(resp)["message"] == CACHE_OUT_OF_RANGE
+    assert server.admin.status()["kmsType"] == "local"
+    resp = server.configure(vault_body(bao, kv, vault_metadata_cache_seconds=0))
+    assert resp.status_code == 200, resp.text
+    assert server.store().settings.metadata_cache_seconds == 0.0
+    persisted = json.loads((tmp_path / "data" / "kms-config.json").read_text())
+    assert persisted["vault"]["metadata_cache_seconds"] == 0.0
+
+
 # --------------------------------------------------------------------------- the admin API
 
 
@@ -532,7 +634,9 @@ def test_two_s3kms_nodes_share_one_openbao(
     bao: VaultApi, servers: list[Server], tmp_path: Path
 ) -> None:
     kv = unique("s3kms-two")
-    settings = vault_settings(bao, kv)
+    # The strict mode: no metadata cache, so every change holds on the other node's next request
+    # (with the default window: within it, tests/test_vault_consistency.py).
+    settings = vault_settings(bao, kv, metadata_cache_seconds=0)
     a = start(servers, tmp_path / "a", backend="vault", vault=settings)
     b = start(servers, tmp_path / "b", backend="vault", vault=settings)
     key = a.client.create_key(unique("shared")).key_id
@@ -542,7 +646,7 @@ def test_two_s3kms_nodes_share_one_openbao(
     dk = b.client.generate_data_key(key)
     assert a.client.decrypt(dk.ciphertext) == dk.plaintext
 
-    # Disabled on A: refused by B on its very next request, every operation.
+    # Disabled on A: refused by B on its very next request (no cache), every operation.
     a.client.disable_key(key)
     assert b.client.key_status(key).status == "disabled"
     with pytest.raises(KeyDisabled):

@@ -26,7 +26,7 @@ from s3kms.client import Client
 from s3kms.config import Settings, parse_vault_addresses, read_toml
 from s3kms.crypto import keyspecs
 from s3kms.errors import KMSError
-from s3kms.keystore.vault.settings import VaultSettings
+from s3kms.keystore.vault.settings import VaultSettings, checked_metadata_cache_seconds
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console()
@@ -46,6 +46,7 @@ _VAULT_OPTIONS = {
     "vault_app_role_secret_id": "app_role_secret_id",
     "vault_timeout_seconds": "timeout_seconds",
     "vault_connect_timeout_seconds": "connect_timeout_seconds",
+    "vault_metadata_cache_seconds": "metadata_cache_seconds",
     "vault_ca_cert": "ca_cert",
     "vault_skip_tls_verify": "skip_tls_verify",
 }
@@ -107,6 +108,10 @@ def resolve_settings(flags: Mapping[str, Any], env: Mapping[str, str]) -> Settin
         for name in ("timeout_seconds", "connect_timeout_seconds"):
             if name in vault_fields:
                 vault_fields[name] = float(vault_fields[name])
+        if "metadata_cache_seconds" in vault_fields:
+            vault_fields["metadata_cache_seconds"] = checked_metadata_cache_seconds(
+                float(vault_fields["metadata_cache_seconds"])
+            )
         if "skip_tls_verify" in vault_fields:
             vault_fields["skip_tls_verify"] = str(vault_fields["skip_tls_verify"]).lower() in (
                 "1",
@@ -182,6 +187,12 @@ def main() -> None:
 @click.option("--vault-timeout-seconds", type=float, help="Bound on one Vault request (10).")
 @click.option(
     "--vault-connect-timeout-seconds", type=float, help="Bound on opening a connection (2)."
+)
+@click.option(
+    "--vault-metadata-cache-seconds",
+    type=float,
+    help="Seconds a node may reuse a key's state read from Vault on crypto requests "
+    "(1; 0 disables this cache).",
 )
 @click.option("--vault-ca-cert", type=click.Path())
 def server(**flags: Any) -> None:
@@ -398,6 +409,7 @@ def status(**kw: Any) -> None:
 @click.option("--vault-app-role-secret-id", envvar="S3KMS_VAULT_APP_ROLE_SECRET_ID")
 @click.option("--vault-timeout-seconds", type=float)
 @click.option("--vault-connect-timeout-seconds", type=float)
+@click.option("--vault-metadata-cache-seconds", type=float)
 @click.option("--vault-ca-cert")
 @client_options
 def configure(**kw: Any) -> None:

@@ -22,7 +22,12 @@ from urllib.parse import urlsplit
 
 from s3kms.errors import InvalidRequest
 from s3kms.fsutil import write_private_file
-from s3kms.keystore.vault.settings import CREDENTIALS_IN_ADDRESS, VaultSettings, redact_address
+from s3kms.keystore.vault.settings import (
+    CREDENTIALS_IN_ADDRESS,
+    VaultSettings,
+    checked_metadata_cache_seconds,
+    redact_address,
+)
 from s3kms.model import KEY_NAME_RE
 
 KMS_CONFIG_FILE = "kms-config.json"
@@ -81,6 +86,7 @@ _CONFIGURE_FIELDS = {
     "vault_app_role_secret_id",
     "vault_timeout_seconds",
     "vault_connect_timeout_seconds",
+    "vault_metadata_cache_seconds",
     "vault_ca_cert",
     "vault_skip_tls_verify",
     "allow_insecure",
@@ -159,6 +165,8 @@ def parse_configure_body(body: Any) -> KMSConfig:
         )
     timeout = _seconds(body, "vault_timeout_seconds", 10.0)
     connect_timeout = _seconds(body, "vault_connect_timeout_seconds", 2.0)
+    # 0 is allowed here (no cache), unlike the timeouts.
+    cache_seconds = checked_metadata_cache_seconds(body.get("vault_metadata_cache_seconds", 1.0))
     skip_verify = body.get("vault_skip_tls_verify", False)
     allow_insecure = body.get("allow_insecure", False)
     if not isinstance(skip_verify, bool) or not isinstance(allow_insecure, bool):
@@ -178,6 +186,7 @@ def parse_configure_body(body: Any) -> KMSConfig:
         ca_cert=_opt_str(body, "vault_ca_cert"),
         skip_tls_verify=skip_verify,
         connect_timeout_seconds=connect_timeout,
+        metadata_cache_seconds=cache_seconds,
     )
     return KMSConfig("vault", default_key_id, settings)
 

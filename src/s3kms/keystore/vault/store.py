@@ -1,7 +1,9 @@
 """The Vault keystore: key material in Vault/OpenBao transit, key metadata in Vault KV version 2.
 
-Every KMS node is stateless: a key's state lives only in Vault, so a key disabled through one node
-is refused by every other node on its next request (there is no cache). The layout:
+Every KMS node is stateless: a key's state lives only in Vault. The crypto path uses a key's
+metadata as this node read it at most `metadata_cache_seconds` (default 1 s) ago (cache.py), so
+a key disabled through one node is refused by that node at once and by every other node within
+that window; 0 makes every request read it. The layout:
 
     <mount_path>/keys/<key_id>                      transit key (never exportable) of the type
                                                     TRANSIT_TYPES gives for the key spec
@@ -16,10 +18,11 @@ check-and-set on it, so concurrent writers on different nodes cannot lose each o
 A key exists when its KV record exists: a transit key without a record (a create that failed half
 way) is invisible, and the next create of that id completes it.
 
-Encrypt and decrypt read the metadata and call transit concurrently (one round trip of latency),
-then run the caller's state check before anything is returned. Encrypt never creates a transit
-key: connect() sets the mount's `disable_upsert`, and where it may not, encrypt reads the
-metadata first and calls transit only for a key that exists.
+Encrypt and decrypt take the metadata from the cache, or read it concurrently with the transit call
+(one round trip of latency), and run the caller's state check before anything is returned; their
+transit calls go through batch.py, which sends concurrent ones for one key as one `batch_input`
+call. Encrypt never creates a transit key: connect() sets the mount's `disable_upsert`, and where
+it may not, encrypt reads the metadata first and calls transit only for a key that exists.
 
 The other key specs transit holds (RSA, ECDSA P-256/384/521, Ed25519, HMAC) work the same way:
 sign, hmac and RSA decrypt run concurrently with the metadata read, the public key comes from
@@ -60,6 +63,8 @@ from s3kms.errors import (
 )
 from s3kms.keystore.base import BackendStatus, RotationDue, StateCheck, WriteConflict
 from s3kms.keystore.vault.auth import VaultAuth
+from s3kms.keystore.vault.batch import TransitBatcher
+from s3kms.keystore.vault.cache import MetadataCache
 from s3kms.keystore.vault.kv import KVStore, Record
 from s3kms.keystore.vault.settings import VaultSettings
 from s3kms.keystore.vault.transport import OutcomeUnknown, VaultResponse, VaultTransport
@@ -290,6 +295,8 @@ class VaultKeyStore:
         self._kv = KVStore(auth, settings.kv_mount.strip("/"))
         self._prefix = settings.kv_prefix.strip("/")
         self._upsert_disabled = False
+        self._cache = MetadataCache(settings.metadata_cache_seconds)
+        self._batches = TransitBatcher(self._transit_batch)
 
     def __repr__(self) -> str:
         return f"VaultKeyStore(endpoint={self.endpoint!r}, mount={self._transit!r})"
@@ -398,6 +405,7 @@ class VaultKeyStore:
     # -- keys -----------------------------------------------------------------------------------
 
     async def create_key(self, meta: KeyMetadata) -> KeyMetadata:
+        self._cache.invalidate(meta.key_id)  # (nothing is cached of a missing key; to be sure)
         path = self._key_path(meta.key_id)
         info = keyspecs.spec(meta.key_spec)
         key_type = TRANSIT_TYPES.get(info.name)
@@ -481,6 +489,12 @@ class VaultKeyStore:
         return len(await self._key_ids())
 
     async def update_key(self, meta: KeyMetadata) -> KeyMetadata:
+        try:
+            return await self._update_key(meta)
+        finally:
+            self._cache.invalidate(meta.key_id)  # (also after a failure: it may have been applied)
+
+    async def _update_key(self, meta: KeyMetadata) -> KeyMetadata:
         record = await self._read_key(meta.key_id)
         if record.version != meta.revision:
             raise WriteConflict(meta.key_id)
@@ -531,6 +545,14 @@ class VaultKeyStore:
     async def rotate_key(
         self, key_id: str, rotation_type: RotationType, now: float, next_rotation: RotationDue
     ) -> KeyMetadata:
+        try:
+            return await self._rotate_key(key_id, rotation_type, now, next_rotation)
+        finally:
+            self._cache.invalidate(key_id)
+
+    async def _rotate_key(
+        self, key_id: str, rotation_type: RotationType, now: float, next_rotation: RotationDue
+    ) -> KeyMetadata:
         await self._read_key(key_id)  # no rotation of a transit key without metadata
         latest = await self._transit_rotate(key_id)
         path = self._key_path(key_id)
@@ -572,6 +594,12 @@ class VaultKeyStore:
         )
 
     async def delete_key(self, key_id: str) -> None:
+        try:
+            await self._delete_key(key_id)
+        finally:
+            self._cache.invalidate(key_id)
+
+    async def _delete_key(self, key_id: str) -> None:
         name = quote(key_id, safe="")
         config = await self._auth.call(
             "POST", f"{self._transit}/keys/{name}/config", json={"deletion_allowed": True}
@@ -645,6 +673,15 @@ class VaultKeyStore:
         path = f"{self._transit}/{op}/{quote(key_id, safe='')}" + (f"/{suffix}" if suffix else "")
         return await self._auth.call("POST", path, json=body, raw=raw, answers=answers)
 
+    async def _transit_batch(
+        self, op: str, key_id: str, items: list[dict[str, Any]]
+    ) -> VaultResponse:
+        return await self._transit_op(op, key_id, {"batch_input": items}, raw=True)
+
+    async def _crypto_metadata(self, key_id: str) -> KeyMetadata:
+        """A key's metadata for a crypto operation: at most the cache window old."""
+        return await self._cache.get(key_id, lambda: self.get_key(key_id))
+
     async def _checked_transit(
         self,
         op: str,
@@ -653,30 +690,38 @@ class VaultKeyStore:
         check: StateCheck,
         *,
         concurrent: bool,
+        batched: bool = False,
         suffix: str = "",
         answers: tuple[str, ...] = (),
     ) -> tuple[KeyMetadata, VaultResponse]:
-        """Read the key's metadata and call transit (concurrently, or metadata first), run
-        `check` on the metadata, and only then look at transit's answer."""
-        record: Record | BaseException
+        """Take the key's metadata (cache.py) and call transit (concurrently when the metadata
+        must be read and `concurrent`, else after it), run `check` on the metadata, and only then
+        look at transit's answer. `batched`: `body` is one item of a `batch_input` (batch.py)."""
+
+        def call() -> Awaitable[VaultResponse]:
+            # raw: a 403 from transit may only mean "no such key, and no `create` capability on
+            # encrypt"; it is judged once the metadata says the key exists (no re-login for a
+            # request about a key that does not exist).
+            if batched:
+                return self._batches.call(op, key_id, body)
+            return self._transit_op(op, key_id, body, raw=True, suffix=suffix, answers=answers)
+
+        meta: KeyMetadata | BaseException
         result: VaultResponse | BaseException
-        # raw: a 403 from transit may only mean "no such key, and no `create` capability on
-        # encrypt"; it is judged once the metadata says the key exists (no re-login for a
-        # request about a key that does not exist).
-        if concurrent:
-            record, result = await asyncio.gather(
-                self._read_key(key_id),
-                self._transit_op(op, key_id, body, raw=True, suffix=suffix, answers=answers),
-                return_exceptions=True,
+        cached = self._cache.fresh(key_id)
+        if cached is not None:  # the check first: no transit call for a key it refuses
+            meta = cached
+            check(meta)
+            result = await call()
+        elif concurrent:
+            meta, result = await asyncio.gather(
+                self._crypto_metadata(key_id), call(), return_exceptions=True
             )
         else:
-            record = await self._read_key(key_id)
-            result = await self._transit_op(
-                op, key_id, body, raw=True, suffix=suffix, answers=answers
-            )
-        if isinstance(record, BaseException):
-            raise record
-        meta = _record_to_meta(record)
+            meta = await self._crypto_metadata(key_id)
+            result = await call()
+        if isinstance(meta, BaseException):
+            raise meta
         check(meta)
         if isinstance(result, BaseException):
             raise result
@@ -691,7 +736,7 @@ class VaultKeyStore:
         # Without disable_upsert, transit would create a missing key on encrypt: then it is
         # only called once the metadata says the key exists.
         _, resp = await self._checked_transit(
-            "encrypt", key_id, body, check, concurrent=self._upsert_disabled
+            "encrypt", key_id, body, check, concurrent=self._upsert_disabled, batched=True
         )
         if resp.not_found_400:
             raise KeyNotFound(key_id=key_id)
@@ -706,7 +751,9 @@ class VaultKeyStore:
             check(await self.get_key(key_id))
             raise InvalidCiphertext
         body = {"ciphertext": f"vault:v{version}:{_b64(sealed)}", "associated_data": _b64(aad)}
-        _, resp = await self._checked_transit("decrypt", key_id, body, check, concurrent=True)
+        _, resp = await self._checked_transit(
+            "decrypt", key_id, body, check, concurrent=True, batched=True
+        )
         if resp.status == 400:
             # "invalid ciphertext: ...", "cipher: message authentication failed", a version
             # disallowed by policy, a missing transit key: all one error, without detail.
@@ -754,12 +801,11 @@ class VaultKeyStore:
     async def public_key(self, key_id: str, check: StateCheck) -> bytes:
         """`GET keys/<key_id>` (concurrently with the metadata): the current version's public
         key as SubjectPublicKeyInfo DER."""
-        record, key = await asyncio.gather(
-            self._read_key(key_id), self._transit_key(key_id), return_exceptions=True
+        meta, key = await asyncio.gather(
+            self._crypto_metadata(key_id), self._transit_key(key_id), return_exceptions=True
         )
-        if isinstance(record, BaseException):
-            raise record
-        meta = _record_to_meta(record)
+        if isinstance(meta, BaseException):
+            raise meta
         check(meta)
         info = keyspecs.spec(meta.key_spec)
         if info.family not in ("rsa", "ecc", "ed25519"):
@@ -911,6 +957,7 @@ class VaultKeyStore:
             return BackendStatus(False, f"status check failed: {type(exc).__name__}")
 
     async def close(self) -> None:
+        await self._batches.aclose()
         await self._transport.close()
 
     # -- transport and auth state (observability, tests) ----------------------------------------
