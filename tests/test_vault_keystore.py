@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -337,6 +338,27 @@ def test_encrypt_decrypt_round_trip_with_aad(bao: VaultApi, prefix: str) -> None
             )
 
     assert run(open_direct()) == b"direct"
+
+
+def test_debug_logging_names_each_vault_call_and_never_the_token(
+    bao: VaultApi, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    key_id = unique("logged")
+
+    async def main() -> None:
+        async with await VaultKeyStore.connect(settings(bao, prefix)) as store:
+            await store.create_key(new_meta(key_id))
+            await store.encrypt(key_id, b"plaintext", b"aad", allow)
+
+    with caplog.at_level(logging.DEBUG, logger="s3kms.keystore.vault"):
+        run(main())
+    calls = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Vault ")]
+    assert any(
+        f"Vault POST transit/encrypt/{key_id} at " in m and m.endswith(": 200") for m in calls
+    )
+    assert any(f"Vault POST transit/keys/{key_id} at " in m for m in calls)
+    assert bao.root_token not in caplog.text
+    assert base64.b64encode(b"plaintext").decode() not in caplog.text
 
 
 def test_bad_ciphertexts_are_invalid_ciphertext(bao: VaultApi, prefix: str) -> None:

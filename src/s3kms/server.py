@@ -188,9 +188,6 @@ def serve(settings: Settings) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if settings.log_level != "debug":
-        # httpx logs every request it sends (each Vault call) at INFO: one line per Vault call.
-        logging.getLogger("httpx").setLevel(logging.WARNING)
     os.umask(0o077)  # every file s3kms creates is private to its user, whatever the caller's umask
     check_writable(settings.data_dir)
     root, generated = credentials.load_root(

@@ -486,6 +486,8 @@ class VaultTransport:
                     attempts.pass_unreachable += not sent
                     attempts.reasons.append(f"{label}: {reason}")
                 else:
+                    if log.isEnabledFor(logging.DEBUG):  # the path and status only: no secret
+                        log.debug("Vault %s %s at %s: %d", method, path, label, response.status)
                     resp = VaultResponse(response.status, _json_object(response))
                     if resp.status not in _UNAVAILABLE or _is_answer(resp, answers):
                         self._degraded = False
