@@ -4,10 +4,25 @@ Handlers never see an unauthenticated request. Each handler (or the admin router
 `principal.authorize(action, key_id)` once it knows which key the request is about; that both
 enforces the caller's policies and records the action and key for the audit log. Root may do
 everything; other users only what their policies allow (explicit Deny wins, no match denies).
+
+Every principal is named by an IAM ARN in the configured account (`--account-id`), as AWS names
+the callers of its APIs (what `sts:GetCallerIdentity` answers):
+
+    root (S3KMS_ROOT_USER)      arn:aws:iam::<account>:root               UserId <account>
+    a user (its access key K)   arn:aws:iam::<account>:user/<K>           UserId AIDA + 17 characters
+
+An s3kms user has one name, its access key (`accessKey` of `user/add`, `access_key` of the users
+file): it is both the IAM user name and the access key id. The root's ARN does not name its access
+key, as in AWS. A user's UserId stands for IAM's unique id (`AIDA...`): `AIDA` and the first 17
+characters of the base32 SHA-256 of a label and the user's ARN (`iam_user_id`), so every node and
+worker derives the same id with nothing stored. Unlike IAM's, it is the same for a user removed
+and added again.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import time
 from dataclasses import dataclass, field
 
@@ -20,6 +35,13 @@ from s3kms.users import UserStore
 
 ADMIN_SERVICES = frozenset({"s3", "kms"})
 AWS_SERVICES = frozenset({"kms"})
+STS_SERVICES = frozenset({"sts"})
+
+
+def iam_user_id(arn: str) -> str:
+    """The stand-in for IAM's unique user id: `AIDA` + 17 base32 characters derived from `arn`."""
+    digest = hashlib.sha256(b"s3kms iam user id\x00" + arn.encode()).digest()
+    return "AIDA" + base64.b32encode(digest).decode()[:17]
 
 
 class Principal:
@@ -69,6 +91,23 @@ class Principal:
 
     def key_arn(self, key_id: str) -> str:
         return key_resources(key_id, self._region, self._account)[0]
+
+    @property
+    def account(self) -> str:
+        """The account id the principal belongs to (`--account-id`)."""
+        return self._account
+
+    @property
+    def arn(self) -> str:
+        """`arn:aws:iam::<account>:root` for root, `arn:aws:iam::<account>:user/<access key>`."""
+        if self.is_root:
+            return f"arn:aws:iam::{self._account}:root"
+        return f"arn:aws:iam::{self._account}:user/{self.access_key}"
+
+    @property
+    def user_id(self) -> str:
+        """AWS's `aws:userid`: the account id for root, the user's unique id (`AIDA...`) else."""
+        return self._account if self.is_root else iam_user_id(self.arn)
 
 
 @dataclass
@@ -122,12 +161,22 @@ class Authenticator:
             return self._root_secret
         return self.users.secret_for(access_key) if self.users is not None else None
 
-    def authenticate(self, req: RequestView, *, admin: bool) -> Principal:
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    def authenticate(
+        self, req: RequestView, *, admin: bool, services: frozenset[str] | None = None
+    ) -> Principal:
+        """The request's principal. `services`: the credential-scope services this surface
+        accepts (default: `s3`/`kms` on the admin API, `kms` on the AWS API)."""
+        if services is None:
+            services = ADMIN_SERVICES if admin else AWS_SERVICES
         verified = sigv4.verify_request(
             req,
             lookup_secret=self._secret,
             region=self._region,
-            services=ADMIN_SERVICES if admin else AWS_SERVICES,
+            services=services,
             now=self._clock.now(),
             s3_flavour=admin,
         )
@@ -135,6 +184,6 @@ class Authenticator:
         if self._limiter is not None:
             self._limiter.check(access)
         if access == self._root:
-            return Principal(access, True)
+            return Principal(access, True, None, self._region, self._account)
         policies = self.users.policies_for(access) if self.users is not None else []
         return Principal(access, False, policies, self._region, self._account)

@@ -92,6 +92,7 @@ __all__ = [
     "credential_scope",
     "format_amz_date",
     "presign_url",
+    "request_date",
     "sign_headers",
     "signature",
     "signing_key",
@@ -349,6 +350,13 @@ def _header_date(headers: Mapping[str, str]) -> tuple[str, float, str]:
     if moment is None:
         raise AuthorizationHeaderMalformed("The Date header is not a valid RFC 1123 date.")
     return format_amz_date(moment), moment, "date"
+
+
+def request_date(headers: Mapping[str, str]) -> tuple[str, float]:
+    """(``YYYYMMDDTHHMMSSZ``, POSIX time) of a header-signed request, as the verifier reads it
+    (``x-amz-date``, else ``date``); raises the verifier's errors for a missing or bad date."""
+    amz_date, moment, _ = _header_date(headers)
+    return amz_date, moment
 
 
 def _parse_authorization(value: str) -> tuple[str, str, str]:

@@ -4,6 +4,10 @@ Plain ASGI with no framework: the hot path (AWS `GenerateDataKey`/`Decrypt`, adm
 is parse, verify, call the service, encode. Each API surface renders the error tree in its own
 envelope; an unexpected exception becomes a 500 `InternalError` with the request id, logged with
 that id and never shown to the client.
+
+Three surfaces share the port: the admin API (its two path prefixes), and at `/` the AWS KMS JSON
+API (`X-Amz-Target: TrentService.*`) and STS's Query protocol (`protocols/sts.wants`: no target,
+a form body or an `Action` in the query string).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from s3kms.errors import (
     RouteNotFound,
 )
 from s3kms.http.responses import Response, admin_error, json_response
-from s3kms.protocols import awskms
+from s3kms.protocols import awskms, sts
 from s3kms.protocols.admin import api as admin
 from s3kms.request import RequestView, current_request_id
 from s3kms.runtime import Runtime
@@ -84,6 +88,7 @@ class Call:
         "request_id",
         "scope",
         "started",
+        "sts",
     )
 
     def __init__(self, request_id: str, scope: Scope, started: float) -> None:
@@ -94,6 +99,7 @@ class Call:
         self.changes = False  # the route changes state: its intent is recorded before it runs
         self.intent_recorded = False
         self.principal: Principal | None = None
+        self.sts = False  # an STS (Query protocol) request: errors in STS's XML envelope
 
 
 def _source(scope: Scope) -> str | None:
@@ -117,6 +123,7 @@ class App:
         self.audit = audit
         self.admin = admin.AdminAPI(runtime, auth, audit)
         self.aws = awskms.AwsKmsAPI(runtime)
+        self.sts = sts.StsAPI(auth)
         self._background_interval = background_interval
         self.loop: asyncio.AbstractEventLoop | None = None  # set at start-up, for tests
 
@@ -175,12 +182,12 @@ class App:
         try:
             response = await self._dispatch(scope, receive, method, path, is_admin, call)
         except KMSError as exc:
-            response = self._error(exc, path, is_admin)
+            response = self._error(exc, path, is_admin, call)
             error = exc.code
         except Exception:
             log.exception("request %s failed: %s %s", request_id, method, path)
             response = self._error(
-                KMSError(f"internal error; request id {request_id}"), path, is_admin
+                KMSError(f"internal error; request id {request_id}"), path, is_admin, call
             )
             error = "InternalError"
         if self.audit is not None and call.action is not None:
@@ -191,7 +198,7 @@ class App:
                 # carried out, so its true answer stands (never a failure for an applied change).
                 if not call.intent_recorded:
                     await response.discard()
-                    response = self._error(exc, path, is_admin)
+                    response = self._error(exc, path, is_admin, call)
         rid = request_id.encode()
         headers = [(b"content-type", response.content_type), (b"x-amz-request-id", rid)]
         if not is_admin:
@@ -251,7 +258,9 @@ class App:
         )
         call.intent_recorded = True
 
-    def _error(self, exc: KMSError, path: str, is_admin: bool) -> Response:
+    def _error(self, exc: KMSError, path: str, is_admin: bool, call: Call) -> Response:
+        if call.sts:
+            return sts.error_response(exc, call.request_id)
         if not is_admin and path == "/":
             return awskms.error_response(exc, self.runtime)
         return admin_error(exc, path)
@@ -273,12 +282,19 @@ class App:
             route = self.admin.route(path, method)  # 404/405 before reading the body
             call.action = route.action
             call.changes = route.route.changes
+        elif sts.wants(method, headers, query):
+            call.sts = True
+            call.action = sts.UNKNOWN_ACTION  # until the body that names it has been read
         elif method != "POST":
             raise MethodNotAllowed
         else:
             call.action, call.changes = self.aws.audit_action(headers.get("x-amz-target"))
         body = await read_body(receive, headers, self.max_body)
         req = RequestView(method, path, query, headers, body)
+        if call.sts:  # STS changes nothing: no intent line
+            call.action = sts.audit_action(req)
+            principal = call.principal = self.sts.authenticate(req)
+            return self.sts.handle(req, principal, call.request_id)
         principal = call.principal = self.auth.authenticate(req, admin=is_admin)
         self._record_intent(call)
         if is_admin:
