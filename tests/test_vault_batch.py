@@ -20,11 +20,12 @@ from typing import Any, TypeVar
 import pytest
 
 from s3kms.errors import BackendUnavailable, InvalidCiphertext, KeyDisabled, KeyNotFound
-from s3kms.keystore.vault import VaultKeyStore, VaultSettings
+from s3kms.keystore.vault import VaultKeyStore
 from s3kms.keystore.vault.batch import TransitBatcher, item_response
 from s3kms.keystore.vault.transport import VaultResponse
 from s3kms.model import KeyMetadata, KeyState
 from s3kms.service import SYMMETRIC_CHECKS
+from test_vault_keystore import settings
 
 from openbao import VaultApi
 
@@ -47,17 +48,6 @@ def unique(prefix: str) -> str:
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
-
-
-def settings(api: VaultApi, prefix: str, **overrides: Any) -> VaultSettings:
-    values: dict[str, Any] = {
-        "addresses": (api.addr,),
-        "token": api.root_token,
-        "kv_prefix": prefix,
-        "timeout_seconds": 5.0,
-    }
-    values.update(overrides)
-    return VaultSettings(**values)
 
 
 def new_meta(key_id: str) -> KeyMetadata:
