@@ -14,11 +14,12 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 import httpx
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from s3kms import __version__, credentials
@@ -27,6 +28,9 @@ from s3kms.config import Settings, parse_vault_addresses, read_toml
 from s3kms.crypto import keyspecs
 from s3kms.errors import KMSError
 from s3kms.keystore.vault.settings import VaultSettings, checked_metadata_cache_seconds
+
+if TYPE_CHECKING:
+    from s3kms.startup import StartupError
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console()
@@ -65,7 +69,7 @@ _SECONDS_LIMITS = ("header_timeout", "body_timeout", "keep_alive_timeout", "send
 def resolve_settings(flags: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
     """Flags win over `S3KMS_*` environment variables, which win over the TOML config file."""
     config_file = flags.get("config") or env.get("S3KMS_CONFIG")
-    merged: dict[str, Any] = dict(read_toml(Path(config_file))) if config_file else {}
+    merged: dict[str, Any] = _read_config(Path(config_file)) if config_file else {}
     names = [f.name for f in dataclasses.fields(Settings) if f.name != "vault"]
     for name in [*names, *_VAULT_OPTIONS]:
         value = env.get(f"S3KMS_{name.upper()}")
@@ -88,10 +92,10 @@ def resolve_settings(flags: Mapping[str, Any], env: Mapping[str, str]) -> Settin
             merged[name] = Path(merged[name])
     for name in ("port", "workers", *_INT_LIMITS):
         if name in merged:
-            merged[name] = int(merged[name])
+            merged[name] = _number(int, name, merged[name])
     for name in _SECONDS_LIMITS:
         if name in merged:
-            merged[name] = float(merged[name])
+            merged[name] = _number(float, name, merged[name])
     for name in (
         "maintenance_interval",
         "rate_limit",
@@ -99,18 +103,19 @@ def resolve_settings(flags: Mapping[str, Any], env: Mapping[str, str]) -> Settin
         "audit_unauthenticated_rate",
     ):
         if name in merged:
-            merged[name] = float(merged[name])
+            merged[name] = _number(float, name, merged[name])
     for name in ("audit_max_bytes", "audit_keep_files", "audit_unauthenticated_burst"):
         if name in merged:
-            merged[name] = int(merged[name])
+            merged[name] = _number(int, name, merged[name])
     if "addresses" in vault_fields:
         vault_fields["addresses"] = parse_vault_addresses(str(vault_fields["addresses"]))
         for name in ("timeout_seconds", "connect_timeout_seconds"):
             if name in vault_fields:
-                vault_fields[name] = float(vault_fields[name])
+                vault_fields[name] = _number(float, f"vault_{name}", vault_fields[name])
         if "metadata_cache_seconds" in vault_fields:
+            window = vault_fields["metadata_cache_seconds"]
             vault_fields["metadata_cache_seconds"] = checked_metadata_cache_seconds(
-                float(vault_fields["metadata_cache_seconds"])
+                _number(float, "vault_metadata_cache_seconds", window)
             )
         if "skip_tls_verify" in vault_fields:
             vault_fields["skip_tls_verify"] = str(vault_fields["skip_tls_verify"]).lower() in (
@@ -122,13 +127,53 @@ def resolve_settings(flags: Mapping[str, Any], env: Mapping[str, str]) -> Settin
     return Settings(**merged)
 
 
+def _read_config(path: Path) -> dict[str, Any]:
+    """The TOML settings file; ValueError naming it when it cannot be read or parsed."""
+    try:
+        return dict(read_toml(path))
+    except OSError as exc:
+        raise ValueError(f"cannot read the config file {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # tomllib.TOMLDecodeError, or not UTF-8
+        raise ValueError(f"the config file {path} is not valid TOML: {exc}") from None
+
+
+_N = TypeVar("_N", int, float)
+
+
+def _number(kind: Callable[[Any], _N], name: str, value: Any) -> _N:
+    """`value` (a flag, an S3KMS_* variable, a TOML value) as a number; ValueError naming it."""
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        what = "an integer" if kind is int else "a number"
+        raise ValueError(f"{name} must be {what}, not {value!r}") from None
+
+
 @click.group()
 @click.version_option(__version__, prog_name="s3kms")
 def main() -> None:
     """s3kms: a key management service for S3-compatible object stores."""
 
 
-@main.command()
+class _ServerCommand(click.Command):
+    """`s3kms server`: a bad flag, too, ends with one line and the usage exit code."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            from s3kms.startup import SEE_HELP, ExitCode, StartupError
+
+            _startup_failed(StartupError(ExitCode.USAGE, exc.format_message(), SEE_HELP))
+
+
+def _startup_failed(exc: StartupError) -> NoReturn:
+    """The one place a failed start is reported: one line on stderr, the exit code of its kind."""
+    click.echo(f"s3kms: {exc}", err=True)
+    sys.exit(int(exc.code))
+
+
+@main.command(cls=_ServerCommand)
 @click.option("--address", help="HOST:PORT to listen on (default 127.0.0.1:9000).")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory (./s3kms-data).")
 @click.option(
@@ -196,23 +241,29 @@ def main() -> None:
 )
 @click.option("--vault-ca-cert", type=click.Path())
 def server(**flags: Any) -> None:
-    """Run the KMS server."""
-    from s3kms.server import StartupError, serve
+    """Run the KMS server (exit codes: docs/configuration.md#exit-codes)."""
+    from s3kms.server import serve
+    from s3kms.startup import SEE_HELP, ExitCode, StartupError, reason
 
     try:
-        settings = resolve_settings(flags, os.environ)
-    except (ValueError, TypeError, KMSError) as exc:
-        raise click.UsageError(str(exc)) from None
-    if (settings.tls_cert is None) != (settings.tls_key is None):
-        raise click.UsageError("--tls-cert and --tls-key go together")
-    try:
+        try:
+            settings = resolve_settings(flags, os.environ)
+        except click.UsageError as exc:
+            raise StartupError(ExitCode.USAGE, exc.format_message(), SEE_HELP) from None
+        except (ValueError, TypeError, OSError, KMSError) as exc:
+            raise StartupError(ExitCode.USAGE, reason(exc), SEE_HELP) from None
+        if (settings.tls_cert is None) != (settings.tls_key is None):
+            raise StartupError(
+                ExitCode.USAGE, "--tls-cert and --tls-key go together", "give both, or neither"
+            )
         serve(settings)
     except StartupError as exc:
-        click.echo(f"s3kms: {exc}", err=True)
-        sys.exit(2)
+        _startup_failed(exc)
 
 
 # -- client commands --------------------------------------------------------------------------------
+
+DEFAULT_ENDPOINT = "http://127.0.0.1:9000"  # where `s3kms server` listens by default
 
 
 @dataclasses.dataclass
@@ -225,8 +276,12 @@ class ClientOptions:
     ca_cert: str | None
     json: bool
 
+    @property
+    def url(self) -> str:
+        """The server: --endpoint, else S3KMS_ENDPOINT, else the default address."""
+        return self.endpoint or DEFAULT_ENDPOINT
+
     def client(self) -> Client:
-        endpoint = self.endpoint or "http://127.0.0.1:9000"
         access, secret = self.access_key, self.secret_key
         if not (access and secret):
             stored = credentials.read_file(self.data_dir)
@@ -236,7 +291,7 @@ class ClientOptions:
                     f"S3KMS_SECRET_KEY, or run next to the data directory ({self.data_dir})"
                 )
             access, secret = stored.access_key, stored.secret_key
-        return Client(endpoint, access, secret, region=self.region, ca_cert=self.ca_cert)
+        return Client(self.url, access, secret, region=self.region, ca_cert=self.ca_cert)
 
 
 def client_options(fn: F) -> F:
@@ -276,12 +331,38 @@ def _run(opts: ClientOptions, call: Callable[[Client], Any]) -> Any:
     try:
         with opts.client() as kms:
             return call(kms)
-    except KMSError as exc:
-        err_console.print(f"[red]error[/red] {exc.code}: {exc.message}", highlight=False)
+    except KMSError as exc:  # the server's answer: its code and its message
+        said = f"{exc.code}: {exc.message}" if exc.message else exc.code
+        err_console.print(f"[red]error[/red] {escape(said)}", highlight=False, soft_wrap=True)
         sys.exit(1)
-    except (OSError, httpx.TransportError) as exc:  # connection refused, TLS failures
-        err_console.print(f"[red]error[/red] cannot reach {opts.endpoint}: {exc}", highlight=False)
+    except httpx.TransportError as exc:  # no answer: refused, unknown host, TLS, timeout
+        said = f"cannot reach {opts.url}: {_no_answer_reason(exc)}"
+        err_console.print(f"[red]error[/red] {escape(said)}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except OSError as exc:  # a file the client reads: the credentials file, the --ca-cert bundle
+        said = _os_reason(exc, opts)
+        err_console.print(f"[red]error[/red] {escape(said)}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+def _no_answer_reason(exc: httpx.TransportError) -> str:
+    """Why a request got no answer, in the system's words ("Connection refused") when it has them."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    return str(exc) or type(exc).__name__
+
+
+def _os_reason(exc: OSError, opts: ClientOptions) -> str:
+    reason = exc.strerror or str(exc)
+    if exc.filename:
+        return f"{exc.filename}: {reason}"
+    # ssl names no file when it cannot load a CA bundle.
+    return f"--ca-cert {opts.ca_cert}: {reason}" if opts.ca_cert else reason
 
 
 def _emit(opts: ClientOptions, value: Any, title: str | None = None) -> None:

@@ -15,12 +15,13 @@ Admin routes are signed S3-style (service `s3`); the AWS KMS operations are sign
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote, urlencode
 
 import httpx
@@ -31,24 +32,114 @@ from s3kms.auth import sigv4
 ADMIN_PREFIX = "/rustfs/admin/v3/kms"
 
 
-def _error_classes() -> tuple[dict[str, type[errors.KMSError]], dict[str, type[errors.KMSError]]]:
-    by_code: dict[str, type[errors.KMSError]] = {}
-    by_type: dict[str, type[errors.KMSError]] = {}
-    pending: list[type[errors.KMSError]] = [errors.KMSError]
-    while pending:
-        cls = pending.pop()
-        by_code.setdefault(cls.code, cls)
-        by_type.setdefault(cls.aws_type, cls)
-        pending.extend(cls.__subclasses__())
-    return by_code, by_type
+Surface = Literal["admin", "aws"]
+ADMIN: Surface = "admin"  # {"error": {"code", "message", "resource"}}
+AWS: Surface = "aws"  # {"__type", "message"}
+
+# A code that several error classes share on one surface is raised as the class that surface means
+# by it; every other code names exactly one class. A shared code missing here is raised as an
+# UnknownError (never as one of the classes that share it), and tests/test_client_errors.py fails.
+SHARED_CODES: dict[tuple[Surface, str], type[errors.KMSError]] = {
+    (ADMIN, "AccessDenied"): errors.AccessDenied,  # AuthError's own code too
+    (ADMIN, "KMSInvalidRequest"): errors.InvalidRequest,  # every InvalidRequest subclass
+    (ADMIN, "KMSKeyNotFound"): errors.KeyNotFound,  # AliasNotFound too
+    (ADMIN, "InternalError"): errors.InternalError,  # KMSError's own code too
+    (AWS, "AccessDeniedException"): errors.AccessDenied,
+    # RequestTimeTooSkewed and ContentSHA256Mismatch too; the message tells which.
+    (AWS, "InvalidSignatureException"): errors.SignatureDoesNotMatch,
+    # A member constraint, bad parameters, and a body over the limit (the admin API's 413
+    # EntityTooLarge, RequestTooLarge) are all a ValidationException on the AWS API.
+    (AWS, "ValidationException"): errors.ValidationError,
+    (AWS, "NotFoundException"): errors.KeyNotFound,  # AliasNotFound; users are admin-API only
+    (AWS, "KMSInvalidStateException"): errors.KeyInvalidState,  # ConcurrentChange too
+    # The backend, the key store's disk or the audit log could not be written: retry.
+    (AWS, "DependencyTimeoutException"): errors.BackendUnavailable,
+    (AWS, "UnknownOperationException"): errors.RouteNotFound,  # MethodNotAllowed too
+    (AWS, "KMSInternalException"): errors.InternalError,  # NotConfigured, KMSError too
+}
 
 
-_BY_CODE, _BY_TYPE = _error_classes()
-# An AWS `__type` that several classes share is raised as the class it means on the AWS API:
-# a ValidationException is a bad request (an InvalidRequest, not the admin API's 413
-# RequestTooLarge), a DependencyTimeoutException a backend that cannot answer.
-_BY_TYPE["ValidationException"] = errors.InvalidRequest
-_BY_TYPE["DependencyTimeoutException"] = errors.BackendUnavailable
+class UnknownError(errors.KMSError):
+    """An error answer the client has no class for (a newer server, a proxy in between): the code
+    as the answer names it (the admin API's `code`, the AWS API's `__type`, or `HTTP <status>`
+    when it names none), the HTTP status and the message as received."""
+
+    def __init__(self, message: str, *, code: str, status: int) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+def server_error_classes() -> list[type[errors.KMSError]]:
+    """Every error class the server sends: the tree of errors.py and the users module's."""
+    from s3kms import users  # UserNotFound; imported on the first error answer only
+
+    return [
+        value
+        for module in (errors, users)
+        for value in vars(module).values()
+        if isinstance(value, type)
+        and issubclass(value, errors.KMSError)
+        and value.__module__ == module.__name__
+    ]
+
+
+def surface_code(cls: type[errors.KMSError], surface: Surface) -> str:
+    """The code an answer on `surface` names `cls` by."""
+    return cls.code if surface == ADMIN else cls.aws_type
+
+
+@functools.cache
+def _error_table() -> dict[tuple[Surface, str], type[errors.KMSError]]:
+    sharing: dict[tuple[Surface, str], list[type[errors.KMSError]]] = {}
+    for cls in server_error_classes():
+        for surface in (ADMIN, AWS):
+            sharing.setdefault((surface, surface_code(cls, surface)), []).append(cls)
+    table: dict[tuple[Surface, str], type[errors.KMSError]] = {}
+    for pair, classes in sharing.items():
+        if len(classes) == 1:
+            table[pair] = classes[0]
+        elif SHARED_CODES.get(pair) in classes:
+            table[pair] = SHARED_CODES[pair]
+    return table
+
+
+def error_class(surface: Surface, code: str) -> type[errors.KMSError] | None:
+    """The class an error answer on `surface` with `code` is raised as; None: an UnknownError."""
+    return _error_table().get((surface, code))
+
+
+def error_from_answer(surface: Surface, response: httpx.Response) -> errors.KMSError:
+    """The exception for an error answer: its class by (surface, code), the server's message."""
+    payload = _json(response)
+    if surface == ADMIN:
+        payload = payload.get("error") if isinstance(payload, dict) else None
+    fields = payload if isinstance(payload, dict) else {}
+    code = fields.get("code" if surface == ADMIN else "__type")
+    if isinstance(code, str) and surface == AWS:
+        # AWS JSON may qualify the type: "com.amazonaws.kms#NotFoundException", "X:http://..."
+        code = code.split(":", 1)[0].rsplit("#", 1)[-1]
+    code = code if isinstance(code, str) and code else None
+    message = fields.get("message")
+    message = message if isinstance(message, str) and message else None
+    cls = None if code is None else error_class(surface, code)
+    if cls is not None:
+        # No message (InvalidCiphertextException has none): the class's own.
+        return cls(message)
+    return UnknownError(
+        message or _plain_reason(response),
+        code=code or f"HTTP {response.status_code}",
+        status=response.status_code,
+    )
+
+
+def _plain_reason(response: httpx.Response) -> str:
+    """An answer without an error document: its short plain-text body, else the status phrase."""
+    if response.headers.get("content-type", "").startswith("text/plain"):
+        text = response.text.strip()
+        if text and len(text) <= 200 and text.isprintable():
+            return text
+    return response.reason_phrase or f"HTTP {response.status_code}"
 
 
 @dataclass(frozen=True)
@@ -147,7 +238,7 @@ class Client:
         )  # fmt: skip
         response = self._http.request(method, url, headers=signed, content=data)
         if response.status_code != 200:
-            self._raise_admin(response)
+            raise error_from_answer(ADMIN, response)
         return response
 
     def _admin(
@@ -158,13 +249,6 @@ class Client:
         body: Any = None,
     ) -> Any:
         return _json(self._send_admin(method, route, query, body))
-
-    @staticmethod
-    def _raise_admin(response: httpx.Response) -> None:
-        payload = _json(response)
-        err = payload.get("error", {}) if isinstance(payload, dict) else {}
-        cls = _BY_CODE.get(err.get("code", ""), errors.KMSError)
-        raise cls(err.get("message") or f"HTTP {response.status_code}")
 
     def _aws(self, operation: str, body: Mapping[str, Any]) -> Any:
         url = f"{self.endpoint}/"
@@ -186,13 +270,9 @@ class Client:
             s3_flavour=False,
         )
         response = self._http.post(url, headers=signed, content=data)
-        payload = _json(response)
         if response.status_code != 200:
-            kind = payload.get("__type", "") if isinstance(payload, dict) else ""
-            cls = _BY_TYPE.get(kind.rsplit("#", 1)[-1], errors.KMSError)
-            message = payload.get("message") if isinstance(payload, dict) else None
-            raise cls(message or kind or f"HTTP {response.status_code}")
-        return payload
+            raise error_from_answer(AWS, response)
+        return _json(response)
 
     # -- admin API --------------------------------------------------------------------------------
 

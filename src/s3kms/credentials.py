@@ -38,13 +38,24 @@ def read_file(data_dir: Path) -> Credentials | None:
     return Credentials(data["access_key"], data["secret_key"])
 
 
+def check_given(user: str | None, password: str | None) -> bool:
+    """Whether root credentials are given (S3KMS_ROOT_USER/S3KMS_ROOT_PASSWORD or the config
+    file); ValueError when they are given but unusable."""
+    if not (user or password):
+        return False
+    if not (user and password):
+        raise ValueError("S3KMS_ROOT_USER and S3KMS_ROOT_PASSWORD must be set together")
+    if len(password) < 8:
+        raise ValueError(
+            f"S3KMS_ROOT_PASSWORD must be at least 8 characters, it has {len(password)}"
+        )
+    return True
+
+
 def load_root(data_dir: Path, user: str | None, password: str | None) -> tuple[Credentials, bool]:
     """The root credentials and whether they were generated just now."""
-    if user or password:
-        if not (user and password):
-            raise ValueError("S3KMS_ROOT_USER and S3KMS_ROOT_PASSWORD must be set together")
-        if len(password) < 8:
-            raise ValueError("S3KMS_ROOT_PASSWORD must be at least 8 characters")
+    if check_given(user, password):
+        assert user is not None and password is not None
         return Credentials(user, password), False
     existing = read_file(data_dir)
     if existing is not None:

@@ -78,20 +78,7 @@ class Runtime:
         return self._master_key
 
     def initial_config(self) -> KMSConfig:
-        """Flags/environment win; otherwise the persisted configuration; otherwise Local."""
-        s = self.settings
-        if s.backend == "none":
-            return KMSConfig("none")
-        if s.backend == "vault":
-            if s.vault is None:
-                raise ValueError("--backend vault needs --vault-address and credentials")
-            return KMSConfig("vault", s.default_key_id, s.vault)
-        if s.backend == "local":
-            return KMSConfig("local", s.default_key_id)
-        persisted = load_kms_config(self.data_dir)
-        if persisted is not None:
-            return persisted
-        return KMSConfig("local", s.default_key_id)
+        return initial_config(self.settings)
 
     async def open_store(self, config: KMSConfig) -> KeyStore | None:
         if config.kms_type == "local":
@@ -182,6 +169,24 @@ async def _close(service: KeyService) -> None:
     except Exception:
         log.exception("could not store the keys' last uses before closing the keystore")
     await service.store.close()
+
+
+def initial_config(settings: Settings) -> KMSConfig:
+    """The backend at start: flags/environment win; otherwise the persisted configuration;
+    otherwise Local."""
+    s = settings
+    if s.backend == "none":
+        return KMSConfig("none")
+    if s.backend == "vault":
+        if s.vault is None:
+            raise ValueError("--backend vault needs --vault-address and credentials")
+        return KMSConfig("vault", s.default_key_id, s.vault)
+    if s.backend == "local":
+        return KMSConfig("local", s.default_key_id)
+    persisted = load_kms_config(s.data_dir)
+    if persisted is not None:
+        return persisted
+    return KMSConfig("local", s.default_key_id)
 
 
 async def open_vault(settings: VaultSettings) -> KeyStore:

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from s3kms import credentials
+from s3kms import credentials, startup
 from s3kms.audit import AuditLog
 from s3kms.auth.identity import Authenticator
 from s3kms.clock import Clock, SystemClock
@@ -24,6 +24,7 @@ from s3kms.http.app import App
 from s3kms.http.connection import ConnectionLimits
 from s3kms.keystore.vault.settings import VaultSettings
 from s3kms.runtime import Runtime
+from s3kms.startup import ExitCode, StartupError
 from s3kms.users import UserStore
 
 log = logging.getLogger("s3kms")
@@ -35,28 +36,11 @@ _SETTINGS_ENV = "S3KMS__SERVER_SETTINGS"
 _FD_RESERVE = 128
 
 
-class StartupError(Exception):
-    """The server cannot start; the message is one line for the operator."""
-
-
-def check_writable(data_dir: Path) -> None:
-    """Create the data directory if needed and prove it takes a file, before anything else."""
-    probe = data_dir / ".s3kms-write-check"
-    try:
-        ensure_private_dir(data_dir)
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.close(fd)
-        probe.unlink()
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise StartupError(f"cannot write to the data directory {data_dir}: {reason}") from None
-
-
 def build_app(settings: Settings, clock: Clock | None = None) -> App:
     ensure_private_dir(settings.data_dir)
     root, _ = credentials.load_root(settings.data_dir, settings.root_user, settings.root_password)
     clock = clock or SystemClock()
-    runtime = Runtime(settings, clock, settings.master_key or os.environ.get("S3KMS_MASTER_KEY"))
+    runtime = Runtime(settings, clock, startup.master_key_text(settings))
     users = UserStore(settings.data_dir, runtime.master_key().material, settings.users_file)
     auth = Authenticator(
         root.access_key,
@@ -180,7 +164,21 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
+def _late_failure(exc: Exception) -> StartupError:
+    """A failure after the checks passed (a path they cannot judge without writing, a race)."""
+    if isinstance(exc, MasterKeyError):
+        return StartupError(ExitCode.MASTER_KEY, f"cannot start: {exc}", startup.SAME_KEY)
+    if isinstance(exc, OSError):
+        return StartupError(
+            ExitCode.DATA_DIR,
+            f"cannot start: {exc}",
+            "check the data directory (--data-dir) and the audit log path (--audit-log)",
+        )
+    return StartupError(ExitCode.USAGE, f"cannot start: {startup.reason(exc)}", startup.SEE_HELP)
+
+
 def serve(settings: Settings) -> None:
+    """Check, then run the server; StartupError (one line, an exit code) when it cannot start."""
     import uvicorn
 
     logging.basicConfig(
@@ -189,10 +187,15 @@ def serve(settings: Settings) -> None:
         stream=sys.stderr,
     )
     os.umask(0o077)  # every file s3kms creates is private to its user, whatever the caller's umask
-    check_writable(settings.data_dir)
-    root, generated = credentials.load_root(
-        settings.data_dir, settings.root_user, settings.root_password
-    )
+    # Everything that can stop the start is checked before anything is written (startup.py).
+    startup.check(settings)
+    try:
+        ensure_private_dir(settings.data_dir)
+        root, generated = credentials.load_root(
+            settings.data_dir, settings.root_user, settings.root_password
+        )
+    except (OSError, ValueError) as exc:
+        raise _late_failure(exc) from None
     if generated:
         # Printed once, at the first start; afterwards they are only in the 0600 file.
         print(
@@ -211,11 +214,11 @@ def serve(settings: Settings) -> None:
         )
     options = uvicorn_options(settings)
     try:
-        # Built here also with workers (each builds its own), so a missing master key or an
-        # unusable audit path ends the start with one line, not a traceback per worker.
+        # Built here also with workers (each builds its own), so a failure the checks could not
+        # foresee ends the start with one line, not a traceback per worker.
         app = build_app(settings)
     except (OSError, ValueError, KMSError, MasterKeyError) as exc:
-        raise StartupError(f"cannot start: {exc}") from None
+        raise _late_failure(exc) from None
     if settings.workers > 1:
         if app.audit is not None:
             app.audit.close()  # the check is done; each worker opens its own

@@ -102,16 +102,7 @@ class UserStore:
     # -- reading ----------------------------------------------------------------------------------
 
     def _load_static(self, path: Path) -> None:
-        text = path.read_text()
-        doc: Mapping[str, Any] = read_toml(path) if path.suffix == ".toml" else json.loads(text)
-        for name, document in dict(doc.get("policies", {})).items():
-            self._static_policies[name] = parse_policy(name, document)
-        for entry in doc.get("users", []):
-            access, secret = entry["access_key"], entry["secret_key"]
-            _validate_access_key(access)
-            _validate_encodable(secret, f"the secret_key of {access}")
-            policies = tuple(entry.get("policies", []))
-            self._static_users[access] = User(access, secret, policies, managed=False)
+        self._static_users, self._static_policies = read_users_file(path)
 
     def _refresh(self) -> None:
         # The file is replaced by rename on every change, so its inode changes too: mtime alone
@@ -226,6 +217,26 @@ class UserStore:
             raise InvalidRequest(f"no removable policy named {name}")
         policies = {k: p for k, p in self._policies.items() if k != name}
         self._commit(self._users, policies)
+
+
+def read_users_file(path: Path) -> tuple[dict[str, User], dict[str, Policy]]:
+    """The users and policies of an operator's file (`--users-file`, JSON or TOML).
+
+    Raises OSError, ValueError (not JSON/TOML), KeyError/TypeError (a missing or mistyped field)
+    or InvalidRequest (a bad name or policy).
+    """
+    text = path.read_text()
+    doc: Mapping[str, Any] = read_toml(path) if path.suffix == ".toml" else json.loads(text)
+    policies: dict[str, Policy] = {}
+    users: dict[str, User] = {}
+    for name, document in dict(doc.get("policies", {})).items():
+        policies[name] = parse_policy(name, document)
+    for entry in doc.get("users", []):
+        access, secret = entry["access_key"], entry["secret_key"]
+        _validate_access_key(access)
+        _validate_encodable(secret, f"the secret_key of {access}")
+        users[access] = User(access, secret, tuple(entry.get("policies", [])), managed=False)
+    return users, policies
 
 
 def generate_secret() -> str:

@@ -56,23 +56,44 @@ def parse(text: str, source: str) -> MasterKey:
     return MasterKey(raw, source)
 
 
+def _read(path: Path) -> str:
+    text = path.read_bytes()
+    try:
+        return text.decode("ascii")
+    except UnicodeDecodeError:
+        raise MasterKeyError(f"master key from {path} is not valid base64") from None
+
+
+def find(data_dir: Path, key_file: Path | None, env: str | None) -> MasterKey | None:
+    """The master key from the environment, an explicit file or `<data-dir>/master.key`, read
+    without writing anything; None when none of them exists (a first start generates one)."""
+    if env:
+        return parse(env, "S3KMS_MASTER_KEY")
+    if key_file is not None:
+        try:
+            return parse(_read(key_file), str(key_file))
+        except OSError as exc:
+            raise MasterKeyError(
+                f"cannot read master key file {key_file}: {exc.strerror or exc}"
+            ) from None
+    default = data_dir / "master.key"
+    try:
+        return parse(_read(default), str(default))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise MasterKeyError(f"cannot read master key file {default}: {exc.strerror}") from None
+
+
 def load(data_dir: Path, key_file: Path | None, env: str | None) -> MasterKey:
     """Find the master key: environment, then an explicit file, then `<data-dir>/master.key`.
 
     Only when none of them exists is a new key generated into the data directory.
     """
-    if env:
-        return parse(env, "S3KMS_MASTER_KEY")
-    if key_file is not None:
-        try:
-            return parse(key_file.read_text(), str(key_file))
-        except OSError as exc:
-            raise MasterKeyError(
-                f"cannot read master key file {key_file}: {exc.strerror}"
-            ) from None
+    found = find(data_dir, key_file, env)
+    if found is not None:
+        return found
     default = data_dir / "master.key"
-    if default.exists():
-        return parse(default.read_text(), str(default))
     material = new_key()
     write_private_file(default, base64.b64encode(material) + b"\n")
     return MasterKey(material, str(default), generated=True)

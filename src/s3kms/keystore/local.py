@@ -16,7 +16,9 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import sqlite3
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -162,6 +164,51 @@ def open_database(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def wrong_master_key(master_key: MasterKey, db_path: Path) -> MasterKeyError:
+    return MasterKeyError(
+        f"the master key from {master_key.source} is not the key this keystore ({db_path}) "
+        "was created with"
+    )
+
+
+def _read_check_value(uri: str) -> str | None:
+    conn = sqlite3.connect(uri, uri=True)
+    try:
+        has_meta = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+        ).fetchone()
+        if has_meta is None:
+            return None
+        row = conn.execute("SELECT value FROM meta WHERE name = 'master_check'").fetchone()
+        return None if row is None else str(row[0])
+    finally:
+        conn.close()
+
+
+def stored_master_check(data_dir: Path) -> str | None:
+    """The master key check value of the keystore in `data_dir` (None: no keystore, or one
+    without a check value yet), read without writing anything into `data_dir`.
+
+    SQLite's `mode=ro` would still create the -wal and -shm files, so the database is opened
+    `immutable`, which reads the main file only. The check value is written once, at creation,
+    and never changed; only a keystore that crashed before its first checkpoint holds it in the
+    WAL alone, and then copies of the two files in a temporary directory are read instead.
+    Raises sqlite3.DatabaseError (not a database, damaged) or OSError.
+    """
+    db_path = data_dir / "keystore.db"
+    if not db_path.exists():
+        return None
+    value = _read_check_value(f"{db_path.absolute().as_uri()}?immutable=1")
+    wal = data_dir / "keystore.db-wal"
+    if value is None and wal.exists() and wal.stat().st_size > 0:
+        with tempfile.TemporaryDirectory(prefix="s3kms-check-") as tmp:
+            copy = Path(tmp) / "keystore.db"
+            shutil.copyfile(db_path, copy)
+            shutil.copyfile(wal, Path(tmp) / "keystore.db-wal")
+            value = _read_check_value(copy.as_uri())  # a copy: replaying the WAL is harmless
+    return value
+
+
 class LocalKeyStore:
     kind = "local"
     material_exportable = True
@@ -203,10 +250,7 @@ class LocalKeyStore:
                 "SELECT value FROM meta WHERE name = 'master_check'"
             ).fetchone()
         if not master_key.matches(row[0]):
-            raise MasterKeyError(
-                f"the master key from {master_key.source} is not the key this keystore "
-                f"({self._db_path}) was created with"
-            )
+            raise wrong_master_key(master_key, self._db_path)
 
     def _start_usage_tracking(self) -> float:
         """When this keystore began recording last uses: the first open that knew how."""
