@@ -28,12 +28,12 @@ def as_json(result: subprocess.CompletedProcess[bytes]) -> object:
 def test_key_commands_json(srv: KmsThread) -> None:
     created = as_json(s3kms(srv, "key", "create", "cli-key", "--json"))
     assert created == {
-        "key_id": "cli-key",
+        "keyId": "cli-key",
         "status": "created",
-        "created_at": created["created_at"],
+        "createdAt": created["createdAt"],
     }  # type: ignore[index]
     listed = as_json(s3kms(srv, "key", "list", "--pattern", "cli-*", "--json"))
-    assert [k["key_id"] for k in listed] == ["cli-key"]  # type: ignore[attr-defined]
+    assert [k["keyId"] for k in listed["keys"]] == ["cli-key"]  # type: ignore[index]
     status = as_json(s3kms(srv, "key", "status", "cli-key", "--json"))
     assert status["algorithm"] == "AES256" and status["status"] == "enabled"  # type: ignore[index]
     disabled = as_json(s3kms(srv, "key", "disable", "cli-key", "--json"))
@@ -41,7 +41,7 @@ def test_key_commands_json(srv: KmsThread) -> None:
     enabled = as_json(s3kms(srv, "key", "enable", "cli-key", "--json"))
     assert enabled["message"] == "Key enabled successfully"  # type: ignore[index]
     kms = as_json(s3kms(srv, "status", "--json"))
-    assert kms["kms_type"] == "local" and kms["status"] == "connected"  # type: ignore[index]
+    assert kms["kmsType"] == "local" and kms["status"] == "connected"  # type: ignore[index]
 
 
 def test_table_output_for_people(srv: KmsThread) -> None:

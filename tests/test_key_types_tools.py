@@ -233,9 +233,9 @@ def test_cli_sign_verify_public_key(srv: KmsThread, tmp_path: Path) -> None:
         ok(s3kms(srv, "key", "create", "cli-signer", "--spec", "ECC_NIST_P256",
                  "--usage", "SIGN_VERIFY", "--json"))
     )  # fmt: skip
-    assert created["key_id"] == "cli-signer" and created["status"] == "created"
+    assert created["keyId"] == "cli-signer" and created["status"] == "created"
     status = json.loads(ok(s3kms(srv, "key", "status", "cli-signer", "--json")))
-    assert (status["algorithm"], status["key_usage"]) == ("ECC_NIST_P256", "SIGN_VERIFY")
+    assert (status["algorithm"], status["keyUsage"]) == ("ECC_NIST_P256", "SIGN_VERIFY")
 
     message = b"release 1.2.3\n"
     b64 = ok(s3kms(srv, "sign", "cli-signer", "--algorithm", "ECDSA_SHA_256", stdin=message))
@@ -267,7 +267,11 @@ def test_cli_sign_verify_public_key(srv: KmsThread, tmp_path: Path) -> None:
         ok(s3kms(srv, "verify", "cli-signer", "--algorithm", "ECDSA_SHA_256", "--json",
                  "--signature-file", str(tmp_path / "sig"), "--message-file", str(tmp_path / "msg")))
     )  # fmt: skip
-    assert checked == {"key_id": "cli-signer", "algorithm": "ECDSA_SHA_256", "valid": True}
+    assert checked == {
+        "KeyId": "cli-signer",
+        "SigningAlgorithm": "ECDSA_SHA_256",
+        "SignatureValid": True,
+    }
     assert ok(s3kms(srv, "public-key", "cli-signer", "--der", str(tmp_path / "pub.der"))) == b""
     assert serialization.load_der_public_key((tmp_path / "pub.der").read_bytes()) == public
 
@@ -277,8 +281,8 @@ def test_cli_sign_verify_public_key(srv: KmsThread, tmp_path: Path) -> None:
         ok(s3kms(srv, "sign", "cli-signer", "--algorithm", "ECDSA_SHA_256", "--digest", "--json",
                  stdin=digest))
     )  # fmt: skip
-    assert signed["message_type"] == "DIGEST" and signed["key_id"] == "cli-signer"
-    public.verify(base64.b64decode(signed["signature"]), message, ec.ECDSA(hashes.SHA256()))
+    assert signed["MessageType"] == "DIGEST" and signed["KeyId"] == "cli-signer"
+    public.verify(base64.b64decode(signed["Signature"]), message, ec.ECDSA(hashes.SHA256()))
 
 
 def test_cli_rsa_signature_verifies_offline(srv: KmsThread) -> None:
@@ -310,15 +314,19 @@ def test_cli_mac(srv: KmsThread, tmp_path: Path) -> None:
         ok(s3kms(srv, "mac", "cli-hmac", "--algorithm", "HMAC_SHA_256", "--json",
                  "--raw-out", str(tmp_path / "tag"), stdin=b"payload"))
     )  # fmt: skip
-    assert made == {"key_id": "cli-hmac", "algorithm": "HMAC_SHA_256", "mac": b64.decode().strip()}
+    assert made == {
+        "KeyId": "cli-hmac",
+        "MacAlgorithm": "HMAC_SHA_256",
+        "Mac": b64.decode().strip(),
+    }
     assert (tmp_path / "tag").read_bytes() == tag
     checked = json.loads(
         ok(s3kms(srv, "mac", "cli-hmac", "--algorithm", "HMAC_SHA_256", "--json",
                  "--verify-file", str(tmp_path / "tag"), stdin=b"payload"))
     )  # fmt: skip
-    assert checked["valid"] is True
+    assert checked["MacValid"] is True
     status = json.loads(ok(s3kms(srv, "key", "status", "cli-hmac", "--json")))
-    assert (status["algorithm"], status["key_usage"]) == ("HMAC_256", "GENERATE_VERIFY_MAC")
+    assert (status["algorithm"], status["keyUsage"]) == ("HMAC_256", "GENERATE_VERIFY_MAC")
 
 
 def test_cli_errors(srv: KmsThread) -> None:

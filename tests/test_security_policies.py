@@ -453,7 +453,7 @@ def test_cli_user_and_policy_commands(srv: KmsThread, root: Client, tmp_path: Pa
     added = cli(srv.url, "policy", "add", "cli-status", str(doc), "--json")
     assert added.returncode == 0, added.stderr
     listed = cli(srv.url, "policy", "list", "--json")
-    assert any(p["name"] == "cli-status" for p in json.loads(listed.stdout))
+    assert any(p["name"] == "cli-status" for p in json.loads(listed.stdout)["policies"])
 
     made = cli(srv.url, "user", "add", "cli-user", "--policy", "cli-status", "--json")
     assert made.returncode == 0, made.stderr
@@ -472,7 +472,7 @@ def test_cli_user_and_policy_commands(srv: KmsThread, root: Client, tmp_path: Pa
     with Client(srv.url, "cli-chosen", "cli-chosen-secret-1") as kms, pytest.raises(AuthError):
         kms.key_status("app-1")  # authenticated (no policy): denied, not unknown
 
-    users = json.loads(cli(srv.url, "user", "list", "--json").stdout)
+    users = json.loads(cli(srv.url, "user", "list", "--json").stdout)["users"]
     assert {"cli-user", "cli-chosen"} <= {u["accessKey"] for u in users}
     assert all("secretKey" not in u for u in users)
     removed = cli(srv.url, "user", "remove", "cli-user", "--json")

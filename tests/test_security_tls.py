@@ -193,7 +193,7 @@ def test_cli_verifies_the_certificate(server: KmsProcess, pki: Pki) -> None:
         "key", "list", "--json", env={"S3KMS_ENDPOINT": server.url, "S3KMS_CA_CERT": str(pki.ca)}
     )
     assert env.returncode == 0, env.stderr.decode()
-    assert isinstance(json.loads(env.stdout), list)
+    assert isinstance(json.loads(env.stdout)["keys"], list)
 
     untrusted = cli("status", "--json", "--endpoint", server.url)
     assert untrusted.returncode != 0

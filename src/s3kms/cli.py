@@ -2,7 +2,9 @@
 
 Client commands find the endpoint and credentials in flags, then `S3KMS_ENDPOINT` /
 `S3KMS_ACCESS_KEY` / `S3KMS_SECRET_KEY`, then the local data directory's `credentials` file.
-Tables for people, `--json` for scripts; on failure a non-zero exit with the error code and message.
+Tables for people (a value is never cut: rows too wide for the terminal are `field: value` lines),
+`--json` for scripts (one document with the API's field names; a failure is one too, on stderr:
+docs/cli.md); on failure a non-zero exit with the error code and message.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import base64
 import dataclasses
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -21,8 +24,9 @@ import httpx
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from s3kms import __version__, credentials
+from s3kms import __version__, credentials, errors
 from s3kms.client import Client
 from s3kms.config import Settings, parse_vault_addresses, read_toml
 from s3kms.crypto import keyspecs
@@ -71,7 +75,7 @@ def resolve_settings(flags: Mapping[str, Any], env: Mapping[str, str]) -> Settin
     config_file = flags.get("config") or env.get("S3KMS_CONFIG")
     merged: dict[str, Any] = _read_config(Path(config_file)) if config_file else {}
     names = [f.name for f in dataclasses.fields(Settings) if f.name != "vault"]
-    for name in [*names, *_VAULT_OPTIONS]:
+    for name in [*names, "address", *_VAULT_OPTIONS]:  # (address: HOST:PORT, for host and port)
         value = env.get(f"S3KMS_{name.upper()}")
         if value is not None and value != "":
             merged[name] = value
@@ -179,20 +183,32 @@ def _startup_failed(exc: StartupError) -> NoReturn:
 @click.option(
     "--backend",
     type=click.Choice(["local", "vault", "none"]),
-    help="Key backend (default: the persisted configuration, else local).",
+    help="Key backend: local (keys in --data-dir), vault (Vault/OpenBao transit: --vault-*) or "
+    "none (no backend: key requests answer KMSNotConfigured until `s3kms configure`); default: "
+    "the persisted configuration, else local.",
 )
 @click.option("--region", help="Region in SigV4 scopes and ARNs (us-east-1).")
 @click.option("--account-id", help="Account id in ARNs (000000000000).")
 @click.option(
     "--master-key-file",
     type=click.Path(path_type=Path),
-    help="File holding the Local backend's master key (base64 of 32 bytes).",
+    help="File holding the Local backend's master key (base64 of 32 bytes; S3KMS_MASTER_KEY: the "
+    "key itself) (<data-dir>/master.key).",
 )
 @click.option("--default-key-id", help="Default key id reported by /kms/status.")
 @click.option("--workers", type=int, help="Worker processes on one port (1).")
 @click.option("--tls-cert", type=click.Path(path_type=Path), help="PEM certificate: serve HTTPS.")
 @click.option("--tls-key", type=click.Path(path_type=Path), help="PEM private key for --tls-cert.")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="Lowest level of log lines on stderr; debug adds each Vault call (info).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    help="Log lines on stderr: text, or one JSON object per line (text).",
+)
 @click.option(
     "--users-file",
     type=click.Path(path_type=Path, exists=True, dir_okay=False),
@@ -220,16 +236,25 @@ def _startup_failed(exc: StartupError) -> NoReturn:
 @click.option("--body-timeout", type=float, help="Seconds for a request's body to arrive (30).")
 @click.option("--keep-alive-timeout", type=float, help="Idle seconds between requests (5).")
 @click.option("--send-timeout", type=float, help="Seconds an answer may stay unread (30).")
-@click.option("--config", type=click.Path(path_type=Path, exists=True), help="TOML settings file.")
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path, exists=True),
+    help="TOML settings file; its keys are the flag names with underscores (none).",
+)
 @click.option("--vault-address", help="Vault/OpenBao address(es), comma-separated.")
-@click.option("--vault-token", help="Vault token (prefer S3KMS_VAULT_TOKEN).")
-@click.option("--vault-namespace")
+@click.option("--vault-token", help="Vault token; prefer the variable (a flag shows in `ps`).")
+@click.option("--vault-namespace", help="Vault namespace, sent as X-Vault-Namespace (none).")
 @click.option("--vault-mount-path", help="Transit mount (transit).")
 @click.option("--vault-kv-mount", help="KV v2 mount for metadata (secret).")
 @click.option("--vault-kv-prefix", help="Path prefix in KV (s3kms).")
-@click.option("--vault-app-role-id")
-@click.option("--vault-app-role-secret-id", help="Prefer S3KMS_VAULT_APP_ROLE_SECRET_ID.")
-@click.option("--vault-timeout-seconds", type=float, help="Bound on one Vault request (10).")
+@click.option("--vault-app-role-id", help="AppRole role id: AppRole auth instead of a token.")
+@click.option(
+    "--vault-app-role-secret-id",
+    help="AppRole secret id of --vault-app-role-id; prefer the variable.",
+)
+@click.option(
+    "--vault-timeout-seconds", type=float, help="Seconds each try of a Vault request may take (10)."
+)
 @click.option(
     "--vault-connect-timeout-seconds", type=float, help="Bound on opening a connection (2)."
 )
@@ -239,12 +264,17 @@ def _startup_failed(exc: StartupError) -> NoReturn:
     help="Seconds a node may reuse a key's state read from Vault on crypto requests "
     "(1; 0 disables this cache).",
 )
-@click.option("--vault-ca-cert", type=click.Path())
+@click.option(
+    "--vault-ca-cert",
+    type=click.Path(),
+    help="CA bundle to verify an HTTPS Vault (default: the system's CAs).",
+)
 def server(**flags: Any) -> None:
     """Run the KMS server (exit codes: docs/configuration.md#exit-codes)."""
     from s3kms.server import serve
     from s3kms.startup import SEE_HELP, ExitCode, StartupError, reason
 
+    settings: Settings | None = None
     try:
         try:
             settings = resolve_settings(flags, os.environ)
@@ -258,7 +288,19 @@ def server(**flags: Any) -> None:
             )
         serve(settings)
     except StartupError as exc:
+        if settings is not None and settings.log_format.lower() == "json":
+            from s3kms.logs import failure_line
+
+            click.echo(failure_line(str(exc), int(exc.code)), err=True)  # the same one line
+            sys.exit(int(exc.code))
         _startup_failed(exc)
+
+
+# `s3kms server --help` names each flag's S3KMS_* variable. resolve_settings reads them, not click
+# (an envvar= would have click check them before the start-up checks do), so only the help says it.
+for _param in server.params:
+    if isinstance(_param, click.Option) and _param.name:
+        _param.help = f"{_param.help or ''}  [env var: S3KMS_{_param.name.upper()}]".lstrip()
 
 
 # -- client commands --------------------------------------------------------------------------------
@@ -294,21 +336,93 @@ class ClientOptions:
         return Client(self.url, access, secret, region=self.region, ca_cert=self.ca_cert)
 
 
+class _ClientCommand(click.Command):
+    """A command that talks to a server. With `--json` a usage error (a bad flag, no credentials)
+    is one JSON document too (on stderr, as every failure), with the exit code click gives it."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        wants_json = "--json" in (args[: args.index("--")] if "--" in args else args)
+        try:
+            return super().parse_args(ctx, args)
+        except click.ClickException as exc:
+            if wants_json:
+                _click_failed(exc)
+            raise
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as exc:
+            if ctx.params.get("as_json"):
+                _click_failed(exc)
+            raise
+
+
+def _click_failed(exc: click.ClickException) -> NoReturn:
+    if isinstance(exc, click.UsageError):
+        code = "UsageError"  # a bad or missing flag or argument, no credentials: exit 2
+    elif isinstance(exc, click.FileError):
+        code = "FileError"  # a file to write (--raw-out) that cannot be opened: exit 1
+    else:
+        code = "Error"
+    _print_error_document(code, exc.format_message())
+    sys.exit(exc.exit_code)
+
+
 def client_options(fn: F) -> F:
     options = [
-        click.option("--endpoint", envvar="S3KMS_ENDPOINT", help="http(s)://HOST:PORT"),
-        click.option("--access-key", envvar="S3KMS_ACCESS_KEY"),
-        click.option("--secret-key", envvar="S3KMS_SECRET_KEY"),
+        click.option(
+            "--endpoint",
+            envvar="S3KMS_ENDPOINT",
+            show_envvar=True,
+            default=DEFAULT_ENDPOINT,
+            show_default=True,
+            metavar="URL",
+            help="The server, http(s)://HOST:PORT.",
+        ),
+        click.option(
+            "--access-key",
+            envvar="S3KMS_ACCESS_KEY",
+            show_envvar=True,
+            help="Access key to sign requests with (default: the credentials file in --data-dir).",
+        ),
+        click.option(
+            "--secret-key",
+            envvar="S3KMS_SECRET_KEY",
+            show_envvar=True,
+            help="Secret key of --access-key; prefer the variable (a flag shows in `ps`).",
+        ),
         click.option(
             "--data-dir",
             envvar="S3KMS_DATA_DIR",
+            show_envvar=True,
             default="s3kms-data",
+            show_default=True,
             type=click.Path(path_type=Path),
-            help="Where to find the credentials file.",
+            help="Where to find the credentials file when no keys are given.",
         ),
-        click.option("--region", envvar="S3KMS_REGION", default="us-east-1"),
-        click.option("--ca-cert", envvar="S3KMS_CA_CERT", help="CA bundle to verify HTTPS."),
-        click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts."),
+        click.option(
+            "--region",
+            envvar="S3KMS_REGION",
+            show_envvar=True,
+            default="us-east-1",
+            show_default=True,
+            help="Region to sign requests for: the server's --region.",
+        ),
+        click.option(
+            "--ca-cert",
+            envvar="S3KMS_CA_CERT",
+            show_envvar=True,
+            metavar="FILE",
+            help="PEM CA bundle to verify the server's HTTPS certificate (default: the system's).",
+        ),
+        click.option(
+            "--json",
+            "as_json",
+            is_flag=True,
+            help="Print one JSON document with the API's field names; a failure is one too, on "
+            'stderr ({"error": {"code", "message"}}, same exit code).',
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -327,22 +441,61 @@ def _opts(kw: dict[str, Any]) -> ClientOptions:
     )
 
 
-def _run(opts: ClientOptions, call: Callable[[Client], Any]) -> Any:
+def _run(
+    opts: ClientOptions,
+    call: Callable[[Client], Any],
+    *,
+    key: str | None = None,
+    explain: Mapping[type[KMSError], str] | None = None,
+) -> Any:
+    """`call`'s result; a failure ends the command: the server's error (exit 1), no answer or a
+    file the client cannot read (exit 2). `key`: the key the command names, for a message that
+    does not; `explain`: the CLI's words for an error class whose message says too little."""
     try:
         with opts.client() as kms:
             return call(kms)
     except KMSError as exc:  # the server's answer: its code and its message
-        said = f"{exc.code}: {exc.message}" if exc.message else exc.code
-        err_console.print(f"[red]error[/red] {escape(said)}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        _failed(opts, exc.code, _kms_message(exc, key, explain), 1, coded=True)
     except httpx.TransportError as exc:  # no answer: refused, unknown host, TLS, timeout
         said = f"cannot reach {opts.url}: {_no_answer_reason(exc)}"
-        err_console.print(f"[red]error[/red] {escape(said)}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        _failed(opts, "EndpointUnreachable", said, 2)
     except OSError as exc:  # a file the client reads: the credentials file, the --ca-cert bundle
-        said = _os_reason(exc, opts)
-        err_console.print(f"[red]error[/red] {escape(said)}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        _failed(opts, "LocalFileError", _os_reason(exc, opts), 2)
+
+
+def _kms_message(
+    exc: KMSError, key: str | None, explain: Mapping[type[KMSError], str] | None
+) -> str:
+    for cls, words in (explain or {}).items():
+        if isinstance(exc, cls):
+            return words
+    if isinstance(exc, errors.KeyNotFound) and key and key not in exc.message:
+        # The admin API's "The specified KMS key does not exist": name it, as the AWS API does.
+        what = "Alias" if isinstance(exc, errors.AliasNotFound) else "Key"
+        return f"{what} '{key}' does not exist"
+    return exc.message
+
+
+def _failed(
+    opts: ClientOptions, code: str, message: str, exit_code: int, *, coded: bool = False
+) -> NoReturn:
+    """End the command with one line on stderr (`error CODE: message` for the server's errors,
+    `error message` for the client's), or with --json `{"error": {"code", "message"}}` there."""
+    if opts.json:
+        _print_error_document(code, message)
+    else:
+        _error_line(f"{code}: {message}" if coded and message else message or code)
+    sys.exit(exit_code)
+
+
+def _print_error_document(code: str, message: str) -> None:
+    """A failure with --json: its one document, on stderr; stdout stays empty, as without it."""
+    click.echo(json.dumps({"error": {"code": code, "message": message}}, indent=2), err=True)
+
+
+def _error_line(text: str, label: str = "error") -> None:
+    """One line on stderr, never broken by the console: a terminal folds it, a pipe has it whole."""
+    err_console.print(f"[red]{label}[/red] {escape(text)}", highlight=False, soft_wrap=True)
 
 
 def _no_answer_reason(exc: httpx.TransportError) -> str:
@@ -365,22 +518,83 @@ def _os_reason(exc: OSError, opts: ClientOptions) -> str:
     return f"--ca-cert {opts.ca_cert}: {reason}" if opts.ca_cert else reason
 
 
-def _emit(opts: ClientOptions, value: Any, title: str | None = None) -> None:
-    items = value if isinstance(value, list) else [value]
-    rows = [
-        dataclasses.asdict(v) if dataclasses.is_dataclass(v) and not isinstance(v, type) else v
-        for v in items
-    ]
+# -- output ----------------------------------------------------------------------------------------
+#
+# `--json` prints the document the API answers, with its field names: the admin API's (`keyId`,
+# `currentVersion`, `deletionDate`, ...) for the key, status, configure, user and policy commands,
+# the AWS operation's (`KeyId`, `CiphertextBlob`, `Plaintext`, ...; bytes as base64) for the others;
+# docs/cli.md lists each command's. For people the same fields are a table when it fits the
+# terminal; when it does not, each row is `field: value` lines: a value is never cut.
+
+
+def _api_fields(value: Any) -> dict[str, Any]:
+    """A client result as the admin API names its fields (KeyInfo.key_id -> keyId); a field that
+    defaults to None is left out when None, as the API leaves it out (deletionDate, keyUsage)."""
+    out: dict[str, Any] = {}
+    for field in dataclasses.fields(value):
+        item = getattr(value, field.name)
+        if item is None and field.default is None:
+            continue
+        head, *rest = field.name.split("_")
+        out[head + "".join(part.title() for part in rest)] = item
+    return out
+
+
+def _emit(opts: ClientOptions, document: dict[str, Any], rows: str | None = None) -> None:
+    """Print a command's result: `document` as JSON with --json; else for people the list
+    `document[rows]` (titled `rows`), or the document as one row."""
     if opts.json:
-        click.echo(json.dumps(rows if isinstance(value, list) else rows[0], indent=2))
+        click.echo(json.dumps(document, indent=2))
         return
+    if rows is None:
+        _show([document])
+    elif document[rows]:
+        _show(document[rows], title=rows)
+    else:
+        click.echo(f"no {rows}")
+
+
+_PROSE = frozenset({"message", "policies"})  # columns that may wrap between words
+
+
+def _heading(field: str) -> str:
+    """keyId -> "key id", CiphertextBlob -> "ciphertext blob"."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", field).lower()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(str(item) for item in value)
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def _show(rows: list[dict[str, Any]], title: str | None = None) -> None:
+    """Rows for people: a table when every id, ARN, ciphertext, date and state fits whole (only
+    prose wraps, between words); else each row as `field: value` lines, values never cut."""
+    columns = list(dict.fromkeys(field for row in rows for field in row))
+    columns.sort(key=lambda field: field == "message")  # prose last
     table = Table(title=title)
-    columns = list(rows[0]) if rows else ["key_id"]
-    for column in columns:
-        table.add_column(column.replace("_", " "))
+    for field in columns:
+        table.add_column(_heading(field), no_wrap=field not in _PROSE, overflow="fold")
     for row in rows:
-        table.add_row(*("" if row[c] is None else str(row[c]) for c in columns))
-    console.print(table)
+        table.add_row(*(Text(_cell(row.get(field))) for field in columns))
+    natural = console.measure(table, options=console.options.update_width(1 << 16))
+    if natural.minimum <= console.width:
+        console.print(table)
+        return
+    width = max(len(_heading(field)) for field in columns) + 1
+    records = []
+    for row in rows:
+        cells = [(field, _cell(row.get(field))) for field in columns]
+        lines = [f"{_heading(field) + ':':<{width}} {text}" for field, text in cells if text]
+        records.append("\n".join(lines))
+    click.echo("\n\n".join(records))
 
 
 @main.group()
@@ -401,7 +615,7 @@ def _algorithms(usage: str) -> list[str]:
     return list(found)
 
 
-@key.command("create")
+@key.command("create", cls=_ClientCommand)
 @click.argument("name", required=False)
 @click.option(
     "--spec",
@@ -421,34 +635,35 @@ def key_create(name: str | None, spec: str | None, usage: str | None, **kw: Any)
     GENERATE_VERIFY_MAC` an HMAC key.
     """
     opts = _opts(kw)
-    _emit(opts, _run(opts, lambda kms: kms.create_key(name, spec, usage)))
+    _emit(opts, _api_fields(_run(opts, lambda kms: kms.create_key(name, spec, usage))))
 
 
-@key.command("list")
+@key.command("list", cls=_ClientCommand)
 @click.option("--pattern", help="Shell-style glob over key ids (*, ?, [...]).")
 @client_options
 def key_list(pattern: str | None, **kw: Any) -> None:
     """List keys, sorted by key id."""
     opts = _opts(kw)
-    _emit(opts, _run(opts, lambda kms: kms.list_keys(pattern)), title="keys")
+    keys = _run(opts, lambda kms: kms.list_keys(pattern))
+    _emit(opts, {"keys": [_api_fields(k) for k in keys]}, rows="keys")
 
 
-@key.command("status")
+@key.command("status", cls=_ClientCommand)
 @click.argument("name")
 @client_options
 def key_status(name: str, **kw: Any) -> None:
     """Show one key."""
     opts = _opts(kw)
-    _emit(opts, _run(opts, lambda kms: kms.key_status(name)))
+    _emit(opts, _api_fields(_run(opts, lambda kms: kms.key_status(name), key=name)))
 
 
 def _key_change(command: str, method: str, doc: str) -> None:
-    @key.command(command, help=doc)
+    @key.command(command, help=doc, cls=_ClientCommand)
     @click.argument("name")
     @client_options
     def change(name: str, **kw: Any) -> None:
         opts = _opts(kw)
-        _emit(opts, _run(opts, lambda kms: getattr(kms, method)(name)))
+        _emit(opts, _api_fields(_run(opts, lambda kms: getattr(kms, method)(name), key=name)))
 
 
 _key_change("enable", "enable_key", "Enable a key.")
@@ -459,39 +674,77 @@ _key_change(
 )
 
 
-@key.command("delete")
+@key.command("delete", cls=_ClientCommand)
 @click.argument("name")
-@click.option("--days", type=int, default=30, show_default=True, help="Pending window, 7-30.")
+@click.option(
+    "--days",
+    type=click.IntRange(7, 30),
+    default=30,
+    show_default=True,
+    help="Days until the key is deleted; `s3kms key cancel-deletion` stops it until then.",
+)
 @client_options
 def key_delete(name: str, days: int, **kw: Any) -> None:
     """Schedule a key for deletion after a waiting period."""
     opts = _opts(kw)
-    _emit(opts, _run(opts, lambda kms: kms.schedule_key_deletion(name, days)))
+    change = _run(opts, lambda kms: kms.schedule_key_deletion(name, days), key=name)
+    _emit(opts, _api_fields(change))
 
 
-@main.command()
+@main.command(cls=_ClientCommand)
 @client_options
 def status(**kw: Any) -> None:
     """Show the KMS status."""
     opts = _opts(kw)
-    _emit(opts, _run(opts, lambda kms: kms.status()))
+    _emit(opts, _api_fields(_run(opts, lambda kms: kms.status())))
 
 
-@main.command()
-@click.option("--kms-type", type=click.Choice(["local", "vault"]), required=True)
-@click.option("--default-key-id")
-@click.option("--vault-address")
-@click.option("--vault-token", envvar="S3KMS_VAULT_TOKEN")
-@click.option("--vault-namespace")
-@click.option("--vault-mount-path")
-@click.option("--vault-kv-mount")
-@click.option("--vault-kv-prefix")
-@click.option("--vault-app-role-id")
-@click.option("--vault-app-role-secret-id", envvar="S3KMS_VAULT_APP_ROLE_SECRET_ID")
-@click.option("--vault-timeout-seconds", type=float)
-@click.option("--vault-connect-timeout-seconds", type=float)
-@click.option("--vault-metadata-cache-seconds", type=float)
-@click.option("--vault-ca-cert")
+@main.command(cls=_ClientCommand)
+@click.option(
+    "--kms-type",
+    type=click.Choice(["local", "vault"]),
+    required=True,
+    help="The backend to switch to.",
+)
+@click.option("--default-key-id", help="Default key reported by `s3kms status`.")
+@click.option(
+    "--vault-address", help="Vault/OpenBao address(es), comma-separated; required for vault."
+)
+@click.option(
+    "--vault-token",
+    envvar="S3KMS_VAULT_TOKEN",
+    show_envvar=True,
+    help="Vault token; prefer the variable (a flag shows in `ps`).",
+)
+@click.option("--vault-namespace", help="Vault namespace, sent as X-Vault-Namespace (none).")
+@click.option("--vault-mount-path", help="Transit engine mount (transit).")
+@click.option("--vault-kv-mount", help="KV v2 mount for s3kms metadata (secret).")
+@click.option("--vault-kv-prefix", help="Path prefix inside the KV mount (s3kms).")
+@click.option("--vault-app-role-id", help="AppRole role id: AppRole auth instead of a token.")
+@click.option(
+    "--vault-app-role-secret-id",
+    envvar="S3KMS_VAULT_APP_ROLE_SECRET_ID",
+    show_envvar=True,
+    help="AppRole secret id of --vault-app-role-id; prefer the variable.",
+)
+@click.option(
+    "--vault-timeout-seconds", type=float, help="Bound on each try of a Vault request (10)."
+)
+@click.option(
+    "--vault-connect-timeout-seconds",
+    type=float,
+    help="Bound on opening a connection to Vault (2).",
+)
+@click.option(
+    "--vault-metadata-cache-seconds",
+    type=float,
+    help="Seconds a node may reuse a key's state read from Vault (1; 0 disables; at most 60).",
+)
+@click.option(
+    "--vault-ca-cert",
+    metavar="FILE",
+    help="CA bundle to verify an HTTPS Vault, a path on the server (default: the system's).",
+)
 @client_options
 def configure(**kw: Any) -> None:
     """Switch the KMS backend (checked before it switches)."""
@@ -501,10 +754,25 @@ def configure(**kw: Any) -> None:
     _emit(opts, {"status": "success", "message": message})
 
 
-@main.command()
+_CONTEXT = click.option(
+    "--context",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Encryption context entry (repeatable); decrypt needs the same entries.",
+)
+
+
+@main.command(cls=_ClientCommand)
 @click.argument("name")
-@click.option("--bytes", "size", type=int, default=32, show_default=True)
-@click.option("--context", multiple=True, help="Encryption context entry KEY=VALUE (repeatable).")
+@click.option(
+    "--bytes",
+    "size",
+    type=int,
+    default=32,
+    show_default=True,
+    help="Length of the data key in bytes, 1-1024 (AWS NumberOfBytes).",
+)
+@_CONTEXT
 @client_options
 def datakey(name: str, size: int, context: tuple[str, ...], **kw: Any) -> None:
     """Generate a data key under NAME: plaintext and ciphertext, base64."""
@@ -512,42 +780,69 @@ def datakey(name: str, size: int, context: tuple[str, ...], **kw: Any) -> None:
     dk = _run(
         opts,
         lambda kms: kms.generate_data_key(name, number_of_bytes=size, context=_context(context)),
+        key=name,
     )
     _emit(
         opts,
         {
-            "key_id": dk.key_id,
-            "plaintext": base64.b64encode(dk.plaintext).decode(),
-            "ciphertext": base64.b64encode(dk.ciphertext).decode(),
+            "KeyId": dk.key_id,
+            "Plaintext": base64.b64encode(dk.plaintext).decode(),
+            "CiphertextBlob": base64.b64encode(dk.ciphertext).decode(),
         },
     )
 
 
-@main.command()
+@main.command(cls=_ClientCommand)
 @click.argument("name")
-@click.option("--context", multiple=True, help="Encryption context entry KEY=VALUE (repeatable).")
+@_CONTEXT
 @client_options
 def encrypt(name: str, context: tuple[str, ...], **kw: Any) -> None:
     """Encrypt stdin (at most 4096 bytes) under NAME; prints the ciphertext as base64."""
     opts = _opts(kw)
     data = sys.stdin.buffer.read()
-    blob = _run(opts, lambda kms: kms.encrypt(name, data, _context(context)))
-    click.echo(base64.b64encode(blob).decode())
+    blob = _run(opts, lambda kms: kms.encrypt(name, data, _context(context)), key=name)
+    text = base64.b64encode(blob).decode()
+    if opts.json:
+        _emit(opts, {"KeyId": name, "CiphertextBlob": text})
+    else:
+        click.echo(text)
 
 
-@main.command()
-@click.option("--context", multiple=True, help="Encryption context entry KEY=VALUE (repeatable).")
+@main.command(cls=_ClientCommand)
+@_CONTEXT
 @click.option("--key", "key_ref", help="Expected key (refused if the ciphertext names another).")
 @client_options
 def decrypt(context: tuple[str, ...], key_ref: str | None, **kw: Any) -> None:
-    """Decrypt a base64 ciphertext read from stdin; writes the plaintext to stdout."""
+    """Decrypt a base64 ciphertext read from stdin; writes the plaintext to stdout (base64 in
+    the JSON document: `Plaintext`)."""
     opts = _opts(kw)
     try:
         blob = base64.b64decode(sys.stdin.read().strip(), validate=True)
     except ValueError:
         raise click.UsageError("stdin is not base64") from None
-    plaintext = _run(opts, lambda kms: kms.decrypt(blob, _context(context), key_ref))
-    sys.stdout.buffer.write(plaintext)
+    entries = _context(context)
+    if entries:
+        why = (
+            "the ciphertext does not open with its key and this encryption context: give every "
+            "--context KEY=VALUE it was encrypted with, and no other; or the ciphertext is "
+            "damaged or from another KMS"
+        )
+    else:
+        why = (
+            "the ciphertext does not open with its key and no encryption context: if it was "
+            "encrypted with one, give it with --context KEY=VALUE; or the ciphertext is damaged "
+            "or from another KMS"
+        )
+    plaintext = _run(
+        opts,
+        lambda kms: kms.decrypt(blob, entries, key_ref),
+        key=key_ref,
+        explain={errors.InvalidCiphertext: why},
+    )
+    if opts.json:
+        _emit(opts, {"Plaintext": base64.b64encode(plaintext).decode()})
+    else:
+        sys.stdout.buffer.write(plaintext)
 
 
 def _context(entries: tuple[str, ...]) -> dict[str, str]:
@@ -597,16 +892,15 @@ def _given_blob(text: str | None, file: Any, option: str, *, required: bool) -> 
 
 
 def _verdict(opts: ClientOptions, valid: bool, what: str, fields: dict[str, Any]) -> None:
-    """Report a check: exit 0 when valid, 1 (with a message on stderr) when not."""
+    """Report a check: exit 0 when valid, 1 when not: a line on stderr, or with --json the AWS
+    answer's `fields` (SignatureValid / MacValid false)."""
     if opts.json:
-        _emit(opts, {**fields, "valid": valid})
+        _emit(opts, fields)
     elif valid:
-        click.echo(f"valid: the {what} matches the message and key {fields['key_id']}")
+        click.echo(f"valid: the {what} matches the message and key {fields['KeyId']}")
+    else:
+        _error_line(f"the {what} does not match the message and key {fields['KeyId']}", "invalid")
     if not valid:
-        err_console.print(
-            f"[red]invalid[/red] the {what} does not match the message and key {fields['key_id']}",
-            highlight=False,
-        )
         sys.exit(1)
 
 
@@ -623,9 +917,17 @@ def _put_blob(
         click.echo(text)
 
 
-@main.command("sign")
+_SIGNING_ALGORITHM = click.option(
+    "--algorithm",
+    required=True,
+    type=_choice(_algorithms(keyspecs.SIGN_VERIFY)),
+    help="AWS SigningAlgorithm; one the key's spec allows.",
+)
+
+
+@main.command("sign", cls=_ClientCommand)
 @click.argument("name")
-@click.option("--algorithm", required=True, type=_choice(_algorithms(keyspecs.SIGN_VERIFY)))
+@_SIGNING_ALGORITHM
 @_MESSAGE_FILE
 @_DIGEST
 @click.option(
@@ -646,14 +948,14 @@ def sign_command(
     opts = _opts(kw)
     data = message.read()
     message_type = "DIGEST" if digest else "RAW"
-    signature = _run(opts, lambda kms: kms.sign(name, data, algorithm, message_type))
-    fields = {"key_id": name, "algorithm": algorithm, "message_type": message_type}
-    _put_blob(opts, signature, raw_out, "signature", fields)
+    signature = _run(opts, lambda kms: kms.sign(name, data, algorithm, message_type), key=name)
+    fields = {"KeyId": name, "SigningAlgorithm": algorithm, "MessageType": message_type}
+    _put_blob(opts, signature, raw_out, "Signature", fields)
 
 
-@main.command("verify")
+@main.command("verify", cls=_ClientCommand)
 @click.argument("name")
-@click.option("--algorithm", required=True, type=_choice(_algorithms(keyspecs.SIGN_VERIFY)))
+@_SIGNING_ALGORITHM
 @click.option(
     "--signature", metavar="B64", help="The signature, base64 (as `s3kms sign` prints it)."
 )
@@ -681,8 +983,9 @@ def verify_command(
     assert given is not None
     data = message.read()
     message_type = "DIGEST" if digest else "RAW"
-    valid = _run(opts, lambda kms: kms.verify(name, data, given, algorithm, message_type))
-    _verdict(opts, valid, "signature", {"key_id": name, "algorithm": algorithm})
+    valid = _run(opts, lambda kms: kms.verify(name, data, given, algorithm, message_type), key=name)
+    fields = {"KeyId": name, "SigningAlgorithm": algorithm, "SignatureValid": valid}
+    _verdict(opts, valid, "signature", fields)
 
 
 def _pem(der: bytes) -> str:
@@ -692,7 +995,7 @@ def _pem(der: bytes) -> str:
     return "-----BEGIN PUBLIC KEY-----\n" + "\n".join(lines) + "\n-----END PUBLIC KEY-----\n"
 
 
-@main.command("public-key")
+@main.command("public-key", cls=_ClientCommand)
 @click.argument("name")
 @click.option(
     "--der",
@@ -703,20 +1006,26 @@ def _pem(der: bytes) -> str:
 )
 @client_options
 def public_key_command(name: str, der_out: Any, **kw: Any) -> None:
-    """Print the public key of the asymmetric key NAME as PEM (SubjectPublicKeyInfo)."""
+    """Print the public key of the asymmetric key NAME as PEM (SubjectPublicKeyInfo; in the JSON
+    document `PublicKey` is its DER as base64, as AWS answers it)."""
     opts = _opts(kw)
-    der = _run(opts, lambda kms: kms.public_key(name))
+    der = _run(opts, lambda kms: kms.public_key(name), key=name)
     if der_out is not None:
         der_out.write(der)
     if opts.json:
-        _emit(opts, {"key_id": name, "public_key": _pem(der)})
+        _emit(opts, {"KeyId": name, "PublicKey": base64.b64encode(der).decode()})
     elif der_out is None:
         click.echo(_pem(der), nl=False)
 
 
-@main.command("mac")
+@main.command("mac", cls=_ClientCommand)
 @click.argument("name")
-@click.option("--algorithm", required=True, type=_choice(_algorithms(keyspecs.GENERATE_VERIFY_MAC)))
+@click.option(
+    "--algorithm",
+    required=True,
+    type=_choice(_algorithms(keyspecs.GENERATE_VERIFY_MAC)),
+    help="AWS MacAlgorithm; the one of the key's spec.",
+)
 @_MESSAGE_FILE
 @click.option(
     "--verify",
@@ -754,11 +1063,11 @@ def mac_command(
         raise click.UsageError("--raw-out writes a new MAC: it does not go with --verify")
     data = message.read()
     if given is None:
-        tag = _run(opts, lambda kms: kms.generate_mac(name, data, algorithm))
-        _put_blob(opts, tag, raw_out, "mac", {"key_id": name, "algorithm": algorithm})
+        tag = _run(opts, lambda kms: kms.generate_mac(name, data, algorithm), key=name)
+        _put_blob(opts, tag, raw_out, "Mac", {"KeyId": name, "MacAlgorithm": algorithm})
         return
-    valid = _run(opts, lambda kms: kms.verify_mac(name, data, given, algorithm))
-    _verdict(opts, valid, "MAC", {"key_id": name, "algorithm": algorithm})
+    valid = _run(opts, lambda kms: kms.verify_mac(name, data, given, algorithm), key=name)
+    _verdict(opts, valid, "MAC", {"KeyId": name, "MacAlgorithm": algorithm, "MacValid": valid})
 
 
 # -- audit, backup, users -----------------------------------------------------------------------------
@@ -779,7 +1088,7 @@ def audit_verify(files: tuple[Path, ...]) -> None:
     if result.ok:
         click.echo(f"ok: {result.lines} lines, chain intact")
         return
-    err_console.print(f"[red]TAMPERED[/red] {result.problem}", highlight=False)
+    _error_line(str(result.problem), "TAMPERED")
     sys.exit(1)
 
 
@@ -825,7 +1134,9 @@ _BACKUP_OPTIONS = [
     click.option(
         "--data-dir",
         envvar="S3KMS_DATA_DIR",
+        show_envvar=True,
         default="s3kms-data",
+        show_default=True,
         type=click.Path(path_type=Path),
         help="The Local backend's data directory.",
     ),
@@ -881,9 +1192,14 @@ def backup(
     try:
         count = asyncio.run(run())
     except (KMSError, MasterKeyError) as exc:
-        err_console.print(f"[red]error[/red] {exc}", highlight=False)
+        _error_line(str(exc))
         sys.exit(1)
-    err_console.print(f"backup: {count} key(s) written to {out} (encrypted, mode 0600)")
+    err_console.print(
+        f"backup: {count} key(s) written to {out} (encrypted, mode 0600)",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 @main.command()
@@ -921,11 +1237,14 @@ def restore(
     try:
         summary = asyncio.run(run())
     except (KMSError, MasterKeyError) as exc:
-        err_console.print(f"[red]error[/red] {exc}", highlight=False)
+        _error_line(str(exc))
         sys.exit(1)
     err_console.print(
         f"restore: {summary.restored} key(s) restored, {summary.skipped} kept as they were "
-        f"(use --overwrite to replace), {summary.aliases} alias(es)"
+        f"(use --overwrite to replace), {summary.aliases} alias(es)",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
     )
 
 
@@ -936,11 +1255,14 @@ def user() -> None:
 
 # The user's access key and secret must not be named like --access-key/--secret-key: those are
 # the caller's own credentials (client_options), and would be taken for them.
-@user.command("add")
+@user.command("add", cls=_ClientCommand)
 @click.argument("user_access_key", metavar="ACCESS_KEY")
 @click.option("--policy", "policies", multiple=True, help="Policy name to attach (repeatable).")
 @click.option(
-    "--new-secret-key", envvar="S3KMS_NEW_USER_SECRET", help="The user's secret; else generated."
+    "--new-secret-key",
+    envvar="S3KMS_NEW_USER_SECRET",
+    show_envvar=True,
+    help="The user's secret key (at least 8 characters); default: generated, printed once.",
 )
 @client_options
 def user_add(
@@ -948,13 +1270,15 @@ def user_add(
 ) -> None:
     """Add a user; a generated secret is printed once."""
     opts = _opts(kw)
-    _emit(
-        opts,
-        _run(opts, lambda kms: kms.add_user(user_access_key, list(policies), new_secret_key)),
-    )
+    added = _run(opts, lambda kms: kms.add_user(user_access_key, list(policies), new_secret_key))
+    _emit(opts, added)
+    if "secretKey" in added and not opts.json:
+        err_console.print(
+            "the secret key is shown only this once: store it now", highlight=False, soft_wrap=True
+        )
 
 
-@user.command("remove")
+@user.command("remove", cls=_ClientCommand)
 @click.argument("user_access_key", metavar="ACCESS_KEY")
 @client_options
 def user_remove(user_access_key: str, **kw: Any) -> None:
@@ -963,12 +1287,12 @@ def user_remove(user_access_key: str, **kw: Any) -> None:
     _emit(opts, _run(opts, lambda kms: kms.remove_user(user_access_key)))
 
 
-@user.command("list")
+@user.command("list", cls=_ClientCommand)
 @client_options
 def user_list(**kw: Any) -> None:
     """List users and their policies."""
     opts = _opts(kw)
-    _emit(opts, _run(opts, lambda kms: kms.list_users()), title="users")
+    _emit(opts, {"users": _run(opts, lambda kms: kms.list_users())}, rows="users")
 
 
 @main.group()
@@ -976,7 +1300,7 @@ def policy() -> None:
     """Manage access policies (IAM-style JSON)."""
 
 
-@policy.command("add")
+@policy.command("add", cls=_ClientCommand)
 @click.argument("name")
 @click.argument("document", type=click.File("r"))
 @client_options
@@ -990,7 +1314,7 @@ def policy_add(name: str, document: Any, **kw: Any) -> None:
     _emit(opts, _run(opts, lambda kms: kms.put_policy(name, doc)))
 
 
-@policy.command("remove")
+@policy.command("remove", cls=_ClientCommand)
 @click.argument("name")
 @client_options
 def policy_remove(name: str, **kw: Any) -> None:
@@ -999,9 +1323,9 @@ def policy_remove(name: str, **kw: Any) -> None:
     _emit(opts, _run(opts, lambda kms: kms.remove_policy(name)))
 
 
-@policy.command("list")
+@policy.command("list", cls=_ClientCommand)
 @client_options
 def policy_list(**kw: Any) -> None:
     """List policies."""
     opts = _opts(kw)
-    _emit(opts, _run(opts, lambda kms: kms.list_policies()), title="policies")
+    _emit(opts, {"policies": _run(opts, lambda kms: kms.list_policies())}, rows="policies")

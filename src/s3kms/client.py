@@ -165,6 +165,8 @@ class KeyChange:
     key_id: str
     status: str
     message: str
+    current_version: int | None = None  # key/rotate answers it
+    deletion_date: str | None = None  # key/delete answers it
 
 
 @dataclass(frozen=True)
@@ -310,7 +312,9 @@ class Client:
 
     def _change(self, route: str, name: str, extra: Mapping[str, str] | None = None) -> KeyChange:
         p = self._admin("POST", route, {"keyName": name, **(extra or {})})
-        return KeyChange(p["keyId"], p["status"], p["message"])
+        return KeyChange(
+            p["keyId"], p["status"], p["message"], p.get("currentVersion"), p.get("deletionDate")
+        )
 
     def enable_key(self, name: str) -> KeyChange:
         return self._change("key/enable", name)

@@ -212,6 +212,7 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     log_level: str = "info"
+    log_format: str = "text"  # text | json (s3kms.logs)
     default_key_id: str | None = None
     maintenance_interval: float = 60.0  # seconds between due-deletion/rotation passes
     users_file: Path | None = None
@@ -236,11 +237,21 @@ class Settings:
     vault: VaultSettings | None = None
 
     def __post_init__(self) -> None:
+        # Checked here, so that a bad value from the environment or the file is a usage error.
+        if str(self.log_level).lower() not in LOG_LEVELS:
+            raise ValueError(
+                f"log_level must be one of {', '.join(LOG_LEVELS)}: {self.log_level!r}"
+            )
+        if str(self.log_format).lower() not in LOG_FORMATS:
+            raise ValueError(f"log_format must be text or json, not {self.log_format!r}")
         for name in _POSITIVE_LIMITS:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ValueError(f"{name} must be a positive number, not {value!r}")
 
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 
 _POSITIVE_LIMITS = (
     "max_connections",

@@ -7,12 +7,21 @@ ASGI or to a connection.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from contextvars import ContextVar
+from contextvars import Context, ContextVar, copy_context
 from dataclasses import dataclass
 
 # The x-amz-request-id of the request this task serves, set by the HTTP shell: what the service
 # records as a key's last use without every call carrying it.
 current_request_id: ContextVar[str | None] = ContextVar("s3kms_request_id", default=None)
+
+
+def without_request() -> Context:
+    """The current context with no request in it: for background work that a request starts but
+    that is not (only) its own (a Vault health check, a shared commit), so that its log lines do
+    not carry that request's id (s3kms.logs)."""
+    context = copy_context()
+    context.run(current_request_id.set, None)
+    return context
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,12 +69,8 @@ class Runtime:
             key_file = self.settings.master_key_file
             self._master_key = masterkey.load(self.data_dir, key_file, self._master_key_env)
             if self._master_key.generated:
-                log.warning(
-                    "generated a new master key in %s: the master key and the keys it protects "
-                    "sit in the same directory; keep a copy elsewhere and prefer "
-                    "S3KMS_MASTER_KEY or --master-key-file in production",
-                    self._master_key.source,
-                )
+                kms_type = self.initial_config().kms_type
+                log.warning(generated_master_key_warning(self._master_key.source, kms_type))
         return self._master_key
 
     def initial_config(self) -> KMSConfig:
@@ -169,6 +165,30 @@ async def _close(service: KeyService) -> None:
     except Exception:
         log.exception("could not store the keys' last uses before closing the keystore")
     await service.store.close()
+
+
+def generated_master_key_warning(path: str, kms_type: str) -> str:
+    """The warning of a first start that generated `<data-dir>/master.key`: what the key protects
+    on the backend the server starts with, and that it sits beside what it protects."""
+    advice = "keep a copy elsewhere and prefer S3KMS_MASTER_KEY or --master-key-file in production"
+    if kms_type == "vault":
+        return (
+            f"generated a new master key in {path}: on the Vault backend it protects only the "
+            "secrets of the users in users.json (the keystore is in Vault, not under this key), "
+            "and sits in the same directory as them; it would also protect a Local keystore "
+            f"configured later; {advice}"
+        )
+    if kms_type == "local":
+        return (
+            f"generated a new master key in {path}: it protects the Local keystore (keystore.db) "
+            "and the secrets of the users in users.json, and sits in the same directory as them; "
+            f"{advice}"
+        )
+    return (  # none: not configured yet
+        f"generated a new master key in {path}: it protects the secrets of the users in "
+        "users.json and the Local keystore once one is configured, and sits in the same "
+        f"directory as them; {advice}"
+    )
 
 
 def initial_config(settings: Settings) -> KMSConfig:

@@ -2,28 +2,40 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import logging
 import os
 import resource
+import shutil
+import signal
+import socket
+import sqlite3
 import sys
+import tempfile
+import threading
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
-from s3kms import credentials, startup
+import uvicorn
+from uvicorn.config import STARTUP_FAILURE
+
+from s3kms import __version__, credentials, logs, startup
 from s3kms.audit import AuditLog
 from s3kms.auth.identity import Authenticator
 from s3kms.clock import Clock, SystemClock
-from s3kms.config import Settings
+from s3kms.config import KMSConfig, Settings
 from s3kms.crypto.masterkey import MasterKeyError
 from s3kms.errors import KMSError
 from s3kms.fsutil import ensure_private_dir
 from s3kms.http.app import App
 from s3kms.http.connection import ConnectionLimits
-from s3kms.keystore.vault.settings import VaultSettings
-from s3kms.runtime import Runtime
+from s3kms.keystore.vault.settings import VaultSettings, redact_address
+from s3kms.runtime import Runtime, initial_config
 from s3kms.startup import ExitCode, StartupError
 from s3kms.users import UserStore
 
@@ -31,6 +43,8 @@ log = logging.getLogger("s3kms")
 
 # Worker processes started by uvicorn rebuild the app from this environment variable.
 _SETTINGS_ENV = "S3KMS__SERVER_SETTINGS"
+# ...and report that they serve to the datagram socket this one names (_ReadyWatch).
+_READY_ENV = "S3KMS__READY_SOCKET"
 # File descriptors kept out of max_connections: the keystore, the audit log, the users file, the
 # event loop's own, and up to 64 connections to Vault.
 _FD_RESERVE = 128
@@ -60,14 +74,21 @@ def build_app(settings: Settings, clock: Clock | None = None) -> App:
     )
 
 
-def open_audit_log(settings: Settings) -> AuditLog | None:
+def audit_log_path(settings: Settings) -> Path | None:
+    """Where the audit log is written; None when it is off."""
     if settings.audit_log == "off":
         return None
-    path = (
+    return (
         Path(settings.audit_log)
         if settings.audit_log
         else settings.data_dir / "audit" / "audit.log"
     )
+
+
+def open_audit_log(settings: Settings) -> AuditLog | None:
+    path = audit_log_path(settings)
+    if path is None:
+        return None
     return AuditLog(
         path,
         max_bytes=settings.audit_max_bytes,
@@ -98,7 +119,20 @@ def _settings_from_env() -> Settings:
 
 def app_factory() -> App:
     """Entry point for uvicorn worker processes (`--workers N`)."""
-    return build_app(_settings_from_env())
+    app = build_app(_settings_from_env())
+    ready = os.environ.get(_READY_ENV)
+    if ready:
+        app.on_started = functools.partial(_report_ready, ready)
+    return app
+
+
+def _report_ready(path: str) -> None:
+    """A worker serves: one datagram to the parent, which logs the start summary once all do."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b"ready", path)
+    except OSError:
+        pass  # the parent no longer listens: it logged the summary already, or it is stopping
 
 
 def is_loopback(host: str) -> bool:
@@ -177,15 +211,161 @@ def _late_failure(exc: Exception) -> StartupError:
     return StartupError(ExitCode.USAGE, f"cannot start: {startup.reason(exc)}", startup.SEE_HELP)
 
 
+# -- the start summary ----------------------------------------------------------------------------
+
+
+def listen_url(scheme: str, host: str, port: int) -> str:
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def local_key_count(data_dir: Path) -> int | None:
+    """The keys in the Local keystore of `data_dir`, read-only; None when it cannot be read."""
+    uri = f"{(data_dir / 'keystore.db').absolute().as_uri()}?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=1.0)
+        try:
+            row = conn.execute("SELECT count(*) FROM keys").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+    return int(row[0])
+
+
+def start_summary(
+    settings: Settings, config: KMSConfig, listen: Sequence[str], keys: int | None
+) -> tuple[str, dict[str, Any]]:
+    """The line logged once the server serves, and its fields (of their own in a JSON line).
+
+    Keys are counted only on the Local backend (one SQL count); on Vault counting them would
+    list every key's name from Vault at each start of each node, so `keys` is null there."""
+    fields: dict[str, Any] = {"event": "start", "version": __version__, "backend": config.kms_type}
+    backend = config.kms_type
+    if config.vault is not None and config.kms_type == "vault":
+        addresses = [redact_address(a) for a in config.vault.addresses]
+        fields["vault_addresses"] = addresses
+        backend += f" ({', '.join(addresses)})"
+    audit = audit_log_path(settings)
+    fields |= {
+        "data_dir": str(settings.data_dir.absolute()),
+        "listen": list(listen),
+        "workers": settings.workers,
+        "keys": keys if config.kms_type == "local" else None,
+        "audit_log": "off" if audit is None else str(audit.absolute()),
+    }
+    parts = [
+        f"backend {backend}",
+        f"data dir {fields['data_dir']}",
+        f"listening on {', '.join(listen)}",
+        f"{settings.workers} worker{'s' if settings.workers != 1 else ''}",
+    ]
+    if fields["keys"] is not None:
+        parts.append(f"{keys} key{'s' if keys != 1 else ''}")
+    parts.append(f"audit log {fields['audit_log']}")
+    return f"s3kms {__version__} ready: {', '.join(parts)}", fields
+
+
+def log_start_summary(
+    settings: Settings, config: KMSConfig, listen: Sequence[str], keys: int | None
+) -> None:
+    message, fields = start_summary(settings, config, listen, keys)
+    log.info("%s", message, extra={logs.FIELDS: fields})
+
+
+def _scheme(settings: Settings) -> str:
+    return "https" if settings.tls_cert is not None else "http"
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server (one process), which logs the start summary once it serves."""
+
+    def __init__(
+        self, config: uvicorn.Config, ready: Callable[[list[tuple[str, int]]], Awaitable[None]]
+    ) -> None:
+        super().__init__(config)
+        self._ready = ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and not self.should_exit:
+            names = [s.getsockname() for server in self.servers for s in server.sockets]
+            await self._ready([(str(name[0]), int(name[1])) for name in names])
+
+
+class _ReadyWatch:
+    """`--workers N`: the parent learns when every worker serves (each sends one datagram to a
+    socket in a private directory, named in S3KMS__READY_SOCKET), then logs the start summary."""
+
+    def __init__(self, workers: int, ready: Callable[[], None]) -> None:
+        self._dir = tempfile.mkdtemp(prefix="s3kms-ready-")
+        self.path = os.path.join(self._dir, "ready")
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            self._sock.bind(self.path)
+        except OSError:
+            self.close()
+            raise
+        self._sock.settimeout(0.5)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(workers, ready), name="s3kms-ready", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, workers: int, ready: Callable[[], None]) -> None:
+        seen = 0
+        while seen < workers and not self._stop.is_set():
+            try:
+                self._sock.recv(16)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            seen += 1
+        if seen == workers:
+            try:
+                ready()
+            except Exception:
+                log.exception("cannot log the start summary")
+
+    def close(self) -> None:
+        if hasattr(self, "_stop"):
+            self._stop.set()
+            self._thread.join(2)
+        self._sock.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class _Stop:
+    """SIGTERM and SIGINT stop `s3kms server` cleanly, with exit code 0 (1 worker or N alike).
+
+    While uvicorn serves, its own handlers take both signals and shut the server down; then it
+    restores the handlers it found and raises the signal again, so that they run too. With
+    Python's default handler SIGTERM would then kill the process after its clean shutdown (exit
+    143 from a shell, -15 for its parent). This is the handler uvicorn finds: before uvicorn serves
+    (the checks, building the app) it stops the start at once; afterwards it asks the server to
+    exit, which it already does, so `serve` returns and the process ends with 0. (With workers,
+    uvicorn's supervisor takes the signals in the parent for good, and exits with 0.)
+    """
+
+    def __init__(self) -> None:
+        self.server: uvicorn.Server | None = None
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.server is None:
+            raise SystemExit(0)
+        self.server.should_exit = True
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self)
+
+
 def serve(settings: Settings) -> None:
     """Check, then run the server; StartupError (one line, an exit code) when it cannot start."""
-    import uvicorn
-
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    stop = _Stop()
+    stop.install()
+    logs.configure(settings.log_format, settings.log_level)
     os.umask(0o077)  # every file s3kms creates is private to its user, whatever the caller's umask
     # Everything that can stop the start is checked before anything is written (startup.py).
     startup.check(settings)
@@ -197,14 +377,22 @@ def serve(settings: Settings) -> None:
     except (OSError, ValueError) as exc:
         raise _late_failure(exc) from None
     if generated:
-        # Printed once, at the first start; afterwards they are only in the 0600 file.
-        print(
-            "s3kms: generated root credentials (stored in "
-            f"{settings.data_dir / credentials.CREDENTIALS_FILE}, mode 0600):\n"
-            f"  access key: {root.access_key}\n  secret key: {root.secret_key}",
-            file=sys.stderr,
-            flush=True,
-        )
+        stored = settings.data_dir / credentials.CREDENTIALS_FILE
+        if settings.log_format.lower() == "json":
+            # A JSON log goes to a collector: the secret stays in the file, which says it.
+            log.warning(
+                "generated root credentials: access key %s; the secret key is in %s (mode 0600)",
+                root.access_key,
+                stored,
+            )
+        else:
+            # Printed once, at the first start; afterwards they are only in the 0600 file.
+            print(
+                f"s3kms: generated root credentials (stored in {stored}, mode 0600):\n"
+                f"  access key: {root.access_key}\n  secret key: {root.secret_key}",
+                file=sys.stderr,
+                flush=True,
+            )
     tls = settings.tls_cert is not None
     if not tls and not is_loopback(settings.host):
         log.warning(
@@ -213,6 +401,8 @@ def serve(settings: Settings) -> None:
             settings.host,
         )
     options = uvicorn_options(settings)
+    # uvicorn's lines in the same format as s3kms's, in this process and in every worker.
+    options["log_config"] = logs.dict_config(settings.log_format, settings.log_level)
     try:
         # Built here also with workers (each builds its own), so a failure the checks could not
         # foresee ends the start with one line, not a traceback per worker.
@@ -222,7 +412,44 @@ def serve(settings: Settings) -> None:
     if settings.workers > 1:
         if app.audit is not None:
             app.audit.close()  # the check is done; each worker opens its own
-        os.environ[_SETTINGS_ENV] = _settings_to_env(settings)
+        _serve_workers(settings, options)
+        return
+
+    async def ready(bound: list[tuple[str, int]]) -> None:
+        keys = None
+        if app.runtime.config.kms_type == "local":
+            try:
+                keys = await app.runtime.service.store.count_keys()
+            except Exception:  # the summary goes without the count
+                keys = None
+        listen = dict.fromkeys(listen_url(_scheme(settings), host, port) for host, port in bound)
+        log_start_summary(settings, app.runtime.config, list(listen), keys)
+
+    server = _Server(uvicorn.Config(app, **options), ready)
+    stop.server = server
+    server.run()
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)
+
+
+def _serve_workers(settings: Settings, options: dict[str, Any]) -> None:
+    config = initial_config(settings)
+    listen = [listen_url(_scheme(settings), settings.host, settings.port)]
+
+    def ready() -> None:
+        keys = local_key_count(settings.data_dir) if config.kms_type == "local" else None
+        log_start_summary(settings, config, listen, keys)
+
+    os.environ[_SETTINGS_ENV] = _settings_to_env(settings)
+    try:
+        watch: _ReadyWatch | None = _ReadyWatch(settings.workers, ready)
+    except OSError:  # no private socket (a temporary directory too long for one): log it now
+        watch = None
+        ready()
+    if watch is not None:
+        os.environ[_READY_ENV] = watch.path
+    try:
         uvicorn.run("s3kms.server:app_factory", factory=True, workers=settings.workers, **options)
-    else:
-        uvicorn.run(app, **options)
+    finally:
+        if watch is not None:
+            watch.close()

@@ -126,6 +126,9 @@ class App:
         self.sts = sts.StsAPI(auth)
         self._background_interval = background_interval
         self.loop: asyncio.AbstractEventLoop | None = None  # set at start-up, for tests
+        # Called once the application has started (`s3kms server --workers N`: a worker reports
+        # that it serves, so the start summary is logged once all of them do; see server.py).
+        self.on_started: Callable[[], None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -152,6 +155,8 @@ class App:
                 if self.audit is not None:
                     tasks.append(asyncio.create_task(self._tick_audit(self.audit)))
                 await send({"type": "lifespan.startup.complete"})
+                if self.on_started is not None:
+                    self.on_started()
             elif message["type"] == "lifespan.shutdown":
                 for task in tasks:
                     task.cancel()

@@ -40,6 +40,7 @@ from s3kms.errors import (
 from s3kms.keystore.base import BackendStatus, RotationDue, StateCheck, WriteConflict
 from s3kms.keystore.generation import Generation
 from s3kms.model import Alias, KeyMetadata, KeyState, KeyVersion, LastUse, RotationType
+from s3kms.request import without_request
 
 T = TypeVar("T")
 log = logging.getLogger("s3kms.keystore")
@@ -289,7 +290,8 @@ class LocalKeyStore:
         self._pending.append((fn, future, keys))
         if not self._flushing:
             self._flushing = True
-            asyncio.get_running_loop().create_task(self._flush())
+            # One commit for the writes of several requests: its log lines name none of them.
+            asyncio.get_running_loop().create_task(self._flush(), context=without_request())
         result: T = await future
         return result
 

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from s3kms.keystore.vault.transport import VaultResponse
+from s3kms.request import current_request_id, without_request
 
 # Calls in flight per lane before items queue, and items per call. On 2 cores with OpenBao beside
 # s3kms, 1, 2, 4, 8 and 16 calls did about as well within the noise (s3kms's own request handling
@@ -29,7 +30,8 @@ MAX_CALLS = 2
 MAX_ITEMS = 128
 
 Send = Callable[[str, str, list[dict[str, Any]]], Awaitable[VaultResponse]]
-_Waiting = tuple[dict[str, Any], "asyncio.Future[VaultResponse]"]
+# An item, its caller's future, and its caller's request id (for the call's log lines).
+_Waiting = tuple[dict[str, Any], "asyncio.Future[VaultResponse]", str | None]
 
 
 class _Lane:
@@ -75,10 +77,11 @@ class TransitBatcher:
         if lane is None:
             lane = self._lanes[lane_id] = _Lane()
         future: asyncio.Future[VaultResponse] = asyncio.get_running_loop().create_future()
-        lane.queue.append((item, future))
+        lane.queue.append((item, future, current_request_id.get()))
         if lane.in_flight < self._max_calls:
             lane.in_flight += 1
-            task = asyncio.get_running_loop().create_task(self._drain(lane_id, lane))
+            drain = self._drain(lane_id, lane)
+            task = asyncio.get_running_loop().create_task(drain, context=without_request())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return await future
@@ -94,7 +97,7 @@ class TransitBatcher:
             lane.in_flight -= 1
             if lane.in_flight == 0:
                 # (Cancelled, by aclose: no call is left to take what still waits.)
-                for _, future in lane.queue:
+                for _, future, _ in lane.queue:
                     if not future.done():
                         future.set_exception(asyncio.CancelledError())
                 self._lanes.pop(lane_id, None)
@@ -103,17 +106,19 @@ class TransitBatcher:
         op, key_id = lane_id
         self.calls += 1
         self.items += len(batch)
+        # The call's log lines name the request when it carries one request's item only.
+        current_request_id.set(batch[0][2] if len(batch) == 1 else None)
         try:
-            whole = await self._send(op, key_id, [item for item, _ in batch])
+            whole = await self._send(op, key_id, [item for item, _, _ in batch])
         except BaseException as exc:
             error = exc if isinstance(exc, Exception) else asyncio.CancelledError()
-            for _, future in batch:
+            for _, future, _ in batch:
                 if not future.done():
                     future.set_exception(error)
             if not isinstance(exc, Exception):
                 raise
             return
-        for index, (_, future) in enumerate(batch):
+        for index, (_, future, _) in enumerate(batch):
             if not future.done():  # (a caller that was cancelled meanwhile)
                 future.set_result(item_response(whole, index))
 

@@ -77,6 +77,7 @@ from s3kms.keystore.vault.http import (
     RequestTimeout,
 )
 from s3kms.keystore.vault.settings import VaultSettings, redact_address, redact_urls
+from s3kms.request import without_request
 
 log = logging.getLogger("s3kms.keystore.vault")
 
@@ -245,7 +246,8 @@ class VaultTransport:
 
     def start(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         """Run `work`, which uses this transport, in the background until it ends or close()."""
-        task = asyncio.get_running_loop().create_task(work, name=name)
+        # Not the work of the request that may have started it: its log lines name no request.
+        task = asyncio.get_running_loop().create_task(work, name=name, context=without_request())
         self._tasks[task] = None
         task.add_done_callback(lambda done: self._tasks.pop(done, None))
         return task
