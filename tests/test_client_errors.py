@@ -272,7 +272,9 @@ VAULT_REFUSED = re.compile(r"permission denied")  # Vault's words, quoted by s3k
 LIVE: list[Case] = [
     # -- the admin API (Client's admin methods)
     case("denied", ADMIN, "AccessDenied", errors.AccessDenied,
-         f"ce-restricted is not authorized to perform admin:KMSKeyStatus on {ARN}key/ce-key",
+         "User: arn:aws:iam::000000000000:user/ce-restricted is not authorized to perform: "
+         f"admin:KMSKeyStatus on resource: {ARN}key/ce-key because no identity-based policy "
+         "allows the admin:KMSKeyStatus action",
          lambda s: s.restricted().key_status("ce-key")),
     case("wrong secret", ADMIN, "SignatureDoesNotMatch", errors.SignatureDoesNotMatch,
          errors.SignatureDoesNotMatch.default_message,
@@ -318,7 +320,9 @@ LIVE: list[Case] = [
          UserNotFound.default_message, lambda s: s.root().remove_user("ce-nobody")),
     # -- the AWS API (Client's AWS KMS methods)
     case("denied", AWS, "AccessDeniedException", errors.AccessDenied,
-         f"ce-restricted is not authorized to perform kms:Encrypt on {ARN}key/ce-key",
+         "User: arn:aws:iam::000000000000:user/ce-restricted is not authorized to perform: "
+         f"kms:Encrypt on resource: {ARN}key/ce-key because no identity-based policy allows the "
+         "kms:Encrypt action",
          lambda s: s.restricted().encrypt("ce-key", b"x")),
     case("wrong secret", AWS, "InvalidSignatureException", errors.SignatureDoesNotMatch,
          errors.SignatureDoesNotMatch.default_message,

@@ -481,3 +481,48 @@ def test_cli_user_and_policy_commands(srv: KmsThread, root: Client, tmp_path: Pa
         kms.key_status("app-1")
     assert cli(srv.url, "policy", "remove", "cli-status").returncode == 0
     assert "cli-status" not in {p["name"] for p in root.list_policies()}
+
+
+def test_denials_say_who_what_where_and_why_in_awss_words(srv: KmsThread, root: Client) -> None:
+    """AWS's AccessDeniedException message: the caller's ARN, the action, the resource, and
+    whether no policy allowed it or a Deny matched (as recorded from real AWS KMS)."""
+    from botocore.exceptions import ClientError
+
+    root.create_key("why-denied")
+    root.put_policy(
+        "encrypt-but-not-why",
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Action": "kms:Encrypt", "Resource": "*"},
+                {
+                    "Effect": "Deny",
+                    "Action": "kms:Encrypt",
+                    "Resource": "arn:aws:kms:*:*:key/why-*",
+                },
+            ],
+        },
+    )
+    secret = new_user(root, "asks-why", ["encrypt-but-not-why"])
+    kms = boto_kms(srv.url, "asks-why", secret)
+    user = "User: arn:aws:iam::000000000000:user/asks-why is not authorized to perform:"
+    key = "arn:aws:kms:us-east-1:000000000000:key/why-denied"
+    expected = {
+        lambda: kms.encrypt(KeyId="why-denied", Plaintext=b"x"): (
+            f"{user} kms:Encrypt on resource: {key} with an explicit deny in an identity-based "
+            "policy"
+        ),
+        lambda: kms.decrypt(CiphertextBlob=root.encrypt("why-denied", b"x")): (
+            f"{user} kms:Decrypt on resource: {key} because no identity-based policy allows the "
+            "kms:Decrypt action"
+        ),
+        lambda: kms.list_keys(): (
+            f"{user} kms:ListKeys on resource: * because no identity-based policy allows the "
+            "kms:ListKeys action"
+        ),
+    }
+    for call, message in expected.items():
+        with pytest.raises(ClientError) as exc:
+            call()
+        assert exc.value.response["Error"]["Code"] == "AccessDeniedException"
+        assert exc.value.response["Error"]["Message"] == message

@@ -294,15 +294,21 @@ def parse_policy(name: str, document: str | dict[str, Any]) -> Policy:
     return Policy(name, tuple(statements), text)
 
 
-def is_allowed(policies: Iterable[Policy], action: str, resources: Sequence[str]) -> bool:
-    allowed = False
+def decide(policies: Iterable[Policy], action: str, resources: Sequence[str]) -> bool | None:
+    """True when a statement allows `action` on `resources` and none denies it, False when one
+    denies it (an explicit Deny wins over every Allow), None when no statement matches."""
+    allowed: bool | None = None
     for policy in policies:
         for statement in policy.statements:
             if statement.matches(action, resources):
                 if not statement.allow:
-                    return False  # an explicit Deny wins over every Allow
+                    return False
                 allowed = True
     return allowed
+
+
+def is_allowed(policies: Iterable[Policy], action: str, resources: Sequence[str]) -> bool:
+    return decide(policies, action, resources) is True
 
 
 def key_resources(key_id: str | None, region: str, account_id: str) -> tuple[str, ...]:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from s3kms.auth import sigv4
 from s3kms.clock import Clock
 from s3kms.errors import AccessDenied, SlowDown
-from s3kms.policy import Policy, is_allowed, key_resources
+from s3kms.policy import Policy, decide, is_allowed, key_resources
 from s3kms.request import RequestView
 from s3kms.users import UserStore
 
@@ -69,17 +69,31 @@ class Principal:
         """Allow `action` on the key (or on no key), and record both for the audit line."""
         self.action = action
         self.key_id = key_id
-        if not self.may(action, key_id):
-            target = f" on {self.key_arn(key_id)}" if key_id is not None else ""
-            raise AccessDenied(f"{self.access_key} is not authorized to perform {action}{target}")
+        if self.is_root:
+            return
+        resources = key_resources(key_id, self._region, self._account)
+        self._check(action, resources, resources[0])
 
     def authorize_alias(self, action: str, alias_name: str) -> None:
         """Allow `action` on the alias itself (AWS checks alias actions on the alias and keys)."""
         if self.is_root:
             return
         arn = f"arn:aws:kms:{self._region}:{self._account}:{alias_name}"
-        if not is_allowed(self._policies, action, (arn,)):
-            raise AccessDenied(f"{self.access_key} is not authorized to perform {action} on {arn}")
+        self._check(action, (arn,), arn)
+
+    def _check(self, action: str, resources: tuple[str, ...], shown: str) -> None:
+        """AccessDenied, in AWS's words, unless the policies allow `action` on `resources`."""
+        decision = decide(self._policies, action, resources)
+        if decision is True:
+            return
+        why = (
+            "with an explicit deny in an identity-based policy"
+            if decision is False
+            else f"because no identity-based policy allows the {action} action"
+        )
+        raise AccessDenied(
+            f"User: {self.arn} is not authorized to perform: {action} on resource: {shown} {why}"
+        )
 
     def may(self, action: str, key_id: str | None = None) -> bool:
         """Whether the policies allow `action` on the key; records nothing."""
