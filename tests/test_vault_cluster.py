@@ -46,7 +46,7 @@ class Node:
 
     def preferred(self) -> str:
         store = self.store()
-        return store._addresses[store._current]
+        return store._transport.addresses[store._transport.current]
 
     def close(self) -> None:
         self.client.close()
@@ -136,7 +136,7 @@ def test_s3kms_keeps_serving_when_the_active_openbao_node_dies(
         settings = a.store().settings
         standbys = tuple(n.addr for n in cluster.nodes if n is not leader)
         async with await VaultKeyStore.connect(replace(settings, addresses=standbys)) as store:
-            assert not store._active_known
+            assert not store._transport.active_known
             for i in range(12):
                 key = (
                     await asyncio.to_thread(a.client.create_key, f"c-sb{i}-{uuid.uuid4().hex[:6]}")
@@ -190,7 +190,7 @@ def test_s3kms_keeps_serving_when_the_active_openbao_node_dies(
     # -- after the failover: both s3kms nodes send everything to the new active node ...
     for node in (a, b):
         wait_until(
-            lambda n=node: n.preferred() == new_leader.addr and n.store()._active_known,
+            lambda n=node: n.preferred() == new_leader.addr and n.store()._transport.active_known,
             timeout=5,
             what="s3kms to prefer the new active node",
         )

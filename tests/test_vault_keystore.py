@@ -863,11 +863,11 @@ def test_failover_to_the_next_address(bao: VaultApi, prefix: str) -> None:
         async with await VaultKeyStore.connect(config) as store:
             assert store.endpoint == f"{dead},{bao.addr}"
             await store.create_key(new_meta(key_id))
-            store._current = 0  # as if the dead node had been the current one
+            store._transport.current = 0  # as if the dead node had been the current one
             began = time.monotonic()
             version, sealed = await store.encrypt(key_id, b"x", b"", allow)
             assert time.monotonic() - began < 2.0
-            assert store._current == 1
+            assert store._transport.current == 1
             assert await store.decrypt(key_id, version, sealed, b"", allow) == b"x"
             assert (await store.status()).connected
 
@@ -967,20 +967,20 @@ def test_approle_login_and_relogin(bao: VaultApi, prefix: str) -> None:
         async with await VaultKeyStore.connect(config) as store:
             assert secret_id not in repr(store) and secret_id not in repr(config)
             await store.create_key(new_meta(key_id))
-            first_token = store._token
+            first_token = store._auth.token
             # Idle past the 3 s lease: the background task logged in again at half-life
             # (twice by now; a login forced by a 403 would make it one).
             await asyncio.sleep(3.5)
             assert store.auth_refreshes >= 2
-            assert store._token != first_token
+            assert store._auth.token != first_token
             assert await keep_working(store, key_id, 1.5) >= 4
             lookup = bao.api("GET", "auth/token/lookup-self", token=first_token)
             assert lookup.status_code == 403  # the first token has expired by now
 
             # From here on, time-based refreshing is switched off: only a 403 can cause a login.
-            assert store._auth_task is not None
-            store._auth_task.cancel()
-            store._token_ttl = 0.0
+            assert store._auth.task is not None
+            store._auth.task.cancel()
+            store._auth.ttl = 0.0
             before = store.auth_refreshes
             # A request about a key that does not exist does not cause a login.
             with pytest.raises(KeyNotFound):
@@ -988,7 +988,7 @@ def test_approle_login_and_relogin(bao: VaultApi, prefix: str) -> None:
             assert store.auth_refreshes == before
 
             # A token revoked behind the store's back: one 403, a new login, the retry works.
-            bao.call("POST", "auth/token/revoke", {"token": store._token})
+            bao.call("POST", "auth/token/revoke", {"token": store._auth.token})
             version, sealed = await store.encrypt(key_id, b"after revoke", b"", allow)
             assert store.auth_refreshes == before + 1  # concurrent 403s, a single login
             assert await store.decrypt(key_id, version, sealed, b"", allow) == b"after revoke"
@@ -1015,7 +1015,7 @@ def test_renewable_token_is_renewed(bao: VaultApi, prefix: str) -> None:
             await asyncio.sleep(3.0)
             assert store.auth_refreshes >= 2
             assert await keep_working(store, key_id, 2.0) >= 5
-            assert store._token == token  # renewed, not replaced
+            assert store._auth.token == token  # renewed, not replaced
         # Closed: no more renewals, and the token runs out by itself.
         await asyncio.sleep(2.5)
         lookup = bao.api("GET", "auth/token/lookup-self", token=token)

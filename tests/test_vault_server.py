@@ -749,13 +749,13 @@ def test_a_request_in_flight_finishes_on_the_old_backend(
         assert server.configure({"kms_type": "local"}).status_code == 200
         assert server.admin.status()["kmsType"] == "local"
         assert server.admin("GET", f"{ADMIN}/key/status?keyName={key}").status_code == 404
-        assert not store._closed  # still serving the request in flight
+        assert not store._transport.closed  # still serving the request in flight
     finally:
         release.set()
         slow.join(30)
     caller.close()
     assert answers[0].status_code == 200 and answers[0].json()["keyId"] == key
-    wait_until(lambda: store._closed, timeout=5, what="the old Vault store to be closed")
+    wait_until(lambda: store._transport.closed, timeout=5, what="the old Vault store to be closed")
 
 
 def test_configure_under_load_never_fails_a_request(
@@ -1115,12 +1115,12 @@ def test_approle_login_renewed_through_the_server(
     key = server.client.create_key(unique("ar")).key_id
     ciphertext = server.client.encrypt(key, b"approle")
     store = server.store()
-    first_token = store._token
+    first_token = store._auth.token
     time.sleep(2.5)  # past the first token's lease: the server logged in again by itself
     assert server.client.decrypt(ciphertext) == b"approle"
-    assert store.auth_refreshes >= 1 and store._token != first_token
+    assert store.auth_refreshes >= 1 and store._auth.token != first_token
     # The current token revoked behind the server's back: the next request logs in again.
-    bao.call("POST", "auth/token/revoke", {"token": store._token})
+    bao.call("POST", "auth/token/revoke", {"token": store._auth.token})
     assert server.admin.ok("GET", f"{ADMIN}/key/status?keyName={key}")["status"] == "enabled"
     assert server.admin.status()["status"] == "connected"
     assert secret_id not in server.admin("GET", f"{ADMIN}/status").text
