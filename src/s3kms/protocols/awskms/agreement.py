@@ -12,7 +12,7 @@ import binascii
 from s3kms.auth.identity import Principal
 from s3kms.http.responses import Response
 from s3kms.protocols.awskms import members
-from s3kms.protocols.awskms.crypto import dry_run_on, no_recipient
+from s3kms.protocols.awskms.crypto import authorized_key, no_recipient
 from s3kms.protocols.awskms.handler import Ctx, ok
 from s3kms.protocols.awskms.members import Params
 from s3kms.service import KeyService
@@ -29,10 +29,7 @@ async def derive_shared_secret(
     members.grant_tokens(p)
     no_recipient(p)
     dry_run = members.opt_bool(p, "DryRun")
-    key_id = await ctx.key(service, ref)
-    principal.authorize("kms:DeriveSharedSecret", key_id)
-    if dry_run:
-        await dry_run_on(service, key_id)
+    key_id = await authorized_key(ctx, service, ref, principal, "kms:DeriveSharedSecret", dry_run)
     key_id, secret = await service.derive_shared_secret(key_id, peer)
     return ok(
         {
@@ -49,10 +46,7 @@ async def encapsulate(ctx: Ctx, service: KeyService, p: Params, principal: Princ
     algorithm = members.req_enum(p, "EncapsulationAlgorithm", members.ENCAPSULATION_ALGORITHMS)
     members.grant_tokens(p)
     dry_run = members.opt_bool(p, "DryRun")
-    key_id = await ctx.key(service, ref)
-    principal.authorize("kms:Encapsulate", key_id)
-    if dry_run:
-        await dry_run_on(service, key_id)
+    key_id = await authorized_key(ctx, service, ref, principal, "kms:Encapsulate", dry_run)
     key_id, secret, ciphertext = await service.encapsulate(key_id)
     return ok(
         {
@@ -70,10 +64,7 @@ async def decapsulate(ctx: Ctx, service: KeyService, p: Params, principal: Princ
     algorithm = members.req_enum(p, "EncapsulationAlgorithm", members.ENCAPSULATION_ALGORITHMS)
     members.grant_tokens(p)
     dry_run = members.opt_bool(p, "DryRun")
-    key_id = await ctx.key(service, ref)
-    principal.authorize("kms:Decapsulate", key_id)
-    if dry_run:
-        await dry_run_on(service, key_id)
+    key_id = await authorized_key(ctx, service, ref, principal, "kms:Decapsulate", dry_run)
     key_id, secret = await service.decapsulate(key_id, ciphertext)
     return ok(
         {

@@ -71,6 +71,17 @@ async def dry_run_on(service: KeyService, key_id: str) -> None:
     raise DryRunOperation
 
 
+async def authorized_key(
+    ctx: Ctx, service: KeyService, ref: str, principal: Principal, action: str, dry_run: bool
+) -> str:
+    """The key `ref` names, once `principal` may do `action` on it; a DryRun ends here."""
+    key_id = await ctx.key(service, ref)
+    principal.authorize(action, key_id)
+    if dry_run:
+        await dry_run_on(service, key_id)
+    return key_id
+
+
 # -- the hot path: Encrypt, Decrypt, GenerateDataKey ------------------------------------------------
 
 
@@ -82,10 +93,7 @@ async def encrypt(ctx: Ctx, service: KeyService, p: Params, principal: Principal
     _no_context_for(algorithm, context)
     members.grant_tokens(p)
     dry_run = members.opt_bool(p, "DryRun")
-    key_id = await ctx.key(service, ref)
-    principal.authorize("kms:Encrypt", key_id)
-    if dry_run:
-        await dry_run_on(service, key_id)
+    key_id = await authorized_key(ctx, service, ref, principal, "kms:Encrypt", dry_run)
     if algorithm != SYMMETRIC_DEFAULT:  # RSA OAEP: the raw OAEP output, as AWS returns it
         key_id, ciphertext = await service.encrypt_asymmetric(key_id, plaintext, algorithm)
         return ok(
@@ -146,10 +154,7 @@ async def _decrypt_asymmetric(
     """An RSA OAEP ciphertext names no key: the caller must (AWS requires KeyId here)."""
     if ref is None:
         raise ValidationError(f"KeyId is required to decrypt with {algorithm}")
-    key_id = await ctx.key(service, ref)
-    principal.authorize("kms:Decrypt", key_id)
-    if dry_run:
-        await dry_run_on(service, key_id)
+    key_id = await authorized_key(ctx, service, ref, principal, "kms:Decrypt", dry_run)
     decrypted = await service.decrypt_asymmetric(key_id, ciphertext, algorithm)
     return ok(
         {
@@ -170,10 +175,7 @@ async def _data_key(
     members.grant_tokens(p)
     no_recipient(p)
     dry_run = members.opt_bool(p, "DryRun")
-    key_id = await ctx.key(service, ref)
-    principal.authorize(action, key_id)
-    if dry_run:
-        await dry_run_on(service, key_id)
+    key_id = await authorized_key(ctx, service, ref, principal, action, dry_run)
     data_key = await service.generate_data_key(key_id, size, context, action.removeprefix("kms:"))
     return (
         _b64(data_key.ciphertext, newline=False),
@@ -214,10 +216,7 @@ async def _data_key_pair(
     members.grant_tokens(p)
     no_recipient(p)
     dry_run = members.opt_bool(p, "DryRun")
-    key_id = await ctx.key(service, ref)
-    principal.authorize(action, key_id)
-    if dry_run:
-        await dry_run_on(service, key_id)
+    key_id = await authorized_key(ctx, service, ref, principal, action, dry_run)
     pair = await service.generate_data_key_pair(key_id, spec, context, action.removeprefix("kms:"))
     return {
         "PrivateKeyCiphertextBlob": _b64(pair.private_key_ciphertext, newline=False).decode(),

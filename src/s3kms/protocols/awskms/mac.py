@@ -11,7 +11,7 @@ import binascii
 from s3kms.auth.identity import Principal
 from s3kms.http.responses import Response
 from s3kms.protocols.awskms import members
-from s3kms.protocols.awskms.crypto import dry_run_on
+from s3kms.protocols.awskms.crypto import authorized_key
 from s3kms.protocols.awskms.handler import Ctx, ok
 from s3kms.protocols.awskms.members import Params
 from s3kms.service import KeyService
@@ -30,10 +30,7 @@ def _mac_request(p: Params) -> tuple[str, bytes, str, bool]:
 
 async def generate_mac(ctx: Ctx, service: KeyService, p: Params, principal: Principal) -> Response:
     ref, message, algorithm, dry_run = _mac_request(p)
-    key_id = await ctx.key(service, ref)
-    principal.authorize("kms:GenerateMac", key_id)
-    if dry_run:
-        await dry_run_on(service, key_id)
+    key_id = await authorized_key(ctx, service, ref, principal, "kms:GenerateMac", dry_run)
     key_id, tag = await service.generate_mac(key_id, message, algorithm)
     return ok(
         {
@@ -47,9 +44,6 @@ async def generate_mac(ctx: Ctx, service: KeyService, p: Params, principal: Prin
 async def verify_mac(ctx: Ctx, service: KeyService, p: Params, principal: Principal) -> Response:
     ref, message, algorithm, dry_run = _mac_request(p)
     tag = members.blob(p, "Mac", 6144)
-    key_id = await ctx.key(service, ref)
-    principal.authorize("kms:VerifyMac", key_id)
-    if dry_run:
-        await dry_run_on(service, key_id)
+    key_id = await authorized_key(ctx, service, ref, principal, "kms:VerifyMac", dry_run)
     key_id = await service.verify_mac(key_id, message, algorithm, tag)
     return ok({"KeyId": service.key_arn(key_id), "MacValid": True, "MacAlgorithm": algorithm})

@@ -13,7 +13,7 @@ import binascii
 from s3kms.auth.identity import Principal
 from s3kms.http.responses import Response
 from s3kms.protocols.awskms import members
-from s3kms.protocols.awskms.crypto import dry_run_on
+from s3kms.protocols.awskms.crypto import authorized_key
 from s3kms.protocols.awskms.handler import Ctx, ok
 from s3kms.protocols.awskms.keys import spec_fields
 from s3kms.protocols.awskms.members import Params
@@ -35,10 +35,7 @@ async def sign(ctx: Ctx, service: KeyService, p: Params, principal: Principal) -
     message, message_type, algorithm = _message(p)
     members.grant_tokens(p)
     dry_run = members.opt_bool(p, "DryRun")
-    key_id = await ctx.key(service, ref)
-    principal.authorize("kms:Sign", key_id)
-    if dry_run:
-        await dry_run_on(service, key_id)
+    key_id = await authorized_key(ctx, service, ref, principal, "kms:Sign", dry_run)
     key_id, signature = await service.sign(key_id, message, message_type, algorithm)
     return ok(
         {
@@ -55,10 +52,7 @@ async def verify(ctx: Ctx, service: KeyService, p: Params, principal: Principal)
     signature = members.blob(p, "Signature", 6144)
     members.grant_tokens(p)
     dry_run = members.opt_bool(p, "DryRun")
-    key_id = await ctx.key(service, ref)
-    principal.authorize("kms:Verify", key_id)
-    if dry_run:
-        await dry_run_on(service, key_id)
+    key_id = await authorized_key(ctx, service, ref, principal, "kms:Verify", dry_run)
     key_id = await service.verify(key_id, message, message_type, algorithm, signature)
     return ok(
         {"KeyId": service.key_arn(key_id), "SignatureValid": True, "SigningAlgorithm": algorithm}
