@@ -713,16 +713,17 @@ class VaultKeyStore:
             meta = cached
             check(meta)
             result = await call()
-        elif concurrent:
-            meta, result = await asyncio.gather(
-                self._crypto_metadata(key_id), call(), return_exceptions=True
-            )
         else:
-            meta = await self._crypto_metadata(key_id)
-            result = await call()
-        if isinstance(meta, BaseException):
-            raise meta
-        check(meta)
+            if concurrent:
+                meta, result = await asyncio.gather(
+                    self._crypto_metadata(key_id), call(), return_exceptions=True
+                )
+            else:
+                meta = await self._crypto_metadata(key_id)
+                result = await call()
+            if isinstance(meta, BaseException):
+                raise meta
+            check(meta)
         if isinstance(result, BaseException):
             raise result
         if result.status == 403:  # the key exists: re-login (AppRole) and retry once, or fail
