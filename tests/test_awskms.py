@@ -967,7 +967,7 @@ def test_protocol_errors_are_client_errors(srv: KmsThread) -> None:
         (None, b"{}", "UnknownOperationException"),
         ("TrentService.NoSuchThing", b"{}", "UnknownOperationException"),
         ("Other.ListKeys", b"{}", "UnknownOperationException"),
-        ("TrentService.CreateGrant", b"{}", "UnsupportedOperationException"),
+        ("TrentService.ImportKeyMaterial", b"{}", "UnsupportedOperationException"),
         ("TrentService.ListKeys", b"{not json", "SerializationException"),
         ("TrentService.ListKeys", b"[1, 2]", "SerializationException"),
         ("TrentService.ListKeys", b"\xff\xfe", "SerializationException"),

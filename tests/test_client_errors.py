@@ -514,6 +514,22 @@ RAW: list[Raw] = [
         lambda srv: aws_raw(srv, "ListKeys", b'{"Marker": "bogus"}')),
     Raw(AWS, "KMSInvalidSignatureException", errors.InvalidSignature, "", bad_signature),
     Raw(AWS, "KMSInvalidMacException", errors.InvalidMac, "", bad_mac),
+    # -- key policies and grants
+    Raw(AWS, "InvalidArnException", errors.InvalidArn,
+        "Key Aliases are not supported for this operation.",
+        lambda srv: aws_raw(srv, "GetKeyPolicy", b'{"KeyId": "alias/ce-any"}')),
+    Raw(AWS, "MalformedPolicyDocumentException", errors.MalformedPolicyDocument,
+        "The key policy is not valid JSON.",
+        lambda srv: aws_raw(srv, "PutKeyPolicy", b'{"KeyId": "ce-key", "Policy": "{not json"}')),
+    Raw(AWS, "LimitExceededException", errors.LimitExceeded,
+        "The key policy may be at most 32768 bytes.",
+        lambda srv: aws_raw(srv, "PutKeyPolicy", json.dumps(
+            {"KeyId": "ce-key", "Policy": " " * 32769}).encode())),
+    Raw(AWS, "InvalidGrantIdException", errors.InvalidGrantId, "Grant ID 'nope' is not valid",
+        lambda srv: aws_raw(srv, "RevokeGrant", b'{"KeyId": "ce-key", "GrantId": "nope"}')),
+    Raw(AWS, "InvalidGrantTokenException", errors.InvalidGrantToken,
+        errors.InvalidGrantToken.default_message,
+        lambda srv: aws_raw(srv, "RetireGrant", b'{"GrantToken": "bogus"}')),
 ]  # fmt: skip
 
 

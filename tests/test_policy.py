@@ -9,21 +9,19 @@ import re
 
 import pytest
 
-from s3kms.errors import InvalidRequest
-from s3kms.policy import (
+from s3kms.access.decision import is_allowed, key_resources
+from s3kms.access.documents import (
     MAX_DEPTH,
     MAX_DOCUMENT_BYTES,
     MAX_PATTERN_LENGTH,
     MAX_PATTERNS,
     MAX_STATEMENTS,
     MAX_WILDCARDS,
-    Glob,
     Policy,
-    glob_match,
-    is_allowed,
-    key_resources,
     parse_policy,
 )
+from s3kms.access.glob import Glob, glob_match
+from s3kms.errors import InvalidRequest
 
 R = key_resources("app-1", "us-east-1", "000000000000")
 NO_KEY = key_resources(None, "us-east-1", "000000000000")
@@ -97,7 +95,9 @@ def test_regex_characters_are_literal() -> None:
         {"Statement": [{"Effect": "Maybe", "Action": "*", "Resource": "*"}]},
         {"Statement": [{"Effect": "Allow", "Action": [], "Resource": "*"}]},
         {"Statement": [{"Effect": "Allow", "Action": "*"}]},
-        {"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": {}}]},
+        # Conditions are accepted now; an operator IAM does not have is not.
+        {"Statement": [{**allow("*"), "Condition": {"StringEqualz": {"aws:username": "a"}}}]},
+        {"Statement": [{**allow("*"), "Principal": "*"}]},  # identity policies name no principal
     ],
 )
 def test_bad_documents_are_refused(document: object) -> None:

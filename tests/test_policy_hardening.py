@@ -22,9 +22,9 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from s3kms import users as users_module
+from s3kms.access.documents import MAX_DOCUMENT_BYTES, MAX_WILDCARDS
 from s3kms.client import Client
 from s3kms.errors import InvalidRequest
-from s3kms.policy import MAX_DOCUMENT_BYTES, MAX_WILDCARDS
 from s3kms.users import UserStore
 
 from kmsserver import ROOT_PASSWORD, ROOT_USER, KmsProcess, KmsThread, thread_settings
@@ -89,6 +89,8 @@ def test_backtracking_pattern_does_not_pin_the_server(tmp_path: Path) -> None:
         with Client(server.url, ROOT_USER, ROOT_PASSWORD) as root:
             root.put_policy("evil", allow("kms:GenerateDataKey", EVIL))
             secret = root.add_user("victim", ["evil"])["secretKey"]
+            # The key must exist: with key policies, a request is judged on the key's metadata.
+            root.create_key("a" * 59 + "c")
         kms = boto3.client(
             "kms",
             endpoint_url=server.url,

@@ -1,4 +1,5 @@
-"""Backup and restore of keys: every key with its versions, states, metadata and aliases.
+"""Backup and restore of keys: every key with its versions, states, metadata (key policy and
+grants included) and aliases.
 
 A backup file is encrypted and authenticated under a key derived from a passphrase:
 
@@ -15,6 +16,10 @@ A backup file is encrypted and authenticated under a key derived from a passphra
 
 The JSON payload: `{"format": 1, "created_at", "backend", "keys": [{metadata..., "versions":
 [{"version", "created_at", "rotation_type", "material": base64 | null}]}], "aliases": [...]}`.
+A key's metadata holds its `policy` (the key policy as given, or null: the default policy) and
+its `grants` (keystore/codec.py's list, tokens included, so a token issued before the backup
+still names its grant after a restore); a backup made before key policies and grants existed has
+neither and restores with the default policy and no grants.
 
 On the Local backend the key material is in the backup (re-encrypted under the backup key; it is
 never written unwrapped to disk), so a restore into a fresh data directory, with another master key,
@@ -40,6 +45,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from s3kms.errors import InvalidRequest, KeyAlreadyExists
 from s3kms.keystore.base import KeyStore
+from s3kms.keystore.codec import grants_from_json, grants_json
 from s3kms.model import Alias, KeyMetadata, KeyState, KeyVersion, RotationType
 
 MAGIC = b"S3KB"
@@ -101,6 +107,7 @@ def _meta_json(meta: KeyMetadata) -> dict[str, Any]:
     out = asdict(meta)
     out["state"] = meta.state.value
     out["tags"] = [list(t) for t in meta.tags]
+    out["grants"] = grants_json(meta.grants)
     del out["revision"]
     return out
 
@@ -109,6 +116,8 @@ def _meta_from(data: dict[str, Any]) -> KeyMetadata:
     fields = {k: v for k, v in data.items() if k != "versions"}
     fields["state"] = KeyState(fields["state"])
     fields["tags"] = tuple((k, v) for k, v in fields["tags"])
+    # Absent from a backup made before key policies and grants: the defaults.
+    fields["grants"] = grants_from_json(fields.get("grants"))
     return KeyMetadata(**fields)
 
 

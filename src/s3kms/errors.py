@@ -8,6 +8,7 @@ envelope, and no handler builds error JSON by hand.
     KMSError
     +-- AuthError                      authentication and authorisation (S3 codes on the admin API)
     |   +-- AccessDenied                 403
+    |   |   +-- GrantNotVisible            403 (a grant token names a grant the key's metadata lacks)
     |   +-- SignatureDoesNotMatch        403
     |   +-- InvalidAccessKeyId           403
     |   +-- RequestTimeTooSkewed         403
@@ -21,6 +22,11 @@ envelope, and no handler builds error JSON by hand.
     |   +-- SerializationError           AWS SerializationException (body not JSON, wrong member type)
     |   +-- TagError                     AWS TagException (reserved `aws:` tag keys)
     |   +-- ReservedName                 AWS NotAuthorizedException (`alias/aws/` names)
+    |   +-- MalformedPolicyDocument      AWS MalformedPolicyDocumentException (key policies)
+    |   +-- InvalidGrantId               AWS InvalidGrantIdException
+    |   +-- InvalidGrantToken            AWS InvalidGrantTokenException
+    |   +-- InvalidArn                   AWS InvalidArnException (a principal that is no ARN)
+    |   +-- LimitExceeded                AWS LimitExceededException (grants per key)
     +-- KeyNotFound                    KMSKeyNotFound 404 / NotFoundException
     +-- AliasNotFound                  KMSKeyNotFound 404 / NotFoundException
     +-- KeyAlreadyExists               KMSKeyAlreadyExists 409 / AlreadyExistsException
@@ -77,6 +83,11 @@ class AuthError(KMSError):
 
 class AccessDenied(AuthError):
     pass
+
+
+class GrantNotVisible(AccessDenied):
+    """Denied, but a grant token of the request names a grant of the key that the metadata read
+    does not show (yet): the service re-reads the key's metadata once and tries again."""
 
 
 class SignatureDoesNotMatch(AuthError):
@@ -155,6 +166,33 @@ class TagError(InvalidRequest):
 class ReservedName(InvalidRequest):
     aws_type = "NotAuthorizedException"
     default_message = "The name is reserved"
+
+
+class MalformedPolicyDocument(InvalidRequest):
+    """A key policy that is not valid (bad JSON, unknown principals, too large, lockout)."""
+
+    aws_type = "MalformedPolicyDocumentException"
+    default_message = "The policy document is malformed"
+
+
+class InvalidGrantId(InvalidRequest):
+    aws_type = "InvalidGrantIdException"
+    default_message = "The grant id is not valid"
+
+
+class InvalidGrantToken(InvalidRequest):
+    aws_type = "InvalidGrantTokenException"
+    default_message = "The grant token is not valid"
+
+
+class InvalidArn(InvalidRequest):
+    aws_type = "InvalidArnException"
+    default_message = "The ARN is not valid"
+
+
+class LimitExceeded(InvalidRequest):
+    aws_type = "LimitExceededException"
+    default_message = "A limit was exceeded"
 
 
 class KeyNotFound(KMSError):

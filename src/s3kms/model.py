@@ -43,6 +43,25 @@ class KeyVersion:
 
 
 @dataclass(frozen=True, slots=True)
+class Grant:
+    """A grant on a key (AWS CreateGrant): `operations` of the key for `grantee_principal`,
+    while the request's encryption context fits the constraints. Stored in its key's metadata,
+    so it is written with check-and-set and reaches every worker and node as key state does."""
+
+    grant_id: str  # 64 lowercase hex characters
+    token: str  # the grant token CreateGrant answered (opaque to clients)
+    name: str  # "" when the request gave none (CreateGrant's Name idempotency)
+    grantee_principal: str  # an ARN, as given
+    retiring_principal: str | None
+    issuing_account: str  # arn:aws:iam::<account>:root
+    operations: tuple[str, ...]  # AWS GrantOperation words, in the order given
+    created_at: float  # epoch seconds
+    # Constraints (at most one of them set): EncryptionContextSubset, EncryptionContextEquals.
+    context_subset: tuple[tuple[str, str], ...] | None = None
+    context_equals: tuple[tuple[str, str], ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class KeyMetadata:
     key_id: str
     state: KeyState
@@ -59,6 +78,10 @@ class KeyMetadata:
     revision: int = 0
     key_spec: str = "SYMMETRIC_DEFAULT"  # an AWS KeySpec (crypto/keyspecs.py)
     key_usage: str = "ENCRYPT_DECRYPT"  # an AWS KeyUsage the spec allows
+    # The key policy as the caller gave it (GetKeyPolicy returns it unchanged); None until one
+    # is put: the account's default key policy (s3kms.access), computed, never stored.
+    policy: str | None = None
+    grants: tuple[Grant, ...] = field(default=())
 
     @property
     def enabled(self) -> bool:

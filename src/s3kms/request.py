@@ -33,3 +33,5 @@ class RequestView:
     query: str  # raw query string as received, without "?"
     headers: Mapping[str, str]  # lower-cased names -> values (duplicates joined with ",")
     body: bytes
+    source_ip: str | None = None  # the peer's address (aws:SourceIp), when the server knows it
+    secure: bool = False  # the request came over TLS (aws:SecureTransport)

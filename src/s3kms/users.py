@@ -31,11 +31,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from s3kms.access.documents import Policy, parse_policy
 from s3kms.config import read_toml
 from s3kms.crypto import aead
 from s3kms.errors import InvalidRequest, KeyAlreadyExists, KMSError
 from s3kms.fsutil import write_private_file
-from s3kms.policy import Policy, parse_policy
 
 USERS_FILE = "users.json"
 _AAD = b"s3kms-user-secret\x00"

@@ -1,9 +1,13 @@
 """Authentication and authorisation: a signed request becomes a Principal, or an AuthError.
 
-Handlers never see an unauthenticated request. Each handler (or the admin router for it) calls
-`principal.authorize(action, key_id)` once it knows which key the request is about; that both
-enforces the caller's policies and records the action and key for the audit log. Root may do
-everything; other users only what their policies allow (explicit Deny wins, no match denies).
+Handlers never see an unauthenticated request. A handler about a key calls
+`principal.gate(action, key_id, facts)` once it knows which key the request is about, and hands
+the gate to the service, which runs it on the key's current metadata (key policy, grants) before
+it answers; a request about no key (and every admin route) calls
+`principal.authorize(action, key_id)`, which checks the identity policies only. Both record the
+action and key for the audit log. The evaluation itself is `s3kms.access.decision`: an explicit
+Deny wins; otherwise the key policy, the identity policies and the grants as AWS combines them.
+Root has every identity permission; a user only what its policies allow.
 
 Every principal is named by an IAM ARN in the configured account (`--account-id`), as AWS names
 the callers of its APIs (what `sts:GetCallerIdentity` answers):
@@ -24,14 +28,35 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from s3kms.access.context import RequestContext
+from s3kms.access.decision import (
+    IDENTITY_DENY,
+    UNDECIDED,
+    Identity,
+    authorize_identity,
+    authorize_key,
+    decide,
+    denied,
+    is_allowed,
+    key_resources,
+    no_identity_policy,
+)
+from s3kms.access.documents import Policy
+from s3kms.access.facts import NO_FACTS, Facts
 from s3kms.auth import sigv4
 from s3kms.clock import Clock
-from s3kms.errors import AccessDenied, SlowDown
-from s3kms.policy import Policy, decide, is_allowed, key_resources
+from s3kms.errors import SlowDown
+from s3kms.model import KeyMetadata
 from s3kms.request import RequestView
 from s3kms.users import UserStore
+
+# The check a service method runs on the key's current metadata before it returns anything:
+# raises AccessDenied (or GrantNotVisible: re-read the metadata once and run it again).
+KeyGate = Callable[[KeyMetadata], None]
+
 
 ADMIN_SERVICES = frozenset({"s3", "kms"})
 AWS_SERVICES = frozenset({"kms"})
@@ -45,9 +70,22 @@ def iam_user_id(arn: str) -> str:
 
 
 class Principal:
-    """The authenticated caller of one request."""
+    """The authenticated caller of one request (an `access.context.Caller`)."""
 
-    __slots__ = ("_account", "_policies", "_region", "access_key", "action", "is_root", "key_id")
+    __slots__ = (
+        "_account",
+        "_aliases",
+        "_conditional",
+        "_policies",
+        "_region",
+        "access_key",
+        "action",
+        "is_root",
+        "key_id",
+        "request_time",
+        "secure",
+        "source_ip",
+    )
 
     def __init__(
         self,
@@ -56,55 +94,105 @@ class Principal:
         policies: list[Policy] | None = None,
         region: str = "us-east-1",
         account: str = "000000000000",
+        *,
+        source_ip: str | None = None,
+        secure: bool = False,
+        request_time: float | None = None,
     ) -> None:
         self.access_key = access_key
         self.is_root = is_root
-        self._policies = policies or []
+        self._policies: Sequence[Policy] = policies or ()
+        # Whether an identity policy has a Condition: then its decision needs the request.
+        self._conditional = any(p.conditional for p in self._policies)
         self._region = region
         self._account = account
+        self.source_ip = source_ip  # aws:SourceIp
+        self.secure = secure  # aws:SecureTransport
+        self.request_time = time.time() if request_time is None else request_time
         self.action: str | None = None
         self.key_id: str | None = None
+        self._aliases: dict[str, tuple[str, ...]] = {}  # kms:ResourceAliases, once read
 
-    def authorize(self, action: str, key_id: str | None = None) -> None:
-        """Allow `action` on the key (or on no key), and record both for the audit line."""
+    def authorize(self, action: str, key_id: str | None = None, facts: Facts = NO_FACTS) -> None:
+        """Allow `action` on the key (or on no key) by the identity policies alone (the admin
+        API, requests about no key), and record both for the audit line. Conditions see the
+        caller, the transport and `facts` (CreateKey's kms:KeySpec, ...)."""
         self.action = action
         self.key_id = key_id
         if self.is_root:
             return
         resources = key_resources(key_id, self._region, self._account)
-        self._check(action, resources, resources[0])
+        if self._conditional:
+            authorize_identity(self, action, resources, facts)
+            return
+        decision = decide(self._policies, action, resources)
+        if decision is not True:
+            why = IDENTITY_DENY if decision is False else no_identity_policy(action)
+            raise denied(self, action, resources[0], why)
+
+    def gate(self, action: str, key_id: str, facts: Facts = NO_FACTS) -> KeyGate:
+        """The check of `action` on the key, to run on the key's metadata (its key policy and
+        grants) before the service answers; records the action and key for the audit line. An
+        explicit Deny in an identity policy is raised at once."""
+        self.action = action
+        self.key_id = key_id
+        resources = key_resources(key_id, self._region, self._account)
+        identity: Identity
+        if self.is_root:
+            identity = None
+        elif self._conditional:
+            identity = UNDECIDED  # its conditions may look at the key: decided on its metadata
+        else:
+            identity = decide(self._policies, action, resources)
+            if identity is False:
+                raise denied(self, action, resources[0], IDENTITY_DENY)
+
+        if (identity is True or self.is_root) and action.startswith("kms:"):
+            # Allowed already when the key has the default key policy: the hot path, no call.
+            def allowed_unless_key_policy(meta: KeyMetadata) -> None:
+                if meta.policy is not None:
+                    authorize_key(self, action, resources, meta, facts, identity)
+
+            return allowed_unless_key_policy
+
+        def check(meta: KeyMetadata) -> None:
+            authorize_key(self, action, resources, meta, facts, identity)
+
+        return check
 
     def authorize_alias(self, action: str, alias_name: str) -> None:
         """Allow `action` on the alias itself (AWS checks alias actions on the alias and keys)."""
         if self.is_root:
             return
         arn = f"arn:aws:kms:{self._region}:{self._account}:{alias_name}"
-        self._check(action, (arn,), arn)
-
-    def _check(self, action: str, resources: tuple[str, ...], shown: str) -> None:
-        """AccessDenied, in AWS's words, unless the policies allow `action` on `resources`."""
-        decision = decide(self._policies, action, resources)
-        if decision is True:
-            return
-        why = (
-            "with an explicit deny in an identity-based policy"
-            if decision is False
-            else f"because no identity-based policy allows the {action} action"
-        )
-        raise AccessDenied(
-            f"User: {self.arn} is not authorized to perform: {action} on resource: {shown} {why}"
-        )
+        authorize_identity(self, action, (arn,))
 
     def may(self, action: str, key_id: str | None = None) -> bool:
-        """Whether the policies allow `action` on the key; records nothing."""
+        """Whether the identity policies allow `action` on the key; records nothing."""
         if self.is_root:
             return True
-        return is_allowed(
-            self._policies, action, key_resources(key_id, self._region, self._account)
-        )
+        resources = key_resources(key_id, self._region, self._account)
+        lookup = RequestContext(self, action, NO_FACTS) if self._conditional else None
+        return is_allowed(self._policies, action, resources, lookup)
 
     def key_arn(self, key_id: str) -> str:
         return key_resources(key_id, self._region, self._account)[0]
+
+    def aliases_of(self, key_id: str) -> tuple[str, ...] | None:
+        """The key's alias names, when this request read them (kms:ResourceAliases)."""
+        return self._aliases.get(key_id)
+
+    def learn_aliases(self, key_id: str, names: tuple[str, ...]) -> None:
+        self._aliases[key_id] = names
+
+    @property
+    def policies(self) -> Sequence[Policy]:
+        """The identity policies attached to the caller (none for root)."""
+        return self._policies
+
+    @property
+    def region(self) -> str:
+        return self._region
 
     @property
     def account(self) -> str:
@@ -186,18 +274,29 @@ class Authenticator:
         accepts (default: `s3`/`kms` on the admin API, `kms` on the AWS API)."""
         if services is None:
             services = ADMIN_SERVICES if admin else AWS_SERVICES
+        now = self._clock.now()
         verified = sigv4.verify_request(
             req,
             lookup_secret=self._secret,
             region=self._region,
             services=services,
-            now=self._clock.now(),
+            now=now,
             s3_flavour=admin,
         )
         access = verified.access_key
         if self._limiter is not None:
             self._limiter.check(access)
-        if access == self._root:
-            return Principal(access, True, None, self._region, self._account)
-        policies = self.users.policies_for(access) if self.users is not None else []
-        return Principal(access, False, policies, self._region, self._account)
+        is_root = access == self._root
+        policies = None
+        if not is_root and self.users is not None:
+            policies = self.users.policies_for(access)
+        return Principal(
+            access,
+            is_root,
+            policies,
+            self._region,
+            self._account,
+            source_ip=req.source_ip,
+            secure=req.secure,
+            request_time=now,
+        )

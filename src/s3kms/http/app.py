@@ -122,7 +122,7 @@ class App:
         self.auth = auth
         self.audit = audit
         self.admin = admin.AdminAPI(runtime, auth, audit)
-        self.aws = awskms.AwsKmsAPI(runtime)
+        self.aws = awskms.AwsKmsAPI(runtime, auth.users)
         self.sts = sts.StsAPI(auth)
         self._background_interval = background_interval
         self.loop: asyncio.AbstractEventLoop | None = None  # set at start-up, for tests
@@ -295,7 +295,9 @@ class App:
         else:
             call.action, call.changes = self.aws.audit_action(headers.get("x-amz-target"))
         body = await read_body(receive, headers, self.max_body)
-        req = RequestView(method, path, query, headers, body)
+        client = scope.get("client")
+        secure = scope.get("scheme") in ("https", "wss")
+        req = RequestView(method, path, query, headers, body, client[0] if client else None, secure)
         if call.sts:  # STS changes nothing: no intent line
             call.action = sts.audit_action(req)
             principal = call.principal = self.sts.authenticate(req)

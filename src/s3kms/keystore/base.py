@@ -4,6 +4,11 @@ A keystore stores key metadata and aliases and does the cryptography with key ma
 hands out. It does not enforce the key state machine (the service does); it does enforce
 uniqueness (`create_key` raises KeyAlreadyExists) and compare-and-set on metadata (`update_key`
 raises WriteConflict when another writer got there first, and the service retries).
+
+A key's metadata includes its key policy (`KeyMetadata.policy`, the text as given, or None for
+the default one) and its grants (`KeyMetadata.grants`): a keystore stores and returns them with
+the rest of the record, written by the same compare-and-set update, so they reach every worker and
+node exactly as a state change does, survive rotation, and are destroyed with the key.
 """
 
 from __future__ import annotations
@@ -52,6 +57,13 @@ class KeyStore(Protocol):
 
     async def get_key(self, key_id: str) -> KeyMetadata:
         """Current metadata; KeyNotFound when absent. Never stale for a state change."""
+        ...
+
+    async def forget(self, key_id: str) -> None:
+        """Drop whatever this node caches of the key's metadata, so that its next read, on the
+        crypto path too, is fresh: a request names a grant (by its token) that another node
+        created within the backend's cache window. A backend whose cache is never stale does
+        nothing. Never raises for a key that does not exist."""
         ...
 
     async def list_keys(

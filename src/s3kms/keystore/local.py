@@ -38,8 +38,9 @@ from s3kms.errors import (
     StorageUnavailable,
 )
 from s3kms.keystore.base import BackendStatus, RotationDue, StateCheck, WriteConflict
+from s3kms.keystore.codec import GrantsMemo, dump_grants
 from s3kms.keystore.generation import Generation
-from s3kms.model import Alias, KeyMetadata, KeyState, KeyVersion, LastUse, RotationType
+from s3kms.model import Alias, Grant, KeyMetadata, KeyState, KeyVersion, LastUse, RotationType
 from s3kms.request import without_request
 
 T = TypeVar("T")
@@ -66,7 +67,9 @@ CREATE TABLE IF NOT EXISTS keys (
     tags TEXT NOT NULL,
     revision INTEGER NOT NULL,
     key_spec TEXT NOT NULL DEFAULT 'SYMMETRIC_DEFAULT',
-    key_usage TEXT NOT NULL DEFAULT 'ENCRYPT_DECRYPT'
+    key_usage TEXT NOT NULL DEFAULT 'ENCRYPT_DECRYPT',
+    policy TEXT,
+    grants TEXT NOT NULL DEFAULT '[]'
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS key_versions (
     key_id TEXT NOT NULL,
@@ -92,17 +95,24 @@ CREATE TABLE IF NOT EXISTS key_last_use (
 
 _KEY_COLUMNS = (
     "key_id, state, created_at, description, current_version, deletion_date, pending_window_days,"
-    " rotation_enabled, rotation_period_days, next_rotation, tags, revision, key_spec, key_usage"
+    " rotation_enabled, rotation_period_days, next_rotation, tags, revision, key_spec, key_usage,"
+    " policy, grants"
 )
-_KEY_PLACEHOLDERS = ",".join("?" * 14)
+_KEY_PLACEHOLDERS = ",".join("?" * 16)
 # Columns added after the first release: (name, definition) for ALTER TABLE on an older database.
+# A key of a release before key policies and grants reads as: the default key policy (NULL), no
+# grants ('[]'), exactly what the model means by those defaults.
 _ADDED_KEY_COLUMNS = (
     ("key_spec", "TEXT NOT NULL DEFAULT 'SYMMETRIC_DEFAULT'"),
     ("key_usage", "TEXT NOT NULL DEFAULT 'ENCRYPT_DECRYPT'"),
+    ("policy", "TEXT"),  # the key policy as given; NULL: the default key policy
+    ("grants", "TEXT NOT NULL DEFAULT '[]'"),  # keystore/codec.py's JSON list
 )
 
 
-def _row_to_meta(row: tuple[Any, ...]) -> KeyMetadata:
+def _row_to_meta(
+    row: tuple[Any, ...], grants: Callable[[str, str], tuple[Grant, ...]]
+) -> KeyMetadata:
     return KeyMetadata(
         key_id=row[0],
         state=KeyState(row[1]),
@@ -118,6 +128,8 @@ def _row_to_meta(row: tuple[Any, ...]) -> KeyMetadata:
         revision=row[11],
         key_spec=row[12],
         key_usage=row[13],
+        policy=row[14],
+        grants=grants(row[0], row[15]),
     )
 
 
@@ -137,6 +149,8 @@ def _meta_values(meta: KeyMetadata) -> tuple[Any, ...]:
         meta.revision,
         meta.key_spec,
         meta.key_usage,
+        meta.policy,
+        dump_grants(meta.grants),
     )
 
 
@@ -230,6 +244,7 @@ class LocalKeyStore:
         self._generation = Generation(data_dir / "keystore.gen")
         self._seen_generation = -1
         self._meta_cache: dict[str, KeyMetadata] = {}
+        self._grants = GrantsMemo()
         self._aead_cache: dict[tuple[str, int], AESGCM] = {}
         self._material_cache: dict[str, tuple[int, bytes]] = {}  # key -> (version, material)
         # (write, its future, whether it changes keys: only those move the generation)
@@ -377,7 +392,7 @@ class LocalKeyStore:
         row = self._conn.execute(
             f"SELECT {_KEY_COLUMNS} FROM keys WHERE key_id = ?", (key_id,)
         ).fetchone()
-        return None if row is None else _row_to_meta(row)
+        return None if row is None else _row_to_meta(row, self._grants.load)
 
     async def get_key(self, key_id: str) -> KeyMetadata:
         self._fresh_caches()
@@ -394,6 +409,12 @@ class LocalKeyStore:
             self._meta_cache[key_id] = found
         return found
 
+    async def forget(self, key_id: str) -> None:
+        """Nothing to do: this cache is never stale. Every process that commits a change bumps
+        the shared generation counter (keystore.gen) before the write is acknowledged, and every
+        read compares the counter first and drops the caches when it moved; so the next read
+        after another worker's write (a grant it created, say) already sees it."""
+
     async def list_keys(
         self, *, after: str | None, limit: int, prefix: str = ""
     ) -> Sequence[KeyMetadata]:
@@ -406,7 +427,7 @@ class LocalKeyStore:
                 args += [prefix, prefix + "\x7f"]
             sql += " ORDER BY key_id LIMIT ?"
             args.append(limit)
-            return [_row_to_meta(r) for r in self._conn.execute(sql, args)]
+            return [_row_to_meta(r, self._grants.load) for r in self._conn.execute(sql, args)]
 
         return await self._run(select)
 
@@ -421,12 +442,13 @@ class LocalKeyStore:
         from dataclasses import replace
 
         new = replace(meta, revision=meta.revision + 1)
+        grants = self._grants.dump(meta.key_id, new.grants)  # (not on the one SQLite thread)
 
         def update(conn: sqlite3.Connection) -> None:
             cursor = conn.execute(
                 "UPDATE keys SET state=?, description=?, deletion_date=?, pending_window_days=?,"
-                " rotation_enabled=?, rotation_period_days=?, next_rotation=?, tags=?, revision=?"
-                " WHERE key_id=? AND revision=?",
+                " rotation_enabled=?, rotation_period_days=?, next_rotation=?, tags=?, revision=?,"
+                " policy=?, grants=? WHERE key_id=? AND revision=?",
                 (
                     new.state.value,
                     new.description,
@@ -437,6 +459,8 @@ class LocalKeyStore:
                     new.next_rotation,
                     json.dumps([list(t) for t in new.tags]),
                     new.revision,
+                    new.policy,
+                    grants,
                     meta.key_id,
                     meta.revision,
                 ),
@@ -447,6 +471,7 @@ class LocalKeyStore:
                 raise WriteConflict(meta.key_id)
 
         await self._write(update)
+        self._grants.keep(meta.key_id, grants, new.grants)
         return new
 
     async def rotate_key(
@@ -495,6 +520,7 @@ class LocalKeyStore:
             conn.execute("DELETE FROM key_last_use WHERE key_id = ?", (key_id,))
 
         await self._write(delete)
+        self._grants.drop(key_id)
 
     # -- last use -------------------------------------------------------------------------------
 

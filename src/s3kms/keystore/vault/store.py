@@ -7,7 +7,15 @@ that window; 0 makes every request read it. The layout:
 
     <mount_path>/keys/<key_id>                      transit key (never exportable) of the type
                                                     TRANSIT_TYPES gives for the key spec
-    <kv_mount>/data/<kv_prefix>/keys/<key_id>       KeyMetadata + rotation history
+    <kv_mount>/data/<kv_prefix>/keys/<key_id>       KeyMetadata + rotation history, with the key
+                                                    policy ("policy": the text as given, or null
+                                                    for the default one), the grants ("grants":
+                                                    keystore/codec.py's list as one JSON string)
+                                                    and the versions ("versions": one JSON string,
+                                                    _dump_versions); a record without policy and
+                                                    grants (older) has the default policy and no
+                                                    grants, one whose versions are a list (older)
+                                                    is read, and converted by its next write
     <kv_mount>/data/<kv_prefix>/aliases/<name>      an alias ("alias/" stripped from the name)
 
 Transit key names are the bare key ids: two deployments that must not share keys need separate
@@ -16,7 +24,11 @@ transit mounts (kv_prefix separates only the metadata).
 `KeyMetadata.revision` is the KV version of the key's record, and every metadata write is a KV
 check-and-set on it, so concurrent writers on different nodes cannot lose each other's updates.
 A key exists when its KV record exists: a transit key without a record (a create that failed half
-way) is invisible, and the next create of that id completes it.
+way) is invisible, and the next create of that id completes it. Policies and grants live in the
+key's record, so they are written by the same check-and-set and reach the other nodes' crypto path
+within the metadata cache window; `forget` drops this node's cached copy at once (a request that
+names a grant by its token, before the window has passed). A record is at most MAX_RECORD_BYTES
+and its write at most MAX_REQUEST_STRINGS JSON strings (see there).
 
 Encrypt and decrypt take the metadata from the cache, or read it concurrently with the transit call
 (one round trip of latency), and run the caller's state check before anything is returned; their
@@ -39,6 +51,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -59,16 +72,18 @@ from s3kms.errors import (
     InvalidRequest,
     KeyAlreadyExists,
     KeyNotFound,
+    LimitExceeded,
     UnsupportedOperation,
 )
 from s3kms.keystore.base import BackendStatus, RotationDue, StateCheck, WriteConflict
+from s3kms.keystore.codec import GrantsMemo, dump_grants, load_grants
 from s3kms.keystore.vault.auth import VaultAuth
 from s3kms.keystore.vault.batch import TransitBatcher
 from s3kms.keystore.vault.cache import MetadataCache
 from s3kms.keystore.vault.kv import KVStore, Record
 from s3kms.keystore.vault.settings import VaultSettings
 from s3kms.keystore.vault.transport import OutcomeUnknown, VaultResponse, VaultTransport
-from s3kms.model import Alias, KeyMetadata, KeyState, KeyVersion, LastUse, RotationType
+from s3kms.model import Alias, Grant, KeyMetadata, KeyState, KeyVersion, LastUse, RotationType
 
 log = logging.getLogger("s3kms.keystore.vault")
 
@@ -109,6 +124,32 @@ RECORD_FORMAT = 1
 _ALIAS_PREFIX = "alias/"
 _READ_CONCURRENCY = 16
 _CAS_RETRIES = 20
+# The largest key record s3kms writes (its compact JSON), so that it fits in one storage entry of
+# Vault's integrated (raft) storage, whose `max_entry_size` is 1 MiB (1,048,576 bytes) by default;
+# the rest of the entry is KV v2's version wrapper and the barrier's encryption (measured on
+# OpenBao 2.x raft: 1,040,000 bytes of value are stored, 1,100,000 refused "value being too
+# large"). A record grows with its grants (~410 bytes each, escaped as one string) and its key
+# policy (at most 32 KiB): about 2,400 grants fit. A write over it is refused with
+# LimitExceeded before anything is sent.
+MAX_RECORD_BYTES = 1_000_000
+# The most strings (object keys and string values, each occurrence counted) Vault accepts in one
+# JSON request body: OpenBao's `max_request_json_strings`, 1,000 by default since 2.4.1
+# (CVE-2025-6203), which refuses more with 400 "refused JSON input due to high complexity:
+# exceeded maximum number of strings" (measured on OpenBao 2.7.2: exactly 1,000 pass, 1,001 are
+# refused; numbers, booleans and nulls do not count). HashiCorp Vault has no such count (its
+# `max_json_*` listener limits bound depth, lengths and entries). A key's write holds:
+#   5   KV v2's wrapper: "options", "cas", "data", and kv.py's "write_id" with its value;
+#   17  the record's keys (_meta_to_record);
+#   8   its string values: key_id, state, description, key_spec, key_usage, policy, grants and
+#       versions (grants and versions are one string each, however many there are);
+#   2   per tag (a [key, value] pair).
+# So 30 + 2 per tag: 130 with AWS's 50 tags per key. Nothing else in the record grows, so a
+# rotation never adds a string, and at most 485 tags fit; a create or update over the limit is
+# refused with LimitExceeded before anything is sent. (Versions as a list of objects, as the
+# previous release wrote them, took 4 strings each: its record held at most (976 - 2 x tags) / 4
+# versions, 243 with 2 tags, and every rotation after that failed once transit had rotated.)
+MAX_REQUEST_STRINGS = 1_000
+_KV_WRITE_STRINGS = 5
 
 
 def _b64(raw: bytes) -> str:
@@ -119,7 +160,10 @@ def _unb64(text: str) -> bytes:
     return base64.b64decode(text.encode("ascii"), validate=True)
 
 
-def _meta_to_record(meta: KeyMetadata, versions: Sequence[KeyVersion]) -> dict[str, Any]:
+def _meta_to_record(
+    meta: KeyMetadata, versions: Sequence[KeyVersion], grants: str | None = None
+) -> dict[str, Any]:
+    """The KV record of `meta`; `grants`: its grants' text when known (GrantsMemo.dump)."""
     return {
         "format": RECORD_FORMAT,
         "key_id": meta.key_id,
@@ -135,22 +179,75 @@ def _meta_to_record(meta: KeyMetadata, versions: Sequence[KeyVersion]) -> dict[s
         "tags": [[k, v] for k, v in meta.tags],
         "key_spec": meta.key_spec,
         "key_usage": meta.key_usage,
-        "versions": [
-            {
-                "version": v.version,
-                "created_at": v.created_at,
-                "rotation_type": v.rotation_type.value if v.rotation_type else None,
-            }
+        "policy": meta.policy,
+        # One string (codec.py's JSON list), not a JSON list: Vault and OpenBao refuse a request
+        # body of more than `max_request_json_strings` strings (keys and values; 1,000 by default
+        # since OpenBao 2.4.1 and its Vault twin, CVE-2025-6203), which 60 grants as objects
+        # would pass; as one string, a record of any number of grants counts two.
+        "grants": dump_grants(meta.grants) if grants is None else grants,
+        # One string too, for the same reason: as a list of objects (the previous release)
+        # each version took four strings, and the 243rd could not be recorded.
+        "versions": _dump_versions(versions),
+    }
+
+
+def _dump_versions(versions: Sequence[KeyVersion]) -> str:
+    """The versions as one compact JSON string: `[[version, created_at, rotation_type], ...]`,
+    rotation_type "AUTOMATIC", "ON_DEMAND" or null (the first version); about 35 bytes each."""
+    return json.dumps(
+        [
+            [v.version, v.created_at, v.rotation_type.value if v.rotation_type else None]
             for v in versions
         ],
-    }
+        separators=(",", ":"),
+    )
+
+
+def _json_strings(value: Any) -> int:
+    """The strings of `value` as Vault counts them: every object key and every string value."""
+    if isinstance(value, str):
+        return 1
+    if isinstance(value, dict):
+        return sum(1 + _json_strings(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return sum(_json_strings(v) for v in value)
+    return 0
+
+
+def _checked_record(record: dict[str, Any]) -> dict[str, Any]:
+    """`record`, if it fits in one Vault storage entry (MAX_RECORD_BYTES) and its write within
+    MAX_REQUEST_STRINGS; else LimitExceeded."""
+    size = len(json.dumps(record, separators=(",", ":")))
+    if size > MAX_RECORD_BYTES:
+        raise LimitExceeded(
+            f"Key {record.get('key_id')}: its metadata would take {size} bytes, more than the "
+            f"{MAX_RECORD_BYTES} one Vault storage entry holds (its grants and key policy "
+            "count); retire or revoke grants first"
+        )
+    strings = _json_strings(record) + _KV_WRITE_STRINGS
+    if strings > MAX_REQUEST_STRINGS:
+        raise LimitExceeded(
+            f"Key {record.get('key_id')}: its metadata would be {strings} JSON strings, more "
+            f"than the {MAX_REQUEST_STRINGS} Vault accepts in one request "
+            "(max_request_json_strings); each tag counts two: remove tags first"
+        )
+    return record
+
+
+def _record_grants(key_id: str, value: Any, memo: GrantsMemo | None) -> tuple[Grant, ...]:
+    """The grants of a record: codec.py's JSON text; none in a record older than grants."""
+    if value is None:
+        return ()
+    if not isinstance(value, str):
+        raise TypeError("a key record's grants must be a string")
+    return load_grants(value) if memo is None else memo.load(key_id, value)
 
 
 def _opt_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def _record_to_meta(record: Record) -> KeyMetadata:
+def _record_to_meta(record: Record, memo: GrantsMemo | None = None) -> KeyMetadata:
     d = record.data
     try:
         return KeyMetadata(
@@ -171,6 +268,9 @@ def _record_to_meta(record: Record) -> KeyMetadata:
             # Records written before key specs existed are symmetric encryption keys.
             key_spec=str(d.get("key_spec", "SYMMETRIC_DEFAULT")),
             key_usage=str(d.get("key_usage", "ENCRYPT_DECRYPT")),
+            # Records written before key policies and grants: the default policy, no grants.
+            policy=None if d.get("policy") is None else str(d["policy"]),
+            grants=_record_grants(str(d["key_id"]), d.get("grants"), memo),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise InternalError(f"malformed key metadata in Vault for key {d.get('key_id')!r}") from exc
@@ -185,12 +285,24 @@ def _plaintext_of(resp: VaultResponse) -> bytes:
 
 
 def _record_versions(data: dict[str, Any]) -> list[KeyVersion]:
-    out = []
-    for v in data.get("versions", []):
-        rt = v.get("rotation_type")
-        out.append(
-            KeyVersion(int(v["version"]), float(v["created_at"]), RotationType(rt) if rt else None)
-        )
+    """The versions of a record, sorted: `_dump_versions`' string, or the list of objects
+    (`version`, `created_at`, `rotation_type`) of a record the previous release wrote."""
+    value = data.get("versions")
+    try:
+        if value is None:
+            return []
+        if isinstance(value, str):
+            triples = json.loads(value)
+        elif isinstance(value, list):  # the previous release's layout
+            triples = [[v["version"], v["created_at"], v.get("rotation_type")] for v in value]
+        else:
+            raise TypeError("a key record's versions must be a string")
+        out = [
+            KeyVersion(int(n), float(at), RotationType(rt) if rt else None) for n, at, rt in triples
+        ]
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        key_id = data.get("key_id")
+        raise InternalError(f"malformed key versions in Vault for key {key_id!r}") from exc
     return sorted(out, key=lambda kv: kv.version)
 
 
@@ -296,6 +408,7 @@ class VaultKeyStore:
         self._prefix = settings.kv_prefix.strip("/")
         self._upsert_disabled = False
         self._cache = MetadataCache(settings.metadata_cache_seconds)
+        self._grants = GrantsMemo()  # the parse of a key's many grants, for its next read
         self._batches = TransitBatcher(self._transit_batch)
 
     def __repr__(self) -> str:
@@ -411,6 +524,8 @@ class VaultKeyStore:
         key_type = TRANSIT_TYPES.get(info.name)
         if key_type is None:  # the service refuses it first (supported_specs)
             raise UnsupportedOperation(f"KeySpec {info.name} is not supported by the vault backend")
+        # A record too large (too many tags) is refused before the transit key is made.
+        _checked_record(_meta_to_record(meta, [KeyVersion(1, meta.created_at, None)]))
         if await self._kv.read(path) is not None:
             raise KeyAlreadyExists(key_id=meta.key_id)
         body: dict[str, Any] = {"type": key_type, "exportable": False}
@@ -441,7 +556,9 @@ class VaultKeyStore:
             KeyVersion(v, created(v), RotationType.ON_DEMAND) for v in range(2, latest + 1)
         ]
         new = replace(meta, current_version=latest)
-        revision = await self._kv.write(path, _meta_to_record(new, versions), cas=0)
+        revision = await self._kv.write(
+            path, _checked_record(_meta_to_record(new, versions)), cas=0
+        )
         if revision is None:
             raise KeyAlreadyExists(key_id=meta.key_id)
         return replace(new, revision=revision)
@@ -455,7 +572,13 @@ class VaultKeyStore:
         return resp.data
 
     async def get_key(self, key_id: str) -> KeyMetadata:
-        return _record_to_meta(await self._read_key(key_id))
+        return _record_to_meta(await self._read_key(key_id), self._grants)
+
+    async def forget(self, key_id: str) -> None:
+        """Drop this node's cached metadata of the key (cache.py): the next crypto request reads
+        it from KV. For a grant another node created within `metadata_cache_seconds`, which a
+        request names by its grant token; management reads are never cached."""
+        self._cache.invalidate(key_id)
 
     async def _key_ids(self) -> list[str]:
         return sorted(
@@ -475,7 +598,7 @@ class VaultKeyStore:
 
         async def read(key_id: str) -> KeyMetadata | None:
             record = await self._kv.read(self._key_path(key_id))
-            return None if record is None else _record_to_meta(record)
+            return None if record is None else _record_to_meta(record, self._grants)
 
         out: list[KeyMetadata] = []
         # Read in chunks: a key deleted since the LIST is skipped and the next one taken.
@@ -498,17 +621,21 @@ class VaultKeyStore:
         record = await self._read_key(meta.key_id)
         if record.version != meta.revision:
             raise WriteConflict(meta.key_id)
-        stored = _record_to_meta(record)
+        stored = _record_to_meta(record, self._grants)
         # Rotation owns the version fields; an update changes the rest.
         new = replace(meta, current_version=stored.current_version, created_at=stored.created_at)
         versions = _record_versions(record.data)
+        grants = self._grants.dump(meta.key_id, new.grants)
         revision = await self._kv.write(
-            self._key_path(meta.key_id), _meta_to_record(new, versions), cas=meta.revision
+            self._key_path(meta.key_id),
+            _checked_record(_meta_to_record(new, versions, grants)),
+            cas=meta.revision,
         )
         if revision is None:
             if await self._kv.read(self._key_path(meta.key_id)) is None:
                 raise KeyNotFound(key_id=meta.key_id)
             raise WriteConflict(meta.key_id)
+        self._grants.keep(meta.key_id, grants, new.grants)
         return replace(new, revision=revision)
 
     async def _transit_rotate(self, key_id: str) -> int:
@@ -558,7 +685,7 @@ class VaultKeyStore:
         path = self._key_path(key_id)
         for _ in range(_CAS_RETRIES):
             record = await self._read_key(key_id)
-            meta = _record_to_meta(record)
+            meta = _record_to_meta(record, self._grants)
             versions = _record_versions(record.data)
             known = {v.version for v in versions}
             # Versions this rotation (or an earlier one whose metadata write failed) added.
@@ -571,8 +698,11 @@ class VaultKeyStore:
                 current_version=max(meta.current_version, latest),
                 next_rotation=next_rotation(meta),
             )
+            grants = self._grants.dump(key_id, new.grants)
+            # Not checked (_checked_record): a rotation adds no JSON string (the versions are
+            # one), and is not refused once transit has the new version.
             revision = await self._kv.write(
-                path, _meta_to_record(new, versions), cas=record.version
+                path, _meta_to_record(new, versions, grants), cas=record.version
             )
             if revision is not None:
                 return replace(new, revision=revision)
@@ -600,6 +730,7 @@ class VaultKeyStore:
             self._cache.invalidate(key_id)
 
     async def _delete_key(self, key_id: str) -> None:
+        self._grants.drop(key_id)
         name = quote(key_id, safe="")
         config = await self._auth.call(
             "POST", f"{self._transit}/keys/{name}/config", json={"deletion_allowed": True}

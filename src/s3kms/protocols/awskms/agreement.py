@@ -13,7 +13,7 @@ from s3kms.auth.identity import Principal
 from s3kms.http.responses import Response
 from s3kms.protocols.awskms import members
 from s3kms.protocols.awskms.crypto import authorized_key, no_recipient
-from s3kms.protocols.awskms.handler import Ctx, ok
+from s3kms.protocols.awskms.handler import Ctx, alias_named, ok, request_facts
 from s3kms.protocols.awskms.members import Params
 from s3kms.service import KeyService
 
@@ -26,11 +26,14 @@ async def derive_shared_secret(
     ref = members.req_str(p, "KeyId")
     algorithm = members.req_enum(p, "KeyAgreementAlgorithm", members.KEY_AGREEMENT_ALGORITHMS)
     peer = members.blob(p, "PublicKey", 8192)
-    members.grant_tokens(p)
+    tokens = members.grant_tokens(p)
     no_recipient(p)
     dry_run = members.opt_bool(p, "DryRun")
-    key_id = await authorized_key(ctx, service, ref, principal, "kms:DeriveSharedSecret", dry_run)
-    key_id, secret = await service.derive_shared_secret(key_id, peer)
+    facts = request_facts(None, tokens, alias_named(ref))
+    key_id, access = await authorized_key(
+        ctx, service, ref, principal, "kms:DeriveSharedSecret", dry_run, facts
+    )
+    key_id, secret = await service.derive_shared_secret(key_id, peer, access=access)
     return ok(
         {
             "KeyId": service.key_arn(key_id),
@@ -44,10 +47,13 @@ async def derive_shared_secret(
 async def encapsulate(ctx: Ctx, service: KeyService, p: Params, principal: Principal) -> Response:
     ref = members.req_str(p, "KeyId")
     algorithm = members.req_enum(p, "EncapsulationAlgorithm", members.ENCAPSULATION_ALGORITHMS)
-    members.grant_tokens(p)
+    tokens = members.grant_tokens(p)
     dry_run = members.opt_bool(p, "DryRun")
-    key_id = await authorized_key(ctx, service, ref, principal, "kms:Encapsulate", dry_run)
-    key_id, secret, ciphertext = await service.encapsulate(key_id)
+    facts = request_facts(None, tokens, alias_named(ref))
+    key_id, access = await authorized_key(
+        ctx, service, ref, principal, "kms:Encapsulate", dry_run, facts
+    )
+    key_id, secret, ciphertext = await service.encapsulate(key_id, access=access)
     return ok(
         {
             "KeyId": service.key_arn(key_id),
@@ -62,10 +68,13 @@ async def decapsulate(ctx: Ctx, service: KeyService, p: Params, principal: Princ
     ref = members.req_str(p, "KeyId")
     ciphertext = members.blob(p, "SharedSecretCiphertextBlob", 6144)
     algorithm = members.req_enum(p, "EncapsulationAlgorithm", members.ENCAPSULATION_ALGORITHMS)
-    members.grant_tokens(p)
+    tokens = members.grant_tokens(p)
     dry_run = members.opt_bool(p, "DryRun")
-    key_id = await authorized_key(ctx, service, ref, principal, "kms:Decapsulate", dry_run)
-    key_id, secret = await service.decapsulate(key_id, ciphertext)
+    facts = request_facts(None, tokens, alias_named(ref))
+    key_id, access = await authorized_key(
+        ctx, service, ref, principal, "kms:Decapsulate", dry_run, facts
+    )
+    key_id, secret = await service.decapsulate(key_id, ciphertext, access=access)
     return ok(
         {
             "KeyId": service.key_arn(key_id),

@@ -2,8 +2,9 @@
 
 An alias names a key, never another alias; CreateAlias refuses the `alias/aws/` prefix, reserved
 for AWS managed keys. AWS's rule for the alias actions holds: the caller needs the action on the
-alias (`authorize_alias`) and on every key it touches (for UpdateAlias, the key the alias leaves
-and the one it moves to).
+alias (`authorize_alias`, identity policies) and on every key it touches (the key's gate: key
+policy, grants and identity policies; for UpdateAlias, the key the alias leaves and the one it
+moves to).
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ async def create_alias(ctx: Ctx, service: KeyService, p: Params, principal: Prin
     key_id = await _alias_target(ctx, service, p)
     # AWS's rule for alias actions: permission on the alias and on every key it touches.
     principal.authorize_alias("kms:CreateAlias", name)
-    principal.authorize("kms:CreateAlias", key_id)
+    access = principal.gate("kms:CreateAlias", key_id)
     try:
-        await service.create_alias(name, key_id)
+        await service.create_alias(name, key_id, access=access)
     except KeyAlreadyExists:
         raise KeyAlreadyExists(
             f"An alias with the name {service.alias_arn(name)} already exists"
@@ -46,9 +47,10 @@ async def update_alias(ctx: Ctx, service: KeyService, p: Params, principal: Prin
     key_id = await _alias_target(ctx, service, p)
     current = await service.resolve(name)  # AliasNotFound when there is no such alias
     principal.authorize_alias("kms:UpdateAlias", name)
-    principal.authorize("kms:UpdateAlias", current)  # the key the alias leaves
-    principal.authorize("kms:UpdateAlias", key_id)  # and the key it moves to
-    await service.update_alias(name, key_id, expected_key_id=current)
+    # The key the alias leaves, then the key it moves to (the service checks that one).
+    await service.describe(current, access=principal.gate("kms:UpdateAlias", current))
+    access = principal.gate("kms:UpdateAlias", key_id)
+    await service.update_alias(name, key_id, expected_key_id=current, access=access)
     return empty()
 
 
@@ -56,7 +58,7 @@ async def delete_alias(ctx: Ctx, service: KeyService, p: Params, principal: Prin
     name = members.alias_name(p)
     key_id = await service.resolve(name)  # AliasNotFound when there is no such alias
     principal.authorize_alias("kms:DeleteAlias", name)
-    principal.authorize("kms:DeleteAlias", key_id)
+    await service.describe(key_id, access=principal.gate("kms:DeleteAlias", key_id))
     await service.delete_alias(name)
     return empty()
 

@@ -2,9 +2,15 @@
 
 This module is the operation table and the dispatch: one dict lookup picks the operation, the body
 is parsed once (`parse_json`, no schema library), and the handler, a plain async function of its
-concept module (`keys`, `crypto`, `signing`, `mac`, `agreement`, `rotation`, `aliases`, `tags`), runs on the service the runtime
-holds for the request. The handlers call the KeyService, which owns the state machine; nothing in
-this package reaches past it to a keystore or to `crypto/`.
+concept module (`keys`, `crypto`, `signing`, `mac`, `agreement`, `rotation`, `aliases`, `tags`,
+`policies`, `grants`), runs on the service the runtime holds for the request. The handlers call
+the KeyService, which owns the state machine; nothing in this package reaches past it to a
+keystore or to `crypto/`.
+
+A request whose GrantTokens name a grant the key's metadata (as this node has it cached) does
+not show yet is denied with `GrantNotVisible`: the dispatch then drops the node's cached
+metadata of that key (`KeyService.forget`) and runs the handler once more; a second
+GrantNotVisible stands as the AccessDeniedException it is.
 
 Adding an operation: write its handler in its concept module (its member checks beside it, the
 shared ones in `members.py`), name it in `OPERATIONS`, and take it out of `UNSUPPORTED_OPERATIONS`;
@@ -14,15 +20,30 @@ it runs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from s3kms.access.context import AliasesNeeded
 from s3kms.auth.identity import Principal
-from s3kms.errors import SerializationError
+from s3kms.errors import GrantNotVisible, SerializationError
 from s3kms.http.jsonbody import parse_json
 from s3kms.http.responses import Response
-from s3kms.protocols.awskms import agreement, aliases, crypto, keys, mac, rotation, signing, tags
+from s3kms.protocols.awskms import (
+    agreement,
+    aliases,
+    crypto,
+    grants,
+    keys,
+    mac,
+    policies,
+    rotation,
+    signing,
+    tags,
+)
 from s3kms.protocols.awskms.errors import unknown_operation
 from s3kms.protocols.awskms.handler import Ctx, Handler, arn_prefix
 from s3kms.request import RequestView
 from s3kms.runtime import Runtime
+from s3kms.users import UserStore
 
 TARGET_PREFIX = "TrentService."
 UNKNOWN_ACTION = "kms:UnknownOperation"
@@ -65,6 +86,14 @@ OPERATIONS: dict[str, Handler] = {
     "TagResource": tags.tag_resource,
     "UntagResource": tags.untag_resource,
     "ListResourceTags": tags.list_resource_tags,
+    "PutKeyPolicy": policies.put_key_policy,
+    "GetKeyPolicy": policies.get_key_policy,
+    "ListKeyPolicies": policies.list_key_policies,
+    "CreateGrant": grants.create_grant,
+    "ListGrants": grants.list_grants,
+    "ListRetirableGrants": grants.list_retirable_grants,
+    "RetireGrant": grants.retire_grant,
+    "RevokeGrant": grants.revoke_grant,
 }
 
 # The operations that change state: their intent is on the audit record before they run.
@@ -73,18 +102,17 @@ MUTATING_OPERATIONS = frozenset(
         "CreateKey", "EnableKey", "DisableKey", "ScheduleKeyDeletion", "CancelKeyDeletion",
         "UpdateKeyDescription", "EnableKeyRotation", "DisableKeyRotation", "RotateKeyOnDemand",
         "CreateAlias", "UpdateAlias", "DeleteAlias", "TagResource", "UntagResource",
+        "PutKeyPolicy", "CreateGrant", "RetireGrant", "RevokeGrant",
     }
 )  # fmt: skip
 
 # AWS KMS operations s3kms does not implement: UnsupportedOperationException, not "unknown".
 UNSUPPORTED_OPERATIONS = frozenset(
     {
-        "ConnectCustomKeyStore", "CreateCustomKeyStore", "CreateGrant",
+        "ConnectCustomKeyStore", "CreateCustomKeyStore",
         "DeleteCustomKeyStore", "DeleteImportedKeyMaterial",
         "DescribeCustomKeyStores", "DisconnectCustomKeyStore",
-        "GetKeyPolicy", "GetParametersForImport",
-        "ImportKeyMaterial", "ListGrants", "ListKeyPolicies", "ListRetirableGrants",
-        "PutKeyPolicy", "ReplicateKey", "RetireGrant", "RevokeGrant",
+        "GetParametersForImport", "ImportKeyMaterial", "ReplicateKey",
         "UpdateCustomKeyStore", "UpdatePrimaryRegion",
     }
 )  # fmt: skip
@@ -97,10 +125,23 @@ def _operation_name(target: str | None) -> str | None:
     return target[len(TARGET_PREFIX) :]
 
 
+def _user_lookup(users: UserStore) -> Callable[[str], bool]:
+    def known_user(name: str) -> bool:
+        return users.secret_for(name) is not None
+
+    return known_user
+
+
 class AwsKmsAPI:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, users: UserStore | None = None) -> None:
+        """`users`: the users a key policy or a grant may name (AWS requires the principals
+        they name to exist); None: no user but root exists."""
         self.runtime = runtime
-        self._ctx = Ctx(arn_prefix(runtime))
+        account = runtime.settings.account_id
+        if users is None:
+            self._ctx = Ctx(arn_prefix(runtime), account)
+        else:
+            self._ctx = Ctx(arn_prefix(runtime), account, _user_lookup(users))
         # Keyed by the whole header value: one dict lookup per request.
         self._ops = {TARGET_PREFIX + name: handler for name, handler in OPERATIONS.items()}
 
@@ -134,4 +175,22 @@ class AwsKmsAPI:
         else:
             params = {}
         async with self.runtime.use() as service:
-            return await handler(self._ctx, service, params, principal)
+            refreshed = False
+            while True:  # at most: once as asked, once per key for aliases, once refreshed
+                try:
+                    return await handler(self._ctx, service, params, principal)
+                except GrantNotVisible:
+                    # A grant token names a grant this node's cached metadata of the key lacks
+                    # (made through another node within the cache window): read the key afresh
+                    # and try once more. Gates raise before anything is changed or answered.
+                    if refreshed or principal.key_id is None:
+                        raise
+                    refreshed = True
+                    await service.forget(principal.key_id)
+                except AliasesNeeded as needed:
+                    # A policy tests kms:ResourceAliases: read the key's aliases, run again.
+                    key_id = needed.key_id
+                    if key_id is None or principal.aliases_of(key_id) is not None:
+                        raise  # (never: the lookup raises only for aliases not read yet)
+                    names = tuple(a.name for a in await service.aliases(key_id))
+                    principal.learn_aliases(key_id, names)

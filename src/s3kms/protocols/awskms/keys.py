@@ -4,22 +4,36 @@ CancelKeyDeletion, UpdateKeyDescription.
 s3kms creates keys of every spec in `crypto/keyspecs.py` that the library computes and the backend
 can hold, of origin AWS_KMS in one Region; any other origin, a custom key store or a multi-Region key
 is an `UnsupportedOperationException`.
-A `Policy` is accepted and not enforced: access is decided by s3kms's own policies. The state
-machine (what each state allows, the 7-30 day deletion window) is the service's.
+A `Policy` is the new key's key policy (`access.documents.parse_key_policy`: AWS's
+MalformedPolicyDocumentException for a bad one), refused by the lockout safety check unless
+`BypassPolicyLockoutSafetyCheck` when it would not let the caller put a key policy again; without
+one the key has AWS's default key policy. The state machine (what each state allows, the 7-30
+day deletion window) is the service's. Every operation on a key runs the caller's gate on it
+(`principal.gate`): key policy, grants, identity policies.
 """
 
 from __future__ import annotations
 
+import re
+import uuid
 from typing import Any
 
+from s3kms.access.decision import check_lockout
+from s3kms.access.documents import parse_key_policy
 from s3kms.auth.identity import Principal
 from s3kms.errors import UnsupportedOperation, ValidationError
 from s3kms.http.responses import Response
 from s3kms.model import KeyMetadata, KeyState
 from s3kms.protocols.awskms import members, paging
-from s3kms.protocols.awskms.handler import Ctx, empty, ok
+from s3kms.protocols.awskms.handler import Ctx, alias_named, empty, ok, request_facts
 from s3kms.protocols.awskms.members import SYMMETRIC_DEFAULT, Params
+from s3kms.protocols.awskms.tags import tag_values
 from s3kms.service import KeyService
+
+# The model's PolicyType pattern, used with fullmatch.
+POLICY_RE = re.compile(r"[\u0009\u000A\u000D\u0020-\u00FF]+")
+
+ENCRYPT_DECRYPT = "ENCRYPT_DECRYPT"
 
 _BOTH_SPECS_MESSAGE = (
     "You cannot specify KeySpec and CustomerMasterKeySpec in the same request. "
@@ -66,10 +80,10 @@ async def create_key(ctx: Ctx, service: KeyService, p: Params, principal: Princi
     cmk_spec = members.enum(p, "CustomerMasterKeySpec", members.CUSTOMER_MASTER_KEY_SPECS)
     key_spec = members.enum(p, "KeySpec", members.KEY_SPECS)
     origin = members.enum(p, "Origin", members.ORIGINS)
-    members.opt_str(p, "Policy", 1, 131072)  # accepted, not enforced: access is s3kms's policies
+    policy_text = policy_member(p)
     custom_store = members.opt_str(p, "CustomKeyStoreId", 1, 64)
     xks_key = members.opt_str(p, "XksKeyId", 1, 128)
-    members.opt_bool(p, "BypassPolicyLockoutSafetyCheck")
+    bypass = members.opt_bool(p, "BypassPolicyLockoutSafetyCheck")
     multi_region = members.opt_bool(p, "MultiRegion")
     tags = members.tags(p, required=False)
     if key_spec is not None and cmk_spec is not None:
@@ -82,19 +96,55 @@ async def create_key(ctx: Ctx, service: KeyService, p: Params, principal: Princi
         raise UnsupportedOperation("multi-Region keys are not supported")
     spec = key_spec or cmk_spec or SYMMETRIC_DEFAULT
     service.spec_for_new_key(spec, usage)  # refused before authorisation, as a bad member is
-    principal.authorize("kms:CreateKey")
+    # CreateKey's condition keys (AWS: kms:KeySpec, kms:KeyUsage, kms:KeyOrigin,
+    # kms:BypassPolicyLockoutSafetyCheck, kms:MultiRegion; aws:RequestTag/<k>, aws:TagKeys).
+    values: dict[str, str | tuple[str, ...]] = {
+        "kms:keyspec": spec,
+        "kms:keyusage": usage or ENCRYPT_DECRYPT,
+        "kms:keyorigin": "AWS_KMS",
+        "kms:multiregion": "false",
+        **tag_values(tags),
+    }
+    if "BypassPolicyLockoutSafetyCheck" in p:
+        values["kms:bypasspolicylockoutsafetycheck"] = "true" if bypass else "false"
+    principal.authorize("kms:CreateKey", None, request_facts(values=values))
+    # The id is chosen here so that the lockout check can name the new key's ARN. The policy is
+    # judged once the caller may create keys (as PutKeyPolicy judges it once the caller may put
+    # one): no one else learns from the answer which users exist.
+    key_id = str(uuid.uuid4())
+    if policy_text is not None:
+        policy = parse_key_policy(policy_text, account=ctx.account, known_user=ctx.known_user)
+        if not bypass:
+            check_lockout(policy, principal, service.key_arn(key_id))
     meta = await service.create_key(
-        description=description, tags=tags, key_spec=spec, key_usage=usage
+        key_id,
+        description=description,
+        tags=tags,
+        key_spec=spec,
+        key_usage=usage,
+        policy=policy_text,
     )
     return ok({"KeyMetadata": key_metadata(service, meta)})
 
 
+def policy_member(p: Params) -> str | None:
+    """`Policy` of CreateKey and PutKeyPolicy: 1-131072 characters of the model's pattern (tab,
+    line feed, carriage return, U+0020-U+00FF); what it says is parse_key_policy's to judge."""
+    text = members.opt_str(p, "Policy", 1, 131072)
+    if text is not None and POLICY_RE.fullmatch(text) is None:
+        rule = f"satisfy regular expression pattern: {POLICY_RE.pattern}"
+        raise members.violation("policy", rule, f"'{text}'")
+    return text
+
+
 async def describe_key(ctx: Ctx, service: KeyService, p: Params, principal: Principal) -> Response:
     ref = members.req_str(p, "KeyId")
-    members.grant_tokens(p)
+    tokens = members.grant_tokens(p)
     key_id = await ctx.key(service, ref)
-    principal.authorize("kms:DescribeKey", key_id)
-    return ok({"KeyMetadata": key_metadata(service, await service.describe(key_id))})
+    access = principal.gate(
+        "kms:DescribeKey", key_id, request_facts(None, tokens, alias_named(ref))
+    )
+    return ok({"KeyMetadata": key_metadata(service, await service.describe(key_id, access=access))})
 
 
 async def list_keys(ctx: Ctx, service: KeyService, p: Params, principal: Principal) -> Response:
@@ -114,15 +164,13 @@ async def list_keys(ctx: Ctx, service: KeyService, p: Params, principal: Princip
 
 async def enable_key(ctx: Ctx, service: KeyService, p: Params, principal: Principal) -> Response:
     key_id = await ctx.key(service, members.req_str(p, "KeyId"))
-    principal.authorize("kms:EnableKey", key_id)
-    await service.enable(key_id)
+    await service.enable(key_id, access=principal.gate("kms:EnableKey", key_id))
     return empty()
 
 
 async def disable_key(ctx: Ctx, service: KeyService, p: Params, principal: Principal) -> Response:
     key_id = await ctx.key(service, members.req_str(p, "KeyId"))
-    principal.authorize("kms:DisableKey", key_id)
-    await service.disable(key_id)
+    await service.disable(key_id, access=principal.gate("kms:DisableKey", key_id))
     return empty()
 
 
@@ -134,12 +182,12 @@ async def schedule_key_deletion(
     if days is not None and type(days) is not int:
         raise members.wrong_type("PendingWindowInDays", "an integer")
     key_id = await ctx.key(service, ref)
-    principal.authorize("kms:ScheduleKeyDeletion", key_id)
+    access = principal.gate("kms:ScheduleKeyDeletion", key_id)
     # The 7-30 range is the service's, with AWS's own message for it.
     meta = await (
-        service.schedule_deletion(key_id)
+        service.schedule_deletion(key_id, access=access)
         if days is None
-        else service.schedule_deletion(key_id, days)
+        else service.schedule_deletion(key_id, days, access=access)
     )
     return ok(
         {
@@ -155,8 +203,9 @@ async def cancel_key_deletion(
     ctx: Ctx, service: KeyService, p: Params, principal: Principal
 ) -> Response:
     key_id = await ctx.key(service, members.req_str(p, "KeyId"))
-    principal.authorize("kms:CancelKeyDeletion", key_id)
-    meta = await service.cancel_deletion(key_id)
+    meta = await service.cancel_deletion(
+        key_id, access=principal.gate("kms:CancelKeyDeletion", key_id)
+    )
     return ok({"KeyId": service.key_arn(meta.key_id)})
 
 
@@ -166,8 +215,8 @@ async def update_key_description(
     ref = members.req_str(p, "KeyId")
     description = members.req_str(p, "Description", 0, 8192)
     key_id = await ctx.key(service, ref)
-    principal.authorize("kms:UpdateKeyDescription", key_id)
-    await service.update_description(key_id, description)
+    access = principal.gate("kms:UpdateKeyDescription", key_id)
+    await service.update_description(key_id, description, access=access)
     return empty()
 
 
@@ -178,8 +227,8 @@ async def get_key_last_usage(
     the stored one (nodes store theirs every maintenance pass). `KmsRequestId` is the request's
     `x-amz-request-id`, the `request_id` of its audit line; s3kms has no CloudTrail event id."""
     key_id = await ctx.key(service, members.req_str(p, "KeyId"))
-    principal.authorize("kms:GetKeyLastUsage", key_id)
-    meta, since, use = await service.last_usage(key_id)
+    access = principal.gate("kms:GetKeyLastUsage", key_id)
+    meta, since, use = await service.last_usage(key_id, access=access)
     last: dict[str, Any] = {}
     if use is not None:
         last = {"Operation": use.operation, "Timestamp": use.at}

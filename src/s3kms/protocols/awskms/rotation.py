@@ -24,8 +24,8 @@ async def enable_key_rotation(
     ref = members.req_str(p, "KeyId")
     period = members.opt_int(p, "RotationPeriodInDays", 90, 2560)
     key_id = await ctx.key(service, ref)
-    principal.authorize("kms:EnableKeyRotation", key_id)
-    await service.set_rotation(key_id, True, period)
+    access = principal.gate("kms:EnableKeyRotation", key_id)
+    await service.set_rotation(key_id, True, period, access=access)
     return empty()
 
 
@@ -33,8 +33,8 @@ async def disable_key_rotation(
     ctx: Ctx, service: KeyService, p: Params, principal: Principal
 ) -> Response:
     key_id = await ctx.key(service, members.req_str(p, "KeyId"))
-    principal.authorize("kms:DisableKeyRotation", key_id)
-    await service.set_rotation(key_id, False)
+    access = principal.gate("kms:DisableKeyRotation", key_id)
+    await service.set_rotation(key_id, False, access=access)
     return empty()
 
 
@@ -42,8 +42,8 @@ async def get_key_rotation_status(
     ctx: Ctx, service: KeyService, p: Params, principal: Principal
 ) -> Response:
     key_id = await ctx.key(service, members.req_str(p, "KeyId"))
-    principal.authorize("kms:GetKeyRotationStatus", key_id)
-    meta = await service.describe(key_id)
+    access = principal.gate("kms:GetKeyRotationStatus", key_id)
+    meta = await service.describe(key_id, access=access)
     out: dict[str, Any] = {
         "KeyRotationEnabled": meta.rotation_enabled,
         "KeyId": service.key_arn(meta.key_id),
@@ -59,8 +59,8 @@ async def rotate_key_on_demand(
     ctx: Ctx, service: KeyService, p: Params, principal: Principal
 ) -> Response:
     key_id = await ctx.key(service, members.req_str(p, "KeyId"))
-    principal.authorize("kms:RotateKeyOnDemand", key_id)
-    meta = await service.rotate(key_id, RotationType.ON_DEMAND)
+    access = principal.gate("kms:RotateKeyOnDemand", key_id)
+    meta = await service.rotate(key_id, RotationType.ON_DEMAND, access=access)
     return ok({"KeyId": service.key_arn(meta.key_id)})
 
 
@@ -72,9 +72,9 @@ async def list_key_rotations(
     limit = members.limit(p, 100, 1000)
     after = paging.after(p, "rotation")
     key_id = await ctx.key(service, ref)
-    principal.authorize("kms:ListKeyRotations", key_id)
+    access = principal.gate("kms:ListKeyRotations", key_id)
     # Version 1 is the key's first material, not a rotation.
-    rotations = [v for v in await service.versions(key_id) if v.version > 1]
+    rotations = [v for v in await service.versions(key_id, access=access) if v.version > 1]
     page, more = paging.page(rotations, lambda v: f"{v.version:010d}", after, limit, "rotation")
     items = [
         {

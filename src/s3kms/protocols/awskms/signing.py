@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import binascii
 
+from s3kms.access.facts import Facts
 from s3kms.auth.identity import Principal
 from s3kms.http.responses import Response
 from s3kms.protocols.awskms import members
 from s3kms.protocols.awskms.crypto import authorized_key
-from s3kms.protocols.awskms.handler import Ctx, ok
+from s3kms.protocols.awskms.handler import Ctx, alias_named, ok, request_facts
 from s3kms.protocols.awskms.keys import spec_fields
 from s3kms.protocols.awskms.members import Params
 from s3kms.service import KeyService
@@ -30,13 +31,21 @@ def _message(p: Params) -> tuple[bytes, str, str]:
     return message, message_type, algorithm
 
 
+def _facts(ref: str, tokens: tuple[str, ...], message_type: str, algorithm: str) -> Facts:
+    """`kms:SigningAlgorithm` and `kms:MessageType` (AWS's condition keys for Sign and Verify),
+    the grant tokens and the alias the KeyId named."""
+    values = {"kms:signingalgorithm": algorithm, "kms:messagetype": message_type}
+    return request_facts(None, tokens, alias_named(ref), values)
+
+
 async def sign(ctx: Ctx, service: KeyService, p: Params, principal: Principal) -> Response:
     ref = members.req_str(p, "KeyId")
     message, message_type, algorithm = _message(p)
-    members.grant_tokens(p)
+    tokens = members.grant_tokens(p)
     dry_run = members.opt_bool(p, "DryRun")
-    key_id = await authorized_key(ctx, service, ref, principal, "kms:Sign", dry_run)
-    key_id, signature = await service.sign(key_id, message, message_type, algorithm)
+    facts = _facts(ref, tokens, message_type, algorithm)
+    key_id, access = await authorized_key(ctx, service, ref, principal, "kms:Sign", dry_run, facts)
+    key_id, signature = await service.sign(key_id, message, message_type, algorithm, access=access)
     return ok(
         {
             "KeyId": service.key_arn(key_id),
@@ -50,10 +59,15 @@ async def verify(ctx: Ctx, service: KeyService, p: Params, principal: Principal)
     ref = members.req_str(p, "KeyId")
     message, message_type, algorithm = _message(p)
     signature = members.blob(p, "Signature", 6144)
-    members.grant_tokens(p)
+    tokens = members.grant_tokens(p)
     dry_run = members.opt_bool(p, "DryRun")
-    key_id = await authorized_key(ctx, service, ref, principal, "kms:Verify", dry_run)
-    key_id = await service.verify(key_id, message, message_type, algorithm, signature)
+    facts = _facts(ref, tokens, message_type, algorithm)
+    key_id, access = await authorized_key(
+        ctx, service, ref, principal, "kms:Verify", dry_run, facts
+    )
+    key_id = await service.verify(
+        key_id, message, message_type, algorithm, signature, access=access
+    )
     return ok(
         {"KeyId": service.key_arn(key_id), "SignatureValid": True, "SigningAlgorithm": algorithm}
     )
@@ -63,10 +77,12 @@ async def get_public_key(
     ctx: Ctx, service: KeyService, p: Params, principal: Principal
 ) -> Response:
     ref = members.req_str(p, "KeyId")
-    members.grant_tokens(p)
+    tokens = members.grant_tokens(p)
     key_id = await ctx.key(service, ref)
-    principal.authorize("kms:GetPublicKey", key_id)
-    meta, public = await service.public_key(key_id)
+    access = principal.gate(
+        "kms:GetPublicKey", key_id, request_facts(None, tokens, alias_named(ref))
+    )
+    meta, public = await service.public_key(key_id, access=access)
     return ok(
         {
             "KeyId": service.key_arn(meta.key_id),
