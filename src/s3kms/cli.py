@@ -691,6 +691,157 @@ def key_delete(name: str, days: int, **kw: Any) -> None:
     _emit(opts, _api_fields(change))
 
 
+@key.group("policy")
+def key_policy() -> None:
+    """Read and replace a key's policy (AWS GetKeyPolicy, PutKeyPolicy; docs/security.md)."""
+
+
+@key_policy.command("get", cls=_ClientCommand)
+@click.argument("name")
+@client_options
+def key_policy_get(name: str, **kw: Any) -> None:
+    """Print the key's policy document as stored (the account's default until one is put)."""
+    opts = _opts(kw)
+    policy = _run(opts, lambda kms: kms.get_key_policy(name), key=name)
+    if opts.json:
+        _emit(opts, {"Policy": policy, "PolicyName": "default"})
+    else:
+        click.echo(policy)
+
+
+@key_policy.command("put", cls=_ClientCommand)
+@click.argument("name")
+@click.argument("document", type=click.File("r"))
+@click.option(
+    "--bypass-lockout-check",
+    is_flag=True,
+    help="Put a policy that would keep you from changing it again "
+    "(BypassPolicyLockoutSafetyCheck); the server refuses such a policy without it.",
+)
+@client_options
+def key_policy_put(name: str, document: Any, bypass_lockout_check: bool, **kw: Any) -> None:
+    """Replace the key's policy with the JSON file DOCUMENT ('-' for stdin), sent as written."""
+    opts = _opts(kw)
+    text = document.read()
+    _run(
+        opts,
+        lambda kms: kms.put_key_policy(name, text, bypass_lockout_check=bypass_lockout_check),
+        key=name,
+    )
+    _emit(opts, {"KeyId": name, "PolicyName": "default"})
+
+
+@main.group()
+def grant() -> None:
+    """Give principals the use of a key without changing its policy (AWS grants)."""
+
+
+@grant.command("create", cls=_ClientCommand)
+@click.argument("name")
+@click.option("--grantee", required=True, help="The principal ARN the grant is for.")
+@click.option(
+    "--operation",
+    "operations",
+    multiple=True,
+    required=True,
+    help="An AWS grant operation (Decrypt, GenerateDataKey, ...); repeatable.",
+)
+@click.option("--retiring", help="The principal ARN that may retire the grant.")
+@click.option("--grant-name", help="A name: the same name and parameters answer the same grant.")
+@click.option(
+    "--context-subset",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Allow only requests whose encryption context includes these pairs; repeatable.",
+)
+@click.option(
+    "--context-equals",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Allow only requests whose encryption context is exactly these pairs; repeatable.",
+)
+@client_options
+def grant_create(
+    name: str,
+    grantee: str,
+    operations: tuple[str, ...],
+    retiring: str | None,
+    grant_name: str | None,
+    context_subset: tuple[str, ...],
+    context_equals: tuple[str, ...],
+    **kw: Any,
+) -> None:
+    """Grant GRANTEE the OPERATIONs on key NAME; prints the grant id and token."""
+    if context_subset and context_equals:
+        raise click.UsageError("give --context-subset or --context-equals, not both")
+    opts = _opts(kw)
+    subset = _context(context_subset, "--context-subset") if context_subset else None
+    equals = _context(context_equals, "--context-equals") if context_equals else None
+    created = _run(
+        opts,
+        lambda kms: kms.create_grant(
+            name,
+            grantee,
+            list(operations),
+            retiring_principal=retiring,
+            name=grant_name,
+            context_subset=subset,
+            context_equals=equals,
+        ),
+        key=name,
+    )
+    _emit(opts, {"GrantId": created.grant_id, "GrantToken": created.grant_token})
+
+
+@grant.command("list", cls=_ClientCommand)
+@click.argument("name")
+@click.option("--grant-id", help="Only this grant.")
+@click.option("--grantee", help="Only grants for this principal ARN.")
+@client_options
+def grant_list(name: str, grant_id: str | None, grantee: str | None, **kw: Any) -> None:
+    """List the grants on key NAME."""
+    opts = _opts(kw)
+    grants = _run(
+        opts, lambda kms: kms.list_grants(name, grant_id=grant_id, grantee=grantee), key=name
+    )
+    _emit(opts, {"Grants": grants}, rows="Grants")
+
+
+@grant.command("retirable", cls=_ClientCommand)
+@click.argument("principal")
+@client_options
+def grant_retirable(principal: str, **kw: Any) -> None:
+    """List the grants, on every key, that PRINCIPAL (an ARN) may retire."""
+    opts = _opts(kw)
+    grants = _run(opts, lambda kms: kms.list_retirable_grants(principal))
+    _emit(opts, {"Grants": grants}, rows="Grants")
+
+
+@grant.command("retire", cls=_ClientCommand)
+@click.argument("name", required=False)
+@click.argument("grant_id", required=False)
+@click.option("--token", help="The grant token CreateGrant answered (instead of NAME GRANT_ID).")
+@client_options
+def grant_retire(name: str | None, grant_id: str | None, token: str | None, **kw: Any) -> None:
+    """Retire a grant: as its retiring principal or grantee, by key NAME and GRANT_ID or --token."""
+    if token is None and (name is None or grant_id is None):
+        raise click.UsageError("give NAME and GRANT_ID, or --token")
+    opts = _opts(kw)
+    _run(opts, lambda kms: kms.retire_grant(token=token, key=name, grant_id=grant_id), key=name)
+    _emit(opts, {"GrantId": grant_id, "message": "grant retired"})
+
+
+@grant.command("revoke", cls=_ClientCommand)
+@click.argument("name")
+@click.argument("grant_id")
+@client_options
+def grant_revoke(name: str, grant_id: str, **kw: Any) -> None:
+    """Revoke grant GRANT_ID on key NAME (as a caller allowed kms:RevokeGrant on the key)."""
+    opts = _opts(kw)
+    _run(opts, lambda kms: kms.revoke_grant(name, grant_id), key=name)
+    _emit(opts, {"GrantId": grant_id, "message": "grant revoked"})
+
+
 @main.command(cls=_ClientCommand)
 @client_options
 def status(**kw: Any) -> None:
@@ -845,12 +996,12 @@ def decrypt(context: tuple[str, ...], key_ref: str | None, **kw: Any) -> None:
         sys.stdout.buffer.write(plaintext)
 
 
-def _context(entries: tuple[str, ...]) -> dict[str, str]:
+def _context(entries: tuple[str, ...], option: str = "--context") -> dict[str, str]:
     out = {}
     for entry in entries:
         name, sep, value = entry.partition("=")
         if not sep:
-            raise click.BadParameter(f"{entry!r} is not KEY=VALUE", param_hint="--context")
+            raise click.BadParameter(f"{entry!r} is not KEY=VALUE", param_hint=option)
         out[name] = value
     return out
 

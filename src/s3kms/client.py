@@ -188,6 +188,12 @@ class GeneratedDataKey:
         return f"GeneratedDataKey(key_id={self.key_id!r}, plaintext=<{len(self.plaintext)} bytes>)"
 
 
+@dataclass(frozen=True)
+class CreatedGrant:
+    grant_id: str
+    grant_token: str
+
+
 class Client:
     def __init__(
         self,
@@ -449,6 +455,84 @@ class Client:
             return bool(self._aws("VerifyMac", body)["MacValid"])
         except errors.InvalidMac:
             return False
+
+    # -- key policies and grants (docs/security.md) ---------------------------------------------------
+
+    def get_key_policy(self, key: str) -> str:
+        """The key's policy document, as stored (the account's default when none was put)."""
+        return str(self._aws("GetKeyPolicy", {"KeyId": key, "PolicyName": "default"})["Policy"])
+
+    def put_key_policy(self, key: str, policy: str, *, bypass_lockout_check: bool = False) -> None:
+        """Replace the key's policy. The server refuses a policy that would keep the caller from
+        changing it again unless `bypass_lockout_check` (BypassPolicyLockoutSafetyCheck)."""
+        body: dict[str, Any] = {"KeyId": key, "PolicyName": "default", "Policy": policy}
+        if bypass_lockout_check:
+            body["BypassPolicyLockoutSafetyCheck"] = True
+        self._aws("PutKeyPolicy", body)
+
+    def create_grant(
+        self,
+        key: str,
+        grantee: str,
+        operations: list[str],
+        *,
+        retiring_principal: str | None = None,
+        name: str | None = None,
+        context_subset: Mapping[str, str] | None = None,
+        context_equals: Mapping[str, str] | None = None,
+    ) -> CreatedGrant:
+        """A grant of `operations` (AWS GrantOperation names: Decrypt, GenerateDataKey, ...) on
+        the key to the principal ARN `grantee`; the same `name` and parameters again answer the
+        same grant."""
+        body: dict[str, Any] = {"KeyId": key, "GranteePrincipal": grantee, "Operations": operations}
+        if retiring_principal:
+            body["RetiringPrincipal"] = retiring_principal
+        if name:
+            body["Name"] = name
+        if context_subset is not None:
+            body["Constraints"] = {"EncryptionContextSubset": dict(context_subset)}
+        if context_equals is not None:
+            body["Constraints"] = {"EncryptionContextEquals": dict(context_equals)}
+        p = self._aws("CreateGrant", body)
+        return CreatedGrant(p["GrantId"], p["GrantToken"])
+
+    def list_grants(
+        self, key: str, *, grant_id: str | None = None, grantee: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every grant on the key (all pages), as ListGrants names their fields."""
+        body: dict[str, Any] = {"KeyId": key}
+        if grant_id:
+            body["GrantId"] = grant_id
+        if grantee:
+            body["GranteePrincipal"] = grantee
+        return self._pages("ListGrants", body, "Grants")
+
+    def list_retirable_grants(self, retiring_principal: str) -> list[dict[str, Any]]:
+        """Every grant, on any key, that `retiring_principal` may retire (all pages)."""
+        return self._pages(
+            "ListRetirableGrants", {"RetiringPrincipal": retiring_principal}, "Grants"
+        )
+
+    def retire_grant(
+        self, *, token: str | None = None, key: str | None = None, grant_id: str | None = None
+    ) -> None:
+        """Retire a grant named by its token, or by its key and grant id."""
+        body = {"GrantToken": token, "KeyId": key, "GrantId": grant_id}
+        self._aws("RetireGrant", {k: v for k, v in body.items() if v})
+
+    def revoke_grant(self, key: str, grant_id: str) -> None:
+        self._aws("RevokeGrant", {"KeyId": key, "GrantId": grant_id})
+
+    def _pages(self, operation: str, body: dict[str, Any], field: str) -> list[dict[str, Any]]:
+        """Every entry of a paged AWS list operation (Marker / NextMarker / Truncated)."""
+        items: list[dict[str, Any]] = []
+        marker: str | None = None
+        while True:
+            page = self._aws(operation, {**body, "Marker": marker} if marker else body)
+            items.extend(page.get(field, []))
+            marker = page.get("NextMarker")
+            if not page.get("Truncated") or not marker:
+                return items
 
 
 def _b64(data: bytes) -> str:
