@@ -45,7 +45,7 @@ import mmap
 import os
 import struct
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -146,6 +146,8 @@ class AuditLog:
         self._unauth_tokens = self._unauth_burst
         self._unauth_updated = time.monotonic()
         self.suppressed = 0
+        # Called with "write" or "fsync" when one fails (the metrics count them).
+        self.on_failure: Callable[[str], None] | None = None
         if shared:
             # Not `audit.log.*`, so `s3kms audit verify audit.log.* audit.log` never picks it up.
             self._open_head(path.with_name(path.name + "-head"))
@@ -298,6 +300,8 @@ class AuditLog:
             except OSError:
                 log.error("audit log %s: cannot cut back a failed write", self.path)
             log.error("audit log %s: write failed (%s); refusing requests", self.path, exc)
+            if self.on_failure is not None:
+                self.on_failure("write")
             raise AuditUnavailable from None
 
     def _rotate(self) -> None:
@@ -355,6 +359,8 @@ class AuditLog:
                 os.fsync(self._fd)
             except OSError as exc:
                 log.error("audit log %s: fsync failed (%s)", self.path, exc)
+                if self.on_failure is not None:
+                    self.on_failure("fsync")
                 return
             self._dirty = False
 

@@ -237,6 +237,12 @@ def _startup_failed(exc: StartupError) -> NoReturn:
 @click.option("--keep-alive-timeout", type=float, help="Idle seconds between requests (5).")
 @click.option("--send-timeout", type=float, help="Seconds an answer may stay unread (30).")
 @click.option(
+    "--metrics",
+    type=click.Choice(["off", "public", "signed"]),
+    help="Who may GET /metrics (Prometheus): off, public (anyone reaching the port) or signed "
+    "(a SigV4 signature or the metrics token of a user allowed admin:Prometheus) (signed).",
+)
+@click.option(
     "--config",
     type=click.Path(path_type=Path, exists=True),
     help="TOML settings file; its keys are the flag names with underscores (none).",
@@ -1222,6 +1228,40 @@ def mac_command(
 
 
 # -- audit, backup, users -----------------------------------------------------------------------------
+
+
+@main.group("metrics")
+def metrics_group() -> None:
+    """Prometheus metrics: GET /metrics (docs/operations.md)."""
+
+
+@metrics_group.command("token", cls=_ClientCommand)
+@client_options
+def metrics_token(**kw: Any) -> None:
+    """Print the bearer token that lets Prometheus scrape /metrics as these credentials.
+
+    Computed here from the access key and secret key; nothing is sent. The server accepts it on
+    /metrics only, and only for a user whose policies allow admin:Prometheus."""
+    from s3kms.metrics.token import derive
+
+    opts = _opts(kw)
+    access, secret = opts.access_key, opts.secret_key
+    if not (access and secret):
+        try:
+            stored = credentials.read_file(opts.data_dir)
+        except OSError as exc:
+            _failed(opts, "LocalFileError", _os_reason(exc, opts), 2)
+        if stored is None:
+            raise click.UsageError(
+                "no credentials: pass --access-key/--secret-key, set S3KMS_ACCESS_KEY/"
+                f"S3KMS_SECRET_KEY, or run next to the data directory ({opts.data_dir})"
+            )
+        access, secret = stored.access_key, stored.secret_key
+    token = derive(access, secret)
+    if opts.json:
+        click.echo(json.dumps({"accessKey": access, "token": token}, indent=2))
+    else:
+        click.echo(token)
 
 
 @main.group()

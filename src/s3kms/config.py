@@ -234,6 +234,7 @@ class Settings:
     body_timeout: float = 30.0  # seconds for its body to arrive, once the head has
     keep_alive_timeout: float = 5.0  # idle seconds before a kept-alive connection is closed
     send_timeout: float = 30.0  # seconds a client may leave an answer unread
+    metrics: str = "signed"  # GET /metrics: off | public | signed (s3kms.metrics.endpoint)
     vault: VaultSettings | None = None
 
     def __post_init__(self) -> None:
@@ -244,6 +245,8 @@ class Settings:
             )
         if str(self.log_format).lower() not in LOG_FORMATS:
             raise ValueError(f"log_format must be text or json, not {self.log_format!r}")
+        if self.metrics not in METRICS_MODES:
+            raise ValueError(f"metrics must be off, public or signed, not {self.metrics!r}")
         for name in _POSITIVE_LIMITS:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
@@ -252,6 +255,7 @@ class Settings:
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
+METRICS_MODES = ("off", "public", "signed")
 
 _POSITIVE_LIMITS = (
     "max_connections",

@@ -35,6 +35,9 @@ from s3kms.fsutil import ensure_private_dir
 from s3kms.http.app import App
 from s3kms.http.connection import ConnectionLimits
 from s3kms.keystore.vault.settings import VaultSettings, redact_address
+from s3kms.metrics import Metrics
+from s3kms.metrics.endpoint import Scrape
+from s3kms.metrics.shared import prepare_directory, remove_directory
 from s3kms.runtime import Runtime, initial_config
 from s3kms.startup import ExitCode, StartupError
 from s3kms.users import UserStore
@@ -65,13 +68,35 @@ def build_app(settings: Settings, clock: Clock | None = None) -> App:
         users=users,
         rate_limit=settings.rate_limit,
     )
+    audit = open_audit_log(settings)
+    metrics = scrape = None
+    if settings.metrics != "off":
+        metrics = runtime.metrics = Metrics(metrics_dir(settings))
+        if audit is not None:
+            audit.on_failure = metrics.audit_failure
+        supervisor = os.getppid() if settings.workers > 1 else None
+        scrape = Scrape(
+            metrics,
+            runtime,
+            auth,
+            mode=settings.metrics,
+            root=(root.access_key, root.secret_key),
+            supervisor=supervisor,
+        )
     return App(
         runtime,
         auth,
         background_interval=settings.maintenance_interval,
-        audit=open_audit_log(settings),
+        audit=audit,
         max_body=settings.max_body_bytes,
+        metrics=metrics,
+        scrape=scrape,
     )
+
+
+def metrics_dir(settings: Settings) -> Path | None:
+    """Where the workers' metrics files are (`--workers N`); None with one process."""
+    return settings.data_dir / "metrics" if settings.workers > 1 else None
 
 
 def audit_log_path(settings: Settings) -> Path | None:
@@ -448,8 +473,13 @@ def _serve_workers(settings: Settings, options: dict[str, Any]) -> None:
         ready()
     if watch is not None:
         os.environ[_READY_ENV] = watch.path
+    shared_metrics = metrics_dir(settings) if settings.metrics != "off" else None
+    if shared_metrics is not None:
+        prepare_directory(shared_metrics)  # each worker writes its file there (s3kms.metrics)
     try:
         uvicorn.run("s3kms.server:app_factory", factory=True, workers=settings.workers, **options)
     finally:
         if watch is not None:
             watch.close()
+        if shared_metrics is not None:
+            remove_directory(shared_metrics)

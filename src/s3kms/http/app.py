@@ -30,6 +30,9 @@ from s3kms.errors import (
     RouteNotFound,
 )
 from s3kms.http.responses import Response, admin_error, json_response
+from s3kms.metrics import Metrics, unrouted
+from s3kms.metrics.endpoint import PATH as METRICS_PATH
+from s3kms.metrics.endpoint import Scrape
 from s3kms.protocols import awskms, sts
 from s3kms.protocols.admin import api as admin
 from s3kms.request import RequestView, current_request_id
@@ -116,8 +119,12 @@ class App:
         background_interval: float = 60.0,
         audit: AuditLog | None = None,
         max_body: int = MAX_BODY,
+        metrics: Metrics | None = None,
+        scrape: Scrape | None = None,
     ):
         self.runtime = runtime
+        self.metrics = metrics  # None with --metrics off: nothing is counted
+        self.scrape = scrape
         self.max_body = max_body
         self.auth = auth
         self.audit = audit
@@ -133,7 +140,11 @@ class App:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, receive, send)
+            if self.metrics is None:
+                await self._http(scope, receive, send)
+            else:
+                with self.metrics.in_flight:
+                    await self._http(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
@@ -143,6 +154,8 @@ class App:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.loop = asyncio.get_running_loop()
+                if self.metrics is not None:
+                    self.metrics.start()  # with workers: this worker's file
                 try:
                     await self.runtime.start()
                 except Exception as exc:
@@ -154,6 +167,9 @@ class App:
                 ]
                 if self.audit is not None:
                     tasks.append(asyncio.create_task(self._tick_audit(self.audit)))
+                if self.scrape is not None:
+                    counting = self.scrape.count_keys(self._background_interval)
+                    tasks.append(asyncio.create_task(counting))
                 await send({"type": "lifespan.startup.complete"})
                 if self.on_started is not None:
                     self.on_started()
@@ -204,6 +220,10 @@ class App:
                 if not call.intent_recorded:
                     await response.discard()
                     response = self._error(exc, path, is_admin, call)
+                    error = exc.code
+        if self.metrics is not None:
+            action = call.action or unrouted(path, is_admin)
+            self.metrics.request(action, error, response.status, started)
         rid = request_id.encode()
         headers = [(b"content-type", response.content_type), (b"x-amz-request-id", rid)]
         if not is_admin:
@@ -275,7 +295,7 @@ class App:
     ) -> Response:
         if path.startswith("/health/"):
             return await self._health(path)
-        if not is_admin and path != "/":
+        if not is_admin and path != "/" and path != METRICS_PATH:
             raise RouteNotFound
         headers: dict[str, str] = {}
         for name, value in scope["headers"]:
@@ -283,6 +303,11 @@ class App:
             text = value.decode("utf-8", "surrogateescape")
             headers[key] = f"{headers[key]},{text}" if key in headers else text
         query = scope["query_string"].decode("utf-8", "surrogateescape")
+        if path == METRICS_PATH:  # not a KMS route: no audit line, as /health
+            if self.scrape is None:
+                raise RouteNotFound
+            body = await read_body(receive, headers, self.max_body)
+            return await self.scrape(RequestView(method, path, query, headers, body))
         if is_admin:
             route = self.admin.route(path, method)  # 404/405 before reading the body
             call.action = route.action
