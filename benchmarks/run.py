@@ -74,7 +74,16 @@ MAX_SKEW = 900.0  # what s3kms accepts; a signature made before a run must outli
 
 AWS_OPS = ("GenerateDataKey", "Decrypt", "Encrypt", "Sign", "Verify", "GenerateMac")
 ADMIN_OPS = ("key/status", "key/list")
-ALL_OPS = AWS_OPS + ADMIN_OPS
+# GenerateDataKey by a user whose only right is a grant, on a key with a 10-statement key policy
+# and 100 grants: the whole evaluation (docs/security.md#key-policies-and-grants). s3kms only.
+GRANTED_OP = "GenerateDataKey:granted"
+# Its control: GenerateDataKey on `bench` (default key policy, no grants) by a user whose
+# identity policy allows it: what a user's request costs before any key policy or grant.
+USER_OP = "GenerateDataKey:user"
+ALL_OPS = AWS_OPS + ADMIN_OPS + (USER_OP, GRANTED_OP)
+GRANTEE, GRANTEE_SECRET = "bench-grantee", "bench-grantee-secret-0123456789"
+USER, USER_SECRET = "bench-user", "bench-user-secret-0123456789"
+POLICY_STATEMENTS, GRANTS = 10, 100
 ASYMMETRIC_OPS = ("Sign", "Verify", "GenerateMac")  # need keys beyond `bench`, made before the run
 BARE_OP = "GET /"
 TRANSIT_OPS = ("GenerateDataKey", "Decrypt")  # AWS names, so the rows line up with s3kms's
@@ -489,6 +498,58 @@ class Target:
     backend: Server | None = None
 
 
+def granted_key(url: str, account: str = "000000000000") -> str:
+    """A new key with a 10-statement key policy and 100 grants, the last of them letting GRANTEE
+    (a user with no identity policy) call GenerateDataKey: every statement and grant is looked at
+    before that one allows. Made through s3kms's own client, as an operator would."""
+    from s3kms import errors
+    from s3kms.client import Client
+
+    root = f"arn:aws:iam::{account}:root"
+    statements: list[dict[str, Any]] = [
+        {"Sid": "Enable IAM User Permissions", "Effect": "Allow",
+         "Principal": {"AWS": root}, "Action": "kms:*", "Resource": "*"},
+    ]  # fmt: skip
+    for n in range(1, POLICY_STATEMENTS):  # conditions that never hold for the measured request
+        statements.append(
+            {
+                "Sid": f"Tenant{n}",
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey*"],
+                "Resource": "*",
+                "Condition": {"StringEquals": {f"kms:EncryptionContext:tenant-{n}": f"t{n}"}},
+            }
+        )
+    policy = json.dumps({"Version": "2012-10-17", "Statement": statements})
+    with Client(url, ROOT_USER, ROOT_PASSWORD, region=REGION) as kms:
+        with contextlib.suppress(errors.KMSError):  # there already, with a reused --data-dir
+            kms.add_user(GRANTEE, [], GRANTEE_SECRET)
+        key = kms.create_key().key_id
+        kms.put_key_policy(key, policy)
+        for n in range(GRANTS - 1):
+            kms.create_grant(key, root, ["Encrypt"], context_equals={"volume": f"vol-{n}"})
+        kms.create_grant(key, f"arn:aws:iam::{account}:user/{GRANTEE}", ["GenerateDataKey"])
+    return key
+
+
+def identity_user(url: str) -> None:
+    """USER, whose identity policy allows GenerateDataKey on `bench` (USER_OP)."""
+    from s3kms import errors
+    from s3kms.client import Client
+
+    document = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "kms:GenerateDataKey", "Resource": f"arn:aws:kms:*:*:key/{KEY_NAME}"}
+        ],
+    }  # fmt: skip
+    with Client(url, ROOT_USER, ROOT_PASSWORD, region=REGION) as kms:
+        kms.put_policy("bench-user", document)
+        with contextlib.suppress(errors.KMSError):  # there already, with a reused --data-dir
+            kms.add_user(USER, ["bench-user"], USER_SECRET)
+
+
 def start_s3kms(
     args: argparse.Namespace, data_dir: Path, work: Path, vault_url: str | None
 ) -> Target:
@@ -537,10 +598,19 @@ def start_s3kms(
             )
         if any(op in args.ops for op in ASYMMETRIC_OPS):
             unavailable |= asymmetric_keys(client, url, ROOT_USER, ROOT_PASSWORD, keys)
+    granted = granted_key(url) if GRANTED_OP in args.ops else None
+    if USER_OP in args.ops:
+        identity_user(url)
 
     def build(op: str) -> Request:
         if op in AWS_OPS:
             return aws_request(url, op, aws_body(op, keys), ROOT_USER, ROOT_PASSWORD)
+        if op == USER_OP:
+            body = aws_body("GenerateDataKey", keys)
+            return aws_request(url, "GenerateDataKey", body, USER, USER_SECRET)
+        if op == GRANTED_OP and granted is not None:
+            body = aws_body("GenerateDataKey", AwsKeys(granted))
+            return aws_request(url, "GenerateDataKey", body, GRANTEE, GRANTEE_SECRET)
         if op == "key/status":
             route = f"key/status?keyName={KEY_NAME}"
             return admin_request(url, "GET", route, ROOT_USER, ROOT_PASSWORD)
