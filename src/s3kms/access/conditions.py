@@ -198,7 +198,10 @@ class Test:
 
     def holds(self, lookup: Lookup) -> bool:
         found = lookup(self.key)
-        values: tuple[str, ...] = (found,) if isinstance(found, str) else (found or ())
+        if found is None:  # the common case in a key policy: the request lacks the key
+            values: tuple[str, ...] = ()
+        else:
+            values = (found,) if isinstance(found, str) else found
         if self.matcher is None:  # Null
             return (not values) in self.null_wanted
         if not values:
@@ -220,7 +223,10 @@ class Condition:
     tests: tuple[Test, ...]
 
     def holds(self, lookup: Lookup) -> bool:
-        return all(t.holds(lookup) for t in self.tests)
+        tests = self.tests
+        if len(tests) == 1:  # most conditions test one key: no generator per statement
+            return tests[0].holds(lookup)
+        return all(t.holds(lookup) for t in tests)
 
 
 # operator name (lowered, no qualifier, no IfExists) -> (kind, negated)
