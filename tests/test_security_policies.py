@@ -435,6 +435,40 @@ def test_revocation_is_seen_by_another_process_at_once(tmp_path: Path) -> None:
         assert second.secret_for("quick") == "another-secret-456"
 
 
+def test_revocation_through_the_shared_counter_is_seen_at_once(tmp_path: Path) -> None:
+    """The server's stores share users.gen: the other worker sees a change on its next request
+    without looking at the file, and a file replaced by other means within a second."""
+    import time
+
+    from s3kms.keystore.generation import Generation
+    from s3kms.users import RESTAT_SECONDS, USERS_GENERATION_FILE, UserStore
+
+    master = bytes(range(1, 33))
+    for i in range(10):
+        data = tmp_path / f"d{i}"
+        data.mkdir()
+        first, second = (
+            UserStore(data, master, generation=Generation(data / USERS_GENERATION_FILE))
+            for _ in range(2)
+        )
+        first.add_user("quick", "quick-secret-123", [])
+        assert second.secret_for("quick") == "quick-secret-123"
+        first.remove_user("quick")
+        assert second.secret_for("quick") is None
+        first.add_user("quick", "another-secret-456", [])
+        assert second.secret_for("quick") == "another-secret-456"
+    # A users.json put back by hand (no counter bump) is still read within RESTAT_SECONDS.
+    other = tmp_path / "other"
+    other.mkdir()
+    UserStore(other, master).add_user("restored", "restored-secret-1", [])
+    (other / "users.json").replace(data / "users.json")
+    deadline = time.monotonic() + RESTAT_SECONDS + 2.0
+    while second.secret_for("restored") is None:
+        assert time.monotonic() < deadline, "a replaced users.json was never read"
+        time.sleep(0.05)
+    assert second.secret_for("quick") is None
+
+
 def cli(url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("S3KMS_")}
     base |= {

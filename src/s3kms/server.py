@@ -34,13 +34,14 @@ from s3kms.errors import KMSError
 from s3kms.fsutil import ensure_private_dir
 from s3kms.http.app import App
 from s3kms.http.connection import ConnectionLimits
+from s3kms.keystore.generation import Generation
 from s3kms.keystore.vault.settings import VaultSettings, redact_address
 from s3kms.metrics import Metrics
 from s3kms.metrics.endpoint import Scrape
 from s3kms.metrics.shared import prepare_directory, remove_directory
 from s3kms.runtime import Runtime, initial_config
 from s3kms.startup import ExitCode, StartupError
-from s3kms.users import UserStore
+from s3kms.users import USERS_GENERATION_FILE, UserStore
 
 log = logging.getLogger("s3kms")
 
@@ -58,7 +59,12 @@ def build_app(settings: Settings, clock: Clock | None = None) -> App:
     root, _ = credentials.load_root(settings.data_dir, settings.root_user, settings.root_password)
     clock = clock or SystemClock()
     runtime = Runtime(settings, clock, startup.master_key_text(settings))
-    users = UserStore(settings.data_dir, runtime.master_key().material, settings.users_file)
+    users = UserStore(
+        settings.data_dir,
+        runtime.master_key().material,
+        settings.users_file,
+        generation=Generation(settings.data_dir / USERS_GENERATION_FILE),
+    )
     auth = Authenticator(
         root.access_key,
         root.secret_key,
