@@ -303,6 +303,31 @@ def test_the_key_count_is_cached_and_refreshed(server: KmsThread) -> None:
         time.sleep(0.1)
 
 
+def test_keys_by_state_follow_the_maintenance_pass(server: KmsThread) -> None:
+    """s3kms_keys_by_state: what the last maintenance pass found (the fixture's is 0.2 s)."""
+    with Client(server.url, ROOT_USER, ROOT_PASSWORD) as kms:
+        known = {k.key_id: k.status for k in kms.list_keys()}
+        kms.create_key("state-off")
+        kms.disable_key("state-off")
+        kms.create_key("state-gone")
+        kms.schedule_key_deletion("state-gone", 7)
+    expected = {"Enabled": 0, "Disabled": 1, "PendingDeletion": 1}
+    words = {"enabled": "Enabled", "disabled": "Disabled", "pending_deletion": "PendingDeletion"}
+    for status in known.values():
+        expected[words[status]] += 1
+    deadline = time.monotonic() + 10
+    while True:
+        text = scrape(server.url)
+        found = {
+            state: value(text, "s3kms_keys_by_state", backend="local", state=state)
+            for state in expected
+        }
+        if found == expected:
+            break
+        assert time.monotonic() < deadline, (found, expected)
+        time.sleep(0.1)
+
+
 def test_a_failed_audit_write_is_counted(tmp_path: Path) -> None:
     srv = KmsThread(thread_settings(tmp_path / "data", audit_log="/dev/full")).start()
     try:

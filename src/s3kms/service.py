@@ -284,6 +284,9 @@ class KeyService:
         self.default_key_id = default_key_id
         self._arn_prefix = f"arn:aws:kms:{region}:{account_id}:"
         self._uses: dict[str, LastUse] = {}  # noted since the last flush, by key
+        # Keys per state (KeyState values) after the last complete maintenance pass; None
+        # before the first one.
+        self.key_states: Mapping[str, int] | None = None
         # What neither the library nor this backend computes, and why.
         self._unsupported: Mapping[str, str] = {
             **keyspecs.UNAVAILABLE_ALGORITHMS,
@@ -1131,7 +1134,9 @@ class KeyService:
     async def run_due_work(self) -> tuple[int, int]:
         """Delete keys whose deletion date passed and rotate keys whose rotation is due.
 
-        Returns (deleted, rotated). Called periodically by the server.
+        Returns (deleted, rotated). Called periodically by the server. A pass that walks every
+        key also leaves `key_states`: how many keys are in each state after it (the metrics'
+        keys by state, without a walk of their own).
         """
         try:
             await self.flush_last_uses()
@@ -1139,11 +1144,14 @@ class KeyService:
             log.warning("could not store the keys' last uses: %s", exc.message)
         now = self.clock.now()
         deleted = rotated = 0
+        states = dict.fromkeys((state.value for state in KeyState), 0)
         async for meta in self.iter_keys():
             if meta.state is KeyState.PENDING_DELETION and (meta.deletion_date or 0) <= now:
                 await self.store.delete_key(meta.key_id)
                 deleted += 1
-            elif (
+                continue
+            states[meta.state.value] += 1
+            if (
                 meta.rotation_enabled
                 and meta.state is KeyState.ENABLED
                 and meta.next_rotation is not None
@@ -1153,4 +1161,5 @@ class KeyService:
                     meta.key_id, RotationType.AUTOMATIC, now, next_rotation_after(now)
                 )
                 rotated += 1
+        self.key_states = states
         return deleted, rotated

@@ -113,12 +113,16 @@ class Scrape:
 
     async def _backend(self) -> list[exposition.Family]:
         kind, up = self.runtime.config.kms_type, 0
+        by_state: list[exposition.Sample] = []
         try:
             lease = self.runtime.use()
         except NotConfigured:
             pass
         else:
             async with lease as service:
+                for state, count in (service.key_states or {}).items():
+                    labels = (("backend", kind), ("state", state))
+                    by_state.append(("s3kms_keys_by_state", labels, count))
                 try:
                     report = await asyncio.wait_for(
                         service.backend_report(count_keys=False), STATUS_TIMEOUT
@@ -142,6 +146,13 @@ class Scrape:
                 "gauge",
                 "Keys in the backend at the last count (once per maintenance_interval).",
                 keys,
+            ),
+            (
+                "s3kms_keys_by_state",
+                "gauge",
+                "Keys in each state (Enabled, Disabled, PendingDeletion) after the last "
+                "maintenance pass of this worker (every maintenance_interval).",
+                by_state,
             ),
         ]
 
