@@ -89,7 +89,9 @@ def outcome(caller: Principal, action: str, key: KeyMetadata, facts: Facts = NO_
             f"User: {caller.arn} is not authorized to perform: {action} on resource: {KEY_ARN} "
         )
         assert exc.message.startswith(prefix), exc.message
-        return exc.message[len(prefix) :]
+        why = exc.message[len(prefix) :]
+        assert exc.explicit is (why in (ID_DENY, KP_DENY)), why  # RetireGrant relies on it
+        return why
     return "allow"
 
 

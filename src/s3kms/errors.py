@@ -82,7 +82,9 @@ class AuthError(KMSError):
 
 
 class AccessDenied(AuthError):
-    pass
+    # True when an explicit Deny decided (not the absence of an Allow): what RetireGrant needs
+    # to know of a denial (a grant's own principals need no Allow, but a Deny stops them).
+    explicit = False
 
 
 class GrantNotVisible(AccessDenied):

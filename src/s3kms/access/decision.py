@@ -125,9 +125,11 @@ def _absent(key: str) -> None:
 
 
 def denied(caller: Caller, action: str, resource: str, why: str) -> AccessDenied:
-    return AccessDenied(
+    exc = AccessDenied(
         f"User: {caller.arn} is not authorized to perform: {action} on resource: {resource} {why}"
     )
+    exc.explicit = why in (IDENTITY_DENY, RESOURCE_DENY)
+    return exc
 
 
 def _no_policy(kind: str, action: str) -> str:

@@ -49,7 +49,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from s3kms.access.decision import IDENTITY_DENY, RESOURCE_DENY
 from s3kms.auth.identity import KeyGate, Principal
 from s3kms.errors import (
     AccessDenied,
@@ -403,7 +402,7 @@ async def retire_grant(ctx: Ctx, service: KeyService, p: Params, principal: Prin
             # The principals the grant names need no kms:RetireGrant; an explicit Deny of it
             # still stops them (AWS: "To deny permission to retire a grant, you can use a Deny
             # action with the kms:RetireGrant permission").
-            if not named or exc.message.endswith((IDENTITY_DENY, RESOURCE_DENY)):
+            if not named or exc.explicit:
                 raise
         if dry_run:
             raise DryRunOperation
