@@ -48,10 +48,7 @@ _TAG_PREFIX = "aws:resourcetag/"
 class AliasesNeeded(KMSError):
     """A condition tests kms:ResourceAliases of a key whose aliases the caller does not hold
     yet: the protocol fetches them and runs the request again. Never answered to a client (if
-    it ever escaped, it would be a plain 500 InternalError)."""
-
-    def __init__(self, key_id: str) -> None:
-        super().__init__(key_id=key_id)
+    it ever escaped, it would be a plain 500 InternalError). Raised with the key's `key_id`."""
 
 
 class Caller(Protocol):
@@ -188,7 +185,7 @@ class RequestContext:
             return None
         names = self._caller.aliases_of(self._meta.key_id)
         if names is None:
-            raise AliasesNeeded(self._meta.key_id)
+            raise AliasesNeeded(key_id=self._meta.key_id)
         return names or None
 
 
