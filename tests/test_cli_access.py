@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
+from s3kms.access.documents import default_key_policy
+
 from kmsserver import KmsThread, thread_settings
 from kmsserver import run_cli as s3kms
-from s3kms.access.documents import default_key_policy
 
 ACCOUNT = "000000000000"  # thread_settings' account
 ALICE, ALICE_SECRET = "alice", "alice-secret-0123456789"

@@ -205,10 +205,9 @@ def test_a_check_that_fails_is_the_answer_with_exit_1(srv: KmsThread) -> None:
          "Invalid value for --context: 'no-equals' is not KEY=VALUE"),
         (("key", "status"), b"", 2, "UsageError", "Missing argument 'NAME'."),
         (("user", "remove", "out-nobody"), b"", 1, "KMSUserNotFound",
-         "The specified user does not exist"),
-        (("datakey", LONG, "--bytes", "5000"), b"", 1, "KMSInvalidRequest",
-         "1 validation error detected: Value '5000' at 'numberOfBytes' failed to satisfy "
-         "constraint: Member must have value less than or equal to 1024"),
+         "User 'out-nobody' does not exist"),
+        (("datakey", LONG, "--bytes", "5000"), b"", 2, "UsageError",
+         "Invalid value for '--bytes': 5000 is not in the range 1<=x<=1024."),
     ],
     ids=["missing-key", "days", "context", "no-argument", "missing-user", "bytes"],
 )  # fmt: skip
@@ -393,6 +392,7 @@ def test_the_help_texts_the_issue_lists(srv: KmsThread) -> None:
         datakey["--bytes"].startswith("Length of the data key")
         and "default: 32" in datakey["--bytes"]
     )
+    assert "1<=x<=1024" in datakey["--bytes"]
     days = help_texts(srv, "key", "delete")["--days"]
     assert "default: 30" in days and "7<=x<=30" in days
 
@@ -421,6 +421,22 @@ def test_days_out_of_range_names_the_flag(srv: KmsThread) -> None:
     assert "Invalid value for '--days': 3 is not in the range 7<=x<=30." in result.stderr.decode()
     assert "PendingWindowInDays" not in result.stderr.decode()
     assert document(cli(srv, "key", "status", LONG, "--json"))["status"] == "enabled"
+
+
+def test_data_key_bytes_out_of_range_names_the_flag(srv: KmsThread) -> None:
+    for size in ("5000", "0"):
+        result = cli(srv, "datakey", LONG, "--bytes", size)
+        assert result.returncode == 2 and result.stdout == b""
+        said = result.stderr.decode()
+        assert f"Invalid value for '--bytes': {size} is not in the range 1<=x<=1024." in said
+        assert "numberOfBytes" not in said and "NumberOfBytes" not in said
+    largest = document(cli(srv, "datakey", LONG, "--bytes", "1024", "--json"))
+    assert len(b64(largest["Plaintext"])) == 1024
+
+
+def test_a_missing_user_is_named(srv: KmsThread) -> None:
+    line = one_line(cli(srv, "user", "remove", "no-such-user"), 1)
+    assert line == "error KMSUserNotFound: User 'no-such-user' does not exist"
 
 
 def test_a_wrong_context_says_what_is_wrong_and_nothing_secret(srv: KmsThread) -> None:

@@ -342,9 +342,18 @@ class ClientOptions:
         return Client(self.url, access, secret, region=self.region, ca_cert=self.ca_cert)
 
 
+@dataclasses.dataclass(frozen=True)
+class LocalOptions:
+    """The output choice of a command that reads local files only (audit verify, backup,
+    restore): `json` as in ClientOptions, so `_emit` and `_failed` print its result and errors."""
+
+    json: bool
+
+
 class _ClientCommand(click.Command):
-    """A command that talks to a server. With `--json` a usage error (a bad flag, no credentials)
-    is one JSON document too (on stderr, as every failure), with the exit code click gives it."""
+    """A command with `--json` (each client command; audit verify, backup, restore). With it a
+    usage error (a bad flag, no credentials) is one JSON document too (on stderr, as every
+    failure), with the exit code click gives it."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         wants_json = "--json" in (args[: args.index("--")] if "--" in args else args)
@@ -373,6 +382,15 @@ def _click_failed(exc: click.ClickException) -> NoReturn:
         code = "Error"
     _print_error_document(code, exc.format_message())
     sys.exit(exc.exit_code)
+
+
+_JSON_FLAG = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON document with the API's field names; a failure is one too, on "
+    'stderr ({"error": {"code", "message"}}, same exit code).',
+)
 
 
 def client_options(fn: F) -> F:
@@ -422,13 +440,7 @@ def client_options(fn: F) -> F:
             metavar="FILE",
             help="PEM CA bundle to verify the server's HTTPS certificate (default: the system's).",
         ),
-        click.option(
-            "--json",
-            "as_json",
-            is_flag=True,
-            help="Print one JSON document with the API's field names; a failure is one too, on "
-            'stderr ({"error": {"code", "message"}}, same exit code).',
-        ),
+        _JSON_FLAG,
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -483,7 +495,12 @@ def _kms_message(
 
 
 def _failed(
-    opts: ClientOptions, code: str, message: str, exit_code: int, *, coded: bool = False
+    opts: ClientOptions | LocalOptions,
+    code: str,
+    message: str,
+    exit_code: int,
+    *,
+    coded: bool = False,
 ) -> NoReturn:
     """End the command with one line on stderr (`error CODE: message` for the server's errors,
     `error message` for the client's), or with --json `{"error": {"code", "message"}}` there."""
@@ -546,7 +563,9 @@ def _api_fields(value: Any) -> dict[str, Any]:
     return out
 
 
-def _emit(opts: ClientOptions, document: dict[str, Any], rows: str | None = None) -> None:
+def _emit(
+    opts: ClientOptions | LocalOptions, document: dict[str, Any], rows: str | None = None
+) -> None:
     """Print a command's result: `document` as JSON with --json; else for people the list
     `document[rows]` (titled `rows`), or the document as one row."""
     if opts.json:
@@ -924,7 +943,7 @@ _CONTEXT = click.option(
 @click.option(
     "--bytes",
     "size",
-    type=int,
+    type=click.IntRange(1, 1024),
     default=32,
     show_default=True,
     help="Length of the data key in bytes, 1-1024 (AWS NumberOfBytes).",
@@ -1269,27 +1288,62 @@ def audit() -> None:
     """Work with the tamper-evident audit log."""
 
 
-@audit.command("verify")
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-def audit_verify(files: tuple[Path, ...]) -> None:
-    """Check the hash chain of audit log FILES (oldest first: audit.log.1 audit.log.2 audit.log)."""
+@audit.command("verify", cls=_ClientCommand)
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@_JSON_FLAG
+def audit_verify(files: tuple[Path, ...], as_json: bool) -> None:
+    """Check the hash chain of audit log FILES (oldest first: audit.log.1 audit.log.2 audit.log).
+
+    Exit 0 when intact, 1 when not (with --json that is the answer: "intact": false)."""
     from s3kms.audit import verify
 
     result = verify(list(files))
-    if result.ok:
+    if as_json:
+        document = {
+            "files": [str(path) for path in files],
+            "lines": result.lines,
+            "intact": result.ok,
+            "brokenAt": _broken_at(result.problem, files),
+            "problem": result.problem,
+        }
+        _emit(LocalOptions(True), document)
+    elif result.ok:
         click.echo(f"ok: {result.lines} lines, chain intact")
-        return
-    _error_line(str(result.problem), "TAMPERED")
-    sys.exit(1)
+    else:
+        _error_line(str(result.problem), "TAMPERED")
+    if not result.ok:
+        sys.exit(1)
 
 
-def _passphrase(passphrase_file: Path | None, confirm: bool) -> str:
+def _broken_at(problem: str | None, files: tuple[Path, ...]) -> dict[str, Any] | None:
+    """The file and line where the chain breaks: `verify`'s problem starts with `FILE:LINE:`."""
+    for path in sorted(files, key=lambda path: -len(str(path))):  # a:1 before a
+        head = f"{path}:"
+        number = (problem or "").removeprefix(head).partition(":")[0]
+        if problem and problem.startswith(head) and number.isdigit():
+            return {"file": str(path), "line": int(number)}
+    return None
+
+
+def _passphrase(passphrase_file: Path | None, confirm: bool, out: LocalOptions) -> str:
     if passphrase_file is not None:
         return passphrase_file.read_text().strip()
     env = os.environ.get("S3KMS_BACKUP_PASSPHRASE")
     if env:
         return env
-    value: str = click.prompt("backup passphrase", hide_input=True, confirmation_prompt=confirm)
+    try:
+        if out.json and not sys.stdin.isatty():
+            raise click.Abort  # nothing to prompt on (getpass would warn on stderr)
+        value: str = click.prompt(  # with --json on stderr: stdout is for the document
+            "backup passphrase", hide_input=True, confirmation_prompt=confirm, err=out.json
+        )
+    except click.Abort:
+        if not out.json:
+            raise  # "Aborted!", exit 1
+        message = "no backup passphrase: give --passphrase-file or set S3KMS_BACKUP_PASSPHRASE"
+        _failed(out, "NoPassphrase", message, 1)
     return value
 
 
@@ -1303,7 +1357,7 @@ def _open_local_store(data_dir: Path, master_key_file: Path | None) -> Any:
     return LocalKeyStore(data_dir, key)
 
 
-def _progress_bar(label: str) -> tuple[Any, Callable[[int, int], None]]:
+def _progress_bar(label: str, out: LocalOptions) -> tuple[Any, Callable[[int, int], None]]:
     from rich.progress import MofNCompleteColumn, Progress
 
     progress = Progress(
@@ -1311,7 +1365,7 @@ def _progress_bar(label: str) -> tuple[Any, Callable[[int, int], None]]:
         MofNCompleteColumn(),  # keys done / total
         console=err_console,
         transient=False,
-        disable=not err_console.is_terminal,
+        disable=out.json or not err_console.is_terminal,  # --json: the document alone
     )
     task = progress.add_task(label, total=None)
 
@@ -1341,7 +1395,14 @@ _BACKUP_OPTIONS = [
         type=click.Path(exists=True, path_type=Path),
         help="File holding the passphrase (else S3KMS_BACKUP_PASSPHRASE, else a prompt).",
     ),
+    _JSON_FLAG,
 ]
+
+
+def _store_failed(opts: LocalOptions, exc: Exception) -> NoReturn:
+    """backup, restore: `error message`, or with --json its document, code the KMS error's
+    (KMSInvalidRequest: a wrong passphrase, a damaged file) or MasterKeyError; exit 1."""
+    _failed(opts, exc.code if isinstance(exc, KMSError) else "MasterKeyError", str(exc), 1)
 
 
 def backup_options(fn: F) -> F:
@@ -1350,11 +1411,15 @@ def backup_options(fn: F) -> F:
     return fn
 
 
-@main.command()
+@main.command(cls=_ClientCommand)
 @click.argument("out", type=click.Path(path_type=Path))
 @backup_options
 def backup(
-    out: Path, data_dir: Path, master_key_file: Path | None, passphrase_file: Path | None
+    out: Path,
+    data_dir: Path,
+    master_key_file: Path | None,
+    passphrase_file: Path | None,
+    as_json: bool,
 ) -> None:
     """Write every Local key (versions, states, metadata, aliases) to OUT, encrypted.
 
@@ -1367,24 +1432,37 @@ def backup(
     from s3kms.crypto.masterkey import MasterKeyError
     from s3kms.fsutil import write_private_file
 
-    passphrase = _passphrase(passphrase_file, confirm=True)
+    opts = LocalOptions(as_json)
+    passphrase = _passphrase(passphrase_file, True, opts)
 
-    async def run() -> int:
+    async def run() -> tuple[bytes, int, int]:
         store = _open_local_store(data_dir, master_key_file)
-        progress, update = _progress_bar("backing up keys")
+        progress, update = _progress_bar("backing up keys", opts)
+        written = 0
+
+        def step(done: int, total: int) -> None:
+            nonlocal written
+            written = done  # the keys in the backup, whatever the server adds meanwhile
+            update(done, total)
+
         try:
             with progress:
-                data = await create_backup(store, passphrase, update)
-            write_private_file(out, data)
-            return int(await store.count_keys())
+                data = await create_backup(store, passphrase, step)
+            return data, written, len(await store.list_aliases())
         finally:
             await store.close()
 
     try:
-        count = asyncio.run(run())
+        data, count, aliases = asyncio.run(run())
     except (KMSError, MasterKeyError) as exc:
-        _error_line(str(exc))
-        sys.exit(1)
+        _store_failed(opts, exc)
+    try:
+        write_private_file(out, data)
+    except OSError as exc:
+        _failed(opts, "FileError", f"cannot write {out}: {exc.strerror or exc}", 1)
+    if opts.json:
+        _emit(opts, {"file": str(out), "keys": count, "aliases": aliases, "bytes": len(data)})
+        return
     err_console.print(
         f"backup: {count} key(s) written to {out} (encrypted, mode 0600)",
         highlight=False,
@@ -1393,8 +1471,10 @@ def backup(
     )
 
 
-@main.command()
-@click.argument("infile", metavar="IN", type=click.Path(exists=True, path_type=Path))
+@main.command(cls=_ClientCommand)
+@click.argument(
+    "infile", metavar="IN", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
 @backup_options
 @click.option("--overwrite", is_flag=True, help="Replace keys that exist already.")
 def restore(
@@ -1403,6 +1483,7 @@ def restore(
     master_key_file: Path | None,
     passphrase_file: Path | None,
     overwrite: bool,
+    as_json: bool,
 ) -> None:
     """Bring the keys of a backup IN into the Local data directory (existing keys are kept)."""
     import asyncio
@@ -1411,12 +1492,13 @@ def restore(
     from s3kms.crypto.masterkey import MasterKeyError
     from s3kms.fsutil import ensure_private_dir
 
-    passphrase = _passphrase(passphrase_file, confirm=False)
+    opts = LocalOptions(as_json)
+    passphrase = _passphrase(passphrase_file, False, opts)
     ensure_private_dir(data_dir)
 
     async def run() -> Any:
         store = _open_local_store(data_dir, master_key_file)
-        progress, update = _progress_bar("restoring keys")
+        progress, update = _progress_bar("restoring keys", opts)
         try:
             with progress:
                 return await restore_backup(
@@ -1428,8 +1510,10 @@ def restore(
     try:
         summary = asyncio.run(run())
     except (KMSError, MasterKeyError) as exc:
-        _error_line(str(exc))
-        sys.exit(1)
+        _store_failed(opts, exc)
+    if opts.json:
+        _emit(opts, {"file": str(infile), **_api_fields(summary)})
+        return
     err_console.print(
         f"restore: {summary.restored} key(s) restored, {summary.skipped} kept as they were "
         f"(use --overwrite to replace), {summary.aliases} alias(es)",
@@ -1474,8 +1558,11 @@ def user_add(
 @client_options
 def user_remove(user_access_key: str, **kw: Any) -> None:
     """Remove a user."""
+    from s3kms.users import UserNotFound
+
     opts = _opts(kw)
-    _emit(opts, _run(opts, lambda kms: kms.remove_user(user_access_key)))
+    missing: dict[type[KMSError], str] = {UserNotFound: f"User '{user_access_key}' does not exist"}
+    _emit(opts, _run(opts, lambda kms: kms.remove_user(user_access_key), explain=missing))
 
 
 @user.command("list", cls=_ClientCommand)
