@@ -194,7 +194,7 @@ def test_create_key_metadata_is_awss(kms: Any) -> None:
         ({"KeySpec": "SM2", "KeyUsage": "SIGN_VERIFY"}, "UnsupportedOperationException"),
         ({"Origin": "EXTERNAL"}, "UnsupportedOperationException"),
         ({"MultiRegion": True}, "UnsupportedOperationException"),
-        ({"CustomKeyStoreId": "cks-1234567890abcdef0"}, "UnsupportedOperationException"),
+        ({"CustomKeyStoreId": "cks-1234567890abcdef0"}, "CustomKeyStoreNotFoundException"),
         ({"Tags": [{"TagKey": "aws:reserved", "TagValue": "x"}]}, "TagException"),
         ({"KeySpec": "AES_999"}, "ValidationException"),
         ({"Description": "d" * 8193}, "ValidationException"),

@@ -476,6 +476,25 @@ class Raw:
     ask: Callable[[KmsThread], httpx.Response]
 
 
+# CreateCustomKeyStore bodies s3kms must refuse as AWS does when no cluster or proxy is reachable.
+CLOUDHSM_STORE = {
+    "CustomKeyStoreName": "ce-hsm", "CloudHsmClusterId": "cluster-abcdefghijk",
+    "TrustAnchorCertificate": "-----BEGIN CERTIFICATE-----", "KeyStorePassword": "kmsuser-pw",
+}  # fmt: skip
+XKS_STORE = {
+    "CustomKeyStoreName": "ce-xks", "CustomKeyStoreType": "EXTERNAL_KEY_STORE",
+    "XksProxyUriEndpoint": "https://xks.example.com", "XksProxyUriPath": "/kms/xks/v1",
+    "XksProxyAuthenticationCredential": {
+        "AccessKeyId": "ABCDEFGHIJKLMNOPQRST", "RawSecretAccessKey": "A" * 43,
+    },
+    "XksProxyConnectivity": "PUBLIC_ENDPOINT",
+}  # fmt: skip
+XKS_VPC_STORE = {
+    **XKS_STORE,
+    "XksProxyConnectivity": "VPC_ENDPOINT_SERVICE",
+    "XksProxyVpcEndpointServiceName": "com.amazonaws.vpce.us-east-1.vpce-svc-0abc123",
+}
+
 RAW: list[Raw] = [
     Raw(ADMIN, "MissingSecurityHeader", errors.MissingSecurityHeader,
         errors.MissingSecurityHeader.default_message,
@@ -504,6 +523,22 @@ RAW: list[Raw] = [
                                             b'"DryRun": true}')),
     Raw(AWS, "TagException", errors.TagError, "Tags beginning with aws: are reserved",
         lambda srv: aws_raw(srv, "CreateKey", b'{"Tags": [{"TagKey": "aws:x", "TagValue": "y"}]}')),
+    Raw(AWS, "CustomKeyStoreNotFoundException", errors.CustomKeyStoreNotFound,
+        "Custom key store 'cks-1234567890abcdef0' does not exist",
+        lambda srv: aws_raw(srv, "DeleteCustomKeyStore",
+                            b'{"CustomKeyStoreId": "cks-1234567890abcdef0"}')),
+    Raw(AWS, "CloudHsmClusterNotFoundException", errors.CloudHsmClusterNotFound,
+        "The CloudHSM cluster cluster-abcdefghijk cannot be found: s3kms has no CloudHSM clusters.",
+        lambda srv: aws_raw(srv, "CreateCustomKeyStore", json.dumps(CLOUDHSM_STORE).encode())),
+    Raw(AWS, "XksProxyUriUnreachableException", errors.XksProxyUriUnreachable,
+        "The external key store proxy at https://xks.example.com/kms/xks/v1 cannot be reached: "
+        "s3kms does not connect to external key store proxies.",
+        lambda srv: aws_raw(srv, "CreateCustomKeyStore", json.dumps(XKS_STORE).encode())),
+    Raw(AWS, "XksProxyVpcEndpointServiceNotFoundException",
+        errors.XksProxyVpcEndpointServiceNotFound,
+        "The VPC endpoint service com.amazonaws.vpce.us-east-1.vpce-svc-0abc123 cannot be found: "
+        "s3kms reaches no VPC endpoint service.",
+        lambda srv: aws_raw(srv, "CreateCustomKeyStore", json.dumps(XKS_VPC_STORE).encode())),
     Raw(AWS, "NotAuthorizedException", errors.ReservedName,
         "alias/aws/x: the alias/aws/ prefix is reserved for AWS managed keys",
         lambda srv: aws_raw(srv, "CreateAlias", b'{"AliasName": "alias/aws/x", '

@@ -27,8 +27,12 @@ envelope, and no handler builds error JSON by hand.
     |   +-- InvalidGrantToken            AWS InvalidGrantTokenException
     |   +-- InvalidArn                   AWS InvalidArnException (a principal that is no ARN)
     |   +-- LimitExceeded                AWS LimitExceededException (grants per key)
+    |   +-- CloudHsmClusterNotFound      AWS CloudHsmClusterNotFoundException (custom key stores)
+    |   +-- XksProxyUriUnreachable       AWS XksProxyUriUnreachableException (custom key stores)
+    |   +-- XksProxyVpcEndpointServiceNotFound  AWS XksProxyVpcEndpointServiceNotFoundException
     +-- KeyNotFound                    KMSKeyNotFound 404 / NotFoundException
     +-- AliasNotFound                  KMSKeyNotFound 404 / NotFoundException
+    +-- CustomKeyStoreNotFound         KMSKeyNotFound 404 / CustomKeyStoreNotFoundException
     +-- KeyAlreadyExists               KMSKeyAlreadyExists 409 / AlreadyExistsException
     +-- ConcurrentChange               KMSConcurrentChange 409 / KMSInvalidStateException
     +-- KeyDisabled                    KMSKeyDisabled 400 / DisabledException
@@ -197,6 +201,27 @@ class LimitExceeded(InvalidRequest):
     default_message = "A limit was exceeded"
 
 
+class CloudHsmClusterNotFound(InvalidRequest):
+    """CreateCustomKeyStore: s3kms has no CloudHSM cluster to back a key store."""
+
+    aws_type = "CloudHsmClusterNotFoundException"
+    default_message = "The CloudHSM cluster cannot be found"
+
+
+class XksProxyUriUnreachable(InvalidRequest):
+    """CreateCustomKeyStore: s3kms reaches no external key store proxy (public endpoint)."""
+
+    aws_type = "XksProxyUriUnreachableException"
+    default_message = "The external key store proxy cannot be reached"
+
+
+class XksProxyVpcEndpointServiceNotFound(InvalidRequest):
+    """CreateCustomKeyStore: s3kms reaches no VPC endpoint service of an external key store proxy."""
+
+    aws_type = "XksProxyVpcEndpointServiceNotFoundException"
+    default_message = "The VPC endpoint service cannot be found"
+
+
 class KeyNotFound(KMSError):
     code = "KMSKeyNotFound"
     status = 404
@@ -206,6 +231,16 @@ class KeyNotFound(KMSError):
 
 class AliasNotFound(KeyNotFound):
     default_message = "The specified alias does not exist"
+
+
+class CustomKeyStoreNotFound(KMSError):
+    """No custom key store has the id or name asked for (s3kms has none). Not a KeyNotFound: it
+    names no key. The admin API never sends it; its code there is KeyNotFound's."""
+
+    code = "KMSKeyNotFound"
+    status = 404
+    aws_type = "CustomKeyStoreNotFoundException"
+    default_message = "The specified custom key store does not exist"
 
 
 class KeyAlreadyExists(KMSError):

@@ -3,7 +3,7 @@
 This module is the operation table and the dispatch: one dict lookup picks the operation, the body
 is parsed once (`parse_json`, no schema library), and the handler, a plain async function of its
 concept module (`keys`, `crypto`, `signing`, `mac`, `agreement`, `rotation`, `aliases`, `tags`,
-`policies`, `grants`), runs on the service the runtime holds for the request. The handlers call
+`policies`, `grants`, `keystores`), runs on the service the runtime holds for the request. The handlers call
 the KeyService, which owns the state machine; nothing in this package reaches past it to a
 keystore or to `crypto/`.
 
@@ -33,6 +33,7 @@ from s3kms.protocols.awskms import (
     crypto,
     grants,
     keys,
+    keystores,
     mac,
     policies,
     rotation,
@@ -94,6 +95,12 @@ OPERATIONS: dict[str, Handler] = {
     "ListRetirableGrants": grants.list_retirable_grants,
     "RetireGrant": grants.retire_grant,
     "RevokeGrant": grants.revoke_grant,
+    "CreateCustomKeyStore": keystores.create_custom_key_store,
+    "DescribeCustomKeyStores": keystores.describe_custom_key_stores,
+    "ConnectCustomKeyStore": keystores.connect_custom_key_store,
+    "DisconnectCustomKeyStore": keystores.disconnect_custom_key_store,
+    "UpdateCustomKeyStore": keystores.update_custom_key_store,
+    "DeleteCustomKeyStore": keystores.delete_custom_key_store,
 }
 
 # The operations that change state: their intent is on the audit record before they run.
@@ -103,17 +110,16 @@ MUTATING_OPERATIONS = frozenset(
         "UpdateKeyDescription", "EnableKeyRotation", "DisableKeyRotation", "RotateKeyOnDemand",
         "CreateAlias", "UpdateAlias", "DeleteAlias", "TagResource", "UntagResource",
         "PutKeyPolicy", "CreateGrant", "RetireGrant", "RevokeGrant",
+        "CreateCustomKeyStore", "ConnectCustomKeyStore", "DisconnectCustomKeyStore",
+        "UpdateCustomKeyStore", "DeleteCustomKeyStore",
     }
 )  # fmt: skip
 
 # AWS KMS operations s3kms does not implement: UnsupportedOperationException, not "unknown".
 UNSUPPORTED_OPERATIONS = frozenset(
     {
-        "ConnectCustomKeyStore", "CreateCustomKeyStore",
-        "DeleteCustomKeyStore", "DeleteImportedKeyMaterial",
-        "DescribeCustomKeyStores", "DisconnectCustomKeyStore",
-        "GetParametersForImport", "ImportKeyMaterial", "ReplicateKey",
-        "UpdateCustomKeyStore", "UpdatePrimaryRegion",
+        "DeleteImportedKeyMaterial", "GetParametersForImport", "ImportKeyMaterial",
+        "ReplicateKey", "UpdatePrimaryRegion",
     }
 )  # fmt: skip
 

@@ -25,7 +25,13 @@ from json.encoder import encode_basestring_ascii
 
 from s3kms.access.facts import NO_FACTS, Facts
 from s3kms.auth.identity import KeyGate, Principal
-from s3kms.errors import DryRunOperation, GrantNotVisible, UnsupportedOperation, ValidationError
+from s3kms.errors import (
+    CustomKeyStoreNotFound,
+    DryRunOperation,
+    GrantNotVisible,
+    UnsupportedOperation,
+    ValidationError,
+)
 from s3kms.http.responses import AWS_JSON, Response
 from s3kms.protocols.awskms import members
 from s3kms.protocols.awskms.handler import Ctx, alias_named, facts_table, ok, request_facts
@@ -373,8 +379,9 @@ async def generate_random(
     size = members.opt_int(p, "NumberOfBytes", 1, 1024)
     if size is None:
         raise ValidationError("NumberOfBytes is required.")
-    if members.opt_str(p, "CustomKeyStoreId", 1, 64) is not None:
-        raise UnsupportedOperation("custom key stores are not supported")
+    store_id = members.opt_str(p, "CustomKeyStoreId", 1, 64)
+    if store_id is not None:  # s3kms has no custom key stores (keystores.py)
+        raise CustomKeyStoreNotFound(f"Custom key store '{store_id}' does not exist")
     no_recipient(p)
     principal.authorize("kms:GenerateRandom")
     return Response(200, b'{"Plaintext":"%s"}' % _b64(os.urandom(size), newline=False), AWS_JSON)

@@ -2,8 +2,9 @@
 CancelKeyDeletion, UpdateKeyDescription.
 
 s3kms creates keys of every spec in `crypto/keyspecs.py` that the library computes and the backend
-can hold, of origin AWS_KMS in one Region; any other origin, a custom key store or a multi-Region key
-is an `UnsupportedOperationException`.
+can hold, of origin AWS_KMS in one Region; any other origin or a multi-Region key is an
+`UnsupportedOperationException`, and a `CustomKeyStoreId` a `CustomKeyStoreNotFoundException`
+(s3kms has no custom key stores: keystores.py).
 A `Policy` is the new key's key policy (`access.documents.parse_key_policy`: AWS's
 MalformedPolicyDocumentException for a bad one), refused by the lockout safety check unless
 `BypassPolicyLockoutSafetyCheck` when it would not let the caller put a key policy again; without
@@ -21,7 +22,7 @@ from typing import Any
 from s3kms.access.decision import check_lockout
 from s3kms.access.documents import parse_key_policy
 from s3kms.auth.identity import Principal
-from s3kms.errors import UnsupportedOperation, ValidationError
+from s3kms.errors import CustomKeyStoreNotFound, UnsupportedOperation, ValidationError
 from s3kms.http.responses import Response
 from s3kms.model import KeyMetadata, KeyState
 from s3kms.protocols.awskms import members, paging
@@ -88,9 +89,13 @@ async def create_key(ctx: Ctx, service: KeyService, p: Params, principal: Princi
     tags = members.tags(p, required=False)
     if key_spec is not None and cmk_spec is not None:
         raise ValidationError(_BOTH_SPECS_MESSAGE)
+    if custom_store is not None:
+        # No account of s3kms has a custom key store: AWS's answer for an id it cannot find
+        # (the model lists CustomKeyStoreNotFoundException for CreateKey). s3kms's message.
+        raise CustomKeyStoreNotFound(f"Custom key store '{custom_store}' does not exist")
     if origin not in (None, "AWS_KMS"):
         raise UnsupportedOperation(f"Origin {origin} is not supported: only AWS_KMS")
-    if custom_store is not None or xks_key is not None:
+    if xks_key is not None:
         raise UnsupportedOperation("custom key stores are not supported")
     if multi_region:
         raise UnsupportedOperation("multi-Region keys are not supported")
