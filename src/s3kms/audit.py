@@ -364,6 +364,19 @@ class AuditLog:
                 return
             self._dirty = False
 
+    def reset(self) -> None:
+        """Dev mode (`POST /_s3kms/reset`): throw every line away (rotated files too) and start a
+        new chain from GENESIS. One process only: a shared log (workers) is refused."""
+        if self._lock_fd >= 0:
+            raise ValueError("a shared audit log (--workers N) cannot be reset")
+        os.close(self._fd)
+        for path in (*self.rotated_files(), self.path):
+            path.unlink(missing_ok=True)
+        self._prev, self._seq = GENESIS, 0
+        self._fd = self._open()
+        self._size = 0
+        self._dirty = False
+
     def close(self) -> None:
         self.tick()
         os.close(self._fd)

@@ -111,6 +111,8 @@ def resolve_settings(flags: Mapping[str, Any], env: Mapping[str, str]) -> Settin
     for name in ("audit_max_bytes", "audit_keep_files", "audit_unauthenticated_burst"):
         if name in merged:
             merged[name] = _number(int, name, merged[name])
+    if "dev" in merged:
+        merged["dev"] = _boolean("dev", merged["dev"])
     if "addresses" in vault_fields:
         vault_fields["addresses"] = parse_vault_addresses(str(vault_fields["addresses"]))
         for name in ("timeout_seconds", "connect_timeout_seconds"):
@@ -139,6 +141,29 @@ def _read_config(path: Path) -> dict[str, Any]:
         raise ValueError(f"cannot read the config file {path}: {exc.strerror or exc}") from None
     except ValueError as exc:  # tomllib.TOMLDecodeError, or not UTF-8
         raise ValueError(f"the config file {path} is not valid TOML: {exc}") from None
+
+
+def _boolean(name: str, value: Any) -> bool:
+    """`value` (a flag, an S3KMS_* variable such as S3KMS_DEV=1, a TOML value) as a boolean."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be true or false (1 or 0), not {value!r}")
+
+
+def data_dir_given(flags: Mapping[str, Any], env: Mapping[str, str]) -> bool:
+    """Whether the data directory was chosen (--data-dir, S3KMS_DATA_DIR or the config file):
+    `--dev` then keeps it; otherwise it makes a temporary one and removes it at exit."""
+    if flags.get("data_dir") is not None or env.get("S3KMS_DATA_DIR"):
+        return True
+    config_file = flags.get("config") or env.get("S3KMS_CONFIG")
+    if not config_file:
+        return False
+    return "data_dir" in _read_config(Path(config_file))
 
 
 _N = TypeVar("_N", int, float)
@@ -243,6 +268,14 @@ def _startup_failed(exc: StartupError) -> NoReturn:
     "(a SigV4 signature or the metrics token of a user allowed admin:Prometheus) (signed).",
 )
 @click.option(
+    "--dev",
+    is_flag=True,
+    default=None,
+    help="Dev mode, for tests, demos and CI: state in a temporary directory removed at exit "
+    "(unless --data-dir is given), root credentials test/test unless S3KMS_ROOT_USER and "
+    "S3KMS_ROOT_PASSWORD are set, loopback only, POST /_s3kms/reset; never for production.",
+)
+@click.option(
     "--config",
     type=click.Path(path_type=Path, exists=True),
     help="TOML settings file; its keys are the flag names with underscores (none).",
@@ -292,7 +325,8 @@ def server(**flags: Any) -> None:
             raise StartupError(
                 ExitCode.USAGE, "--tls-cert and --tls-key go together", "give both, or neither"
             )
-        serve(settings)
+        temporary = settings.dev and not data_dir_given(flags, os.environ)
+        serve(settings, temporary_data_dir=temporary)
     except StartupError as exc:
         if settings is not None and settings.log_format.lower() == "json":
             from s3kms.logs import failure_line

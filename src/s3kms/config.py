@@ -235,6 +235,9 @@ class Settings:
     keep_alive_timeout: float = 5.0  # idle seconds before a kept-alive connection is closed
     send_timeout: float = 30.0  # seconds a client may leave an answer unread
     metrics: str = "signed"  # GET /metrics: off | public | signed (s3kms.metrics.endpoint)
+    # `s3kms server --dev`: a throwaway KMS for tests (loopback only, test/test root credentials,
+    # POST /_s3kms/reset; server.serve and docs/configuration.md#dev-mode).
+    dev: bool = False
     vault: VaultSettings | None = None
 
     def __post_init__(self) -> None:

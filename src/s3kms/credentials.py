@@ -38,23 +38,29 @@ def read_file(data_dir: Path) -> Credentials | None:
     return Credentials(data["access_key"], data["secret_key"])
 
 
-def check_given(user: str | None, password: str | None) -> bool:
+MIN_PASSWORD = 8  # characters of S3KMS_ROOT_PASSWORD; dev mode (`--dev`) allows any length
+
+
+def check_given(user: str | None, password: str | None, *, min_length: int = MIN_PASSWORD) -> bool:
     """Whether root credentials are given (S3KMS_ROOT_USER/S3KMS_ROOT_PASSWORD or the config
-    file); ValueError when they are given but unusable."""
+    file); ValueError when they are given but unusable (shorter than `min_length`)."""
     if not (user or password):
         return False
     if not (user and password):
         raise ValueError("S3KMS_ROOT_USER and S3KMS_ROOT_PASSWORD must be set together")
-    if len(password) < 8:
+    if len(password) < min_length:
         raise ValueError(
-            f"S3KMS_ROOT_PASSWORD must be at least 8 characters, it has {len(password)}"
+            f"S3KMS_ROOT_PASSWORD must be at least {min_length} characters, it has "
+            f"{len(password)} (only `s3kms server --dev` allows a shorter one)"
         )
     return True
 
 
-def load_root(data_dir: Path, user: str | None, password: str | None) -> tuple[Credentials, bool]:
+def load_root(
+    data_dir: Path, user: str | None, password: str | None, *, min_length: int = MIN_PASSWORD
+) -> tuple[Credentials, bool]:
     """The root credentials and whether they were generated just now."""
-    if check_given(user, password):
+    if check_given(user, password, min_length=min_length):
         assert user is not None and password is not None
         return Credentials(user, password), False
     existing = read_file(data_dir)

@@ -8,13 +8,19 @@ and finish on the old backend; the old keystore is closed once its last request 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import shutil
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from s3kms.clock import Clock
 from s3kms.config import KMSConfig, Settings, load_kms_config, save_kms_config
 from s3kms.crypto import masterkey
 from s3kms.errors import NotConfigured
+from s3kms.fsutil import ensure_private_dir, write_private_file
 from s3kms.keystore.base import KeyStore
 from s3kms.keystore.local import LocalKeyStore
 from s3kms.keystore.vault import VaultKeyStore, VaultSettings
@@ -25,6 +31,11 @@ from s3kms.service import KeyService
 log = logging.getLogger("s3kms")
 
 
+# Dev mode: the file in the data directory naming the directory of the current Local keystore,
+# once `POST /_s3kms/reset` has replaced the first one (which is the data directory itself).
+DEV_KEYSTORE_FILE = "dev-keystore"
+
+
 @dataclass
 class _Slot:
     """A service and the requests currently using it."""
@@ -32,6 +43,7 @@ class _Slot:
     service: KeyService
     inflight: int = 0
     retired: bool = False
+    cleanup: Callable[[], None] | None = None  # once the retired keystore is closed (reset)
 
 
 class _Lease:
@@ -50,7 +62,7 @@ class _Lease:
         slot = self._slot
         slot.inflight -= 1
         if slot.retired and slot.inflight == 0:
-            await _close(slot.service)
+            await _retire(slot)
 
 
 class Runtime:
@@ -60,6 +72,15 @@ class Runtime:
         self.data_dir = settings.data_dir
         self._master_key_env = master_key_env
         self._master_key: masterkey.MasterKey | None = None
+        # Where the Local keystore is: the data directory, or in dev mode the one a reset made.
+        self.store_dir = self.data_dir
+        if settings.dev:
+            try:
+                name = (self.data_dir / DEV_KEYSTORE_FILE).read_text().strip()
+            except FileNotFoundError:
+                name = ""
+            if name:
+                self.store_dir = self.data_dir / name
         self._slot: _Slot | None = None
         self.config = KMSConfig("none")
         self._switch_lock = asyncio.Lock()
@@ -71,7 +92,7 @@ class Runtime:
         if self._master_key is None:
             key_file = self.settings.master_key_file
             self._master_key = masterkey.load(self.data_dir, key_file, self._master_key_env)
-            if self._master_key.generated:
+            if self._master_key.generated and not self.settings.dev:  # dev: thrown away
                 kms_type = self.initial_config().kms_type
                 log.warning(generated_master_key_warning(self._master_key.source, kms_type))
         return self._master_key
@@ -81,7 +102,7 @@ class Runtime:
 
     async def open_store(self, config: KMSConfig) -> KeyStore | None:
         if config.kms_type == "local":
-            return LocalKeyStore(self.data_dir, self.master_key())
+            return LocalKeyStore(self.store_dir, self.master_key())
         if config.kms_type == "vault":
             assert config.vault is not None
             store = await open_vault(config.vault)
@@ -144,6 +165,41 @@ class Runtime:
                 if old.inflight == 0:
                     await _close(old.service)
 
+    async def reset(self, wipe: Callable[[], None] | None = None) -> None:
+        """Dev mode: swap to a fresh, empty Local keystore in a new directory (every key, alias,
+        grant and key policy gone at once), then run `wipe` (users, audit) before any other
+        request runs: no await separates the swap from it, so no request sees half a reset.
+        Requests in flight finish on the old keystore, whose files go once it is closed."""
+        async with self._switch_lock:
+            name = f"dev/{uuid.uuid4().hex}"
+            directory = self.data_dir / name
+            ensure_private_dir(directory.parent)
+            ensure_private_dir(directory)
+            try:
+                store = LocalKeyStore(directory, self.master_key())
+            except BaseException:
+                shutil.rmtree(directory, ignore_errors=True)
+                raise
+            try:
+                write_private_file(self.data_dir / DEV_KEYSTORE_FILE, name.encode() + b"\n")
+            except BaseException:
+                await store.close()
+                shutil.rmtree(directory, ignore_errors=True)
+                raise
+            config = KMSConfig("local", self.settings.default_key_id)
+            old, old_dir = self._slot, self.store_dir
+            self._slot = _Slot(self._service(store, config))
+            self.store_dir, self.config = directory, config
+            if wipe is not None:
+                wipe()
+            discard = functools.partial(_discard_keystore, old_dir, self.data_dir)
+            if old is None:
+                discard()
+            else:
+                old.retired, old.cleanup = True, discard
+                if old.inflight == 0:
+                    await _retire(old)
+
     async def close(self) -> None:
         slot, self._slot = self._slot, None
         if slot is not None:
@@ -164,6 +220,21 @@ class Runtime:
                     log.info("background: deleted %d key(s), rotated %d key(s)", deleted, rotated)
             except Exception:
                 log.exception("background key maintenance failed; will retry")
+
+
+async def _retire(slot: _Slot) -> None:
+    await _close(slot.service)
+    if slot.cleanup is not None:
+        slot.cleanup()
+
+
+def _discard_keystore(directory: Path, data_dir: Path) -> None:
+    """A Local keystore's files, once closed: a reset's directory whole, the first one's files."""
+    if directory != data_dir:
+        shutil.rmtree(directory, ignore_errors=True)
+        return
+    for name in ("keystore.db", "keystore.db-wal", "keystore.db-shm", "keystore.gen"):
+        (directory / name).unlink(missing_ok=True)
 
 
 async def _close(service: KeyService) -> None:

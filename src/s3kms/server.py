@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import ipaddress
 import json
@@ -56,7 +57,12 @@ _FD_RESERVE = 128
 
 def build_app(settings: Settings, clock: Clock | None = None) -> App:
     ensure_private_dir(settings.data_dir)
-    root, _ = credentials.load_root(settings.data_dir, settings.root_user, settings.root_password)
+    root, _ = credentials.load_root(
+        settings.data_dir,
+        settings.root_user,
+        settings.root_password,
+        min_length=startup.root_min_length(settings),
+    )
     clock = clock or SystemClock()
     runtime = Runtime(settings, clock, startup.master_key_text(settings))
     users = UserStore(
@@ -97,6 +103,7 @@ def build_app(settings: Settings, clock: Clock | None = None) -> App:
         max_body=settings.max_body_bytes,
         metrics=metrics,
         scrape=scrape,
+        dev=settings.dev,
     )
 
 
@@ -392,8 +399,61 @@ class _Stop:
             signal.signal(sig, self)
 
 
-def serve(settings: Settings) -> None:
-    """Check, then run the server; StartupError (one line, an exit code) when it cannot start."""
+# -- dev mode -------------------------------------------------------------------------------------
+
+DEV_ROOT = "test"  # what CI pipelines export for LocalStack (AWS_ACCESS_KEY_ID=test, ...)
+
+
+def dev_settings(settings: Settings) -> Settings:
+    """`--dev`: the Local backend, and root credentials test/test unless both are given."""
+    if settings.root_user is None and settings.root_password is None:
+        settings = dataclasses.replace(settings, root_user=DEV_ROOT, root_password=DEV_ROOT)
+    return dataclasses.replace(settings, backend="local")
+
+
+def dev_banner(settings: Settings, root: credentials.Credentials, temporary: bool) -> str:
+    url = listen_url(_scheme(settings), settings.host, settings.port)
+    where = "a temporary directory, removed at exit" if temporary else "--data-dir, kept"
+    rule = "=" * 78
+    return "\n".join(
+        [
+            rule,
+            "  s3kms DEV MODE: NOT FOR PRODUCTION. State is thrown away at exit.",
+            f"  state:       {settings.data_dir.absolute()} ({where})",
+            f"  endpoint:    {url}  (region {settings.region}, loopback only)",
+            f"  access key:  {root.access_key}",
+            f"  secret key:  {root.secret_key}",
+            f"  reset:       POST {url}/_s3kms/reset, signed by root, wipes every key, alias,",
+            "               grant, key policy, user, policy and audit line",
+            rule,
+        ]
+    )
+
+
+def serve(settings: Settings, *, temporary_data_dir: bool = False) -> None:
+    """Check, then run the server; StartupError (one line, an exit code) when it cannot start.
+
+    `--dev` (settings.dev): after its own checks (loopback only, the Local backend), with
+    `temporary_data_dir` the state lives in a directory made here and removed however the server
+    ends (SIGTERM, SIGINT, a failed start; with workers, by this supervising process)."""
+    if not settings.dev:
+        _serve(settings)
+        return
+    stop = _Stop()
+    stop.install()  # a signal from here on still removes the directory (SystemExit, finally)
+    startup.check_dev(settings)
+    settings = dev_settings(settings)
+    if not temporary_data_dir:
+        _serve(settings, temporary=False)
+        return
+    directory = tempfile.mkdtemp(prefix="s3kms-dev-")
+    try:
+        _serve(dataclasses.replace(settings, data_dir=Path(directory)), temporary=True)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _serve(settings: Settings, *, temporary: bool = False) -> None:
     stop = _Stop()
     stop.install()
     logs.configure(settings.log_format, settings.log_level)
@@ -403,10 +463,15 @@ def serve(settings: Settings) -> None:
     try:
         ensure_private_dir(settings.data_dir)
         root, generated = credentials.load_root(
-            settings.data_dir, settings.root_user, settings.root_password
+            settings.data_dir,
+            settings.root_user,
+            settings.root_password,
+            min_length=startup.root_min_length(settings),
         )
     except (OSError, ValueError) as exc:
         raise _late_failure(exc) from None
+    if settings.dev:
+        print(dev_banner(settings, root, temporary), file=sys.stderr, flush=True)
     if generated:
         stored = settings.data_dir / credentials.CREDENTIALS_FILE
         if settings.log_format.lower() == "json":

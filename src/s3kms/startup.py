@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import json
 import os
 import socket
@@ -46,6 +47,7 @@ class ExitCode(IntEnum):
     DATA_DIR = 6  # the data directory, a file in it, or the audit log
     ADDRESS = 7  # cannot listen on --address (in use, not this host's, privileged port)
     BACKEND = 8  # the Vault backend is unreachable, sealed, or refuses the credentials
+    NOT_LOOPBACK = 9  # `--dev` with an --address that is not a loopback one
 
 
 class StartupError(Exception):
@@ -212,9 +214,17 @@ def _check_audit_log(settings: Settings) -> None:
 # -- root credentials -----------------------------------------------------------------------------
 
 
+def root_min_length(settings: Settings) -> int:
+    """The shortest root password allowed: any in dev mode (`test`/`test`), else 8 characters."""
+    return 1 if settings.dev else credentials.MIN_PASSWORD
+
+
 def _check_credentials(settings: Settings) -> None:
     try:
-        if credentials.check_given(settings.root_user, settings.root_password):
+        min_length = root_min_length(settings)
+        if credentials.check_given(
+            settings.root_user, settings.root_password, min_length=min_length
+        ):
             return
     except ValueError as exc:
         if settings.root_user and settings.root_password:
@@ -383,6 +393,36 @@ def _check_vault(config: KMSConfig, source: str) -> None:
             "fix the token or AppRole, its policy or the mounts (docs/vault.md); "
             "or start with --backend local or none",
         ) from None
+
+
+# -- dev mode -------------------------------------------------------------------------------------
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or `localhost`."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_dev(settings: Settings) -> None:
+    """What `--dev` refuses, before anything (its temporary directory too) is made."""
+    if not is_loopback(settings.host):
+        raise StartupError(
+            ExitCode.NOT_LOOPBACK,
+            f"--dev listens on loopback only, not on {settings.host} (--address)",
+            "give 127.0.0.1:PORT, [::1]:PORT or localhost:PORT; without --dev s3kms serves any "
+            "address, with its own root credentials",
+        )
+    if settings.backend not in (None, "local"):
+        raise StartupError(
+            ExitCode.USAGE,
+            f"--dev uses the Local backend, not --backend {settings.backend}",
+            "leave out --backend, or start without --dev",
+        )
 
 
 # -- the address ----------------------------------------------------------------------------------

@@ -238,6 +238,13 @@ class UserStore:
         self._commit(self._users, {**self._policies, name: policy})
         return policy
 
+    def clear(self) -> None:
+        """Dev mode (`POST /_s3kms/reset`): remove every user and policy added through the API
+        (those of the users file stay: it is read at start)."""
+        self._refresh()
+        static = {k: u for k, u in self._users.items() if not u.managed}
+        self._commit(static, dict(self._static_policies))
+
     def remove_policy(self, name: str) -> None:
         self._refresh()
         if name not in self._policies or name in self._static_policies:

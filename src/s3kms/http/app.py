@@ -23,7 +23,9 @@ from typing import Any
 from s3kms.audit import AuditLog
 from s3kms.auth.identity import Authenticator, Principal
 from s3kms.errors import (
+    AccessDenied,
     AuditUnavailable,
+    InvalidRequest,
     KMSError,
     MethodNotAllowed,
     RequestTooLarge,
@@ -49,6 +51,9 @@ MAX_BODY = 1024 * 1024  # the default; `s3kms server --max-body-bytes` sets it
 # Header count and size, the request line and the deadlines are limits of the connection,
 # enforced before a request gets here (http/connection.py).
 ADMIN_PREFIXES = ("/rustfs/admin/v3/kms/", "/minio/admin/v3/kms/")
+# Dev mode only (`s3kms server --dev`): wipe the whole state; 404 otherwise.
+RESET_PATH = "/_s3kms/reset"
+RESET_ACTION = "s3kms:Reset"
 
 
 class RequestIds:
@@ -121,7 +126,9 @@ class App:
         max_body: int = MAX_BODY,
         metrics: Metrics | None = None,
         scrape: Scrape | None = None,
+        dev: bool = False,
     ):
+        self.dev = dev  # serves POST /_s3kms/reset
         self.runtime = runtime
         self.metrics = metrics  # None with --metrics off: nothing is counted
         self.scrape = scrape
@@ -295,7 +302,10 @@ class App:
     ) -> Response:
         if path.startswith("/health/"):
             return await self._health(path)
-        if not is_admin and path != "/" and path != METRICS_PATH:
+        reset = path == RESET_PATH
+        if reset and not self.dev:
+            raise RouteNotFound
+        if not is_admin and path != "/" and path != METRICS_PATH and not reset:
             raise RouteNotFound
         headers: dict[str, str] = {}
         for name, value in scope["headers"]:
@@ -308,7 +318,11 @@ class App:
                 raise RouteNotFound
             body = await read_body(receive, headers, self.max_body)
             return await self.scrape(RequestView(method, path, query, headers, body))
-        if is_admin:
+        if reset:
+            if method != "POST":
+                raise MethodNotAllowed
+            call.action, call.changes = RESET_ACTION, True
+        elif is_admin:
             route = self.admin.route(path, method)  # 404/405 before reading the body
             call.action = route.action
             call.changes = route.route.changes
@@ -327,11 +341,33 @@ class App:
             call.action = sts.audit_action(req)
             principal = call.principal = self.sts.authenticate(req)
             return self.sts.handle(req, principal, call.request_id)
+        if reset:  # signed as the admin API is: service s3 or kms, S3's signing forms too
+            return await self._reset(req, call)
         principal = call.principal = self.auth.authenticate(req, admin=is_admin)
         self._record_intent(call)
         if is_admin:
             return await route(req, principal)
         return await self.aws.handle(req, principal)
+
+    async def _reset(self, req: RequestView, call: Call) -> Response:
+        """`POST /_s3kms/reset` (dev mode, root only): every key, alias, grant, key policy, user,
+        policy and audit line goes; the audit log starts again with this request's line."""
+        principal = call.principal = self.auth.authenticate(req, admin=True)
+        principal.action = RESET_ACTION
+        if not principal.is_root:
+            raise AccessDenied(f"only the root user may call {RESET_ACTION}")
+        if self.runtime.settings.workers > 1:
+            raise InvalidRequest("POST /_s3kms/reset needs one worker process (--workers 1)")
+        self._record_intent(call)
+        await self.runtime.reset(self._wipe)
+        return json_response(200, {"status": "reset"})
+
+    def _wipe(self) -> None:
+        """The rest of a reset, run right after the keystore swap (runtime.reset)."""
+        if self.auth.users is not None:
+            self.auth.users.clear()
+        if self.audit is not None:
+            self.audit.reset()
 
     async def _health(self, path: str) -> Response:
         if path == "/health/live":
