@@ -40,7 +40,7 @@ from s3kms.errors import (
 )
 from s3kms.http.responses import Response
 from s3kms.protocols.awskms import members, paging
-from s3kms.protocols.awskms.handler import Ctx, ok
+from s3kms.protocols.awskms.handler import Ctx, Handler, ok
 from s3kms.protocols.awskms.members import Params
 from s3kms.service import KeyService
 
@@ -238,28 +238,21 @@ async def describe_custom_key_stores(
     return ok({"CustomKeyStores": [], "Truncated": False})
 
 
-async def connect_custom_key_store(
-    ctx: Ctx, service: KeyService, p: Params, principal: Principal
-) -> Response:
-    store_id = _store_id(p)
-    principal.authorize("kms:ConnectCustomKeyStore")
-    raise _not_found(store_id)
+def _no_such_store(operation: str) -> Handler:
+    """An operation on the store a CustomKeyStoreId names, of which there is none."""
+    action = f"kms:{operation}"
+
+    async def handler(ctx: Ctx, service: KeyService, p: Params, principal: Principal) -> Response:
+        store_id = _store_id(p)
+        principal.authorize(action)
+        raise _not_found(store_id)
+
+    return handler
 
 
-async def disconnect_custom_key_store(
-    ctx: Ctx, service: KeyService, p: Params, principal: Principal
-) -> Response:
-    store_id = _store_id(p)
-    principal.authorize("kms:DisconnectCustomKeyStore")
-    raise _not_found(store_id)
-
-
-async def delete_custom_key_store(
-    ctx: Ctx, service: KeyService, p: Params, principal: Principal
-) -> Response:
-    store_id = _store_id(p)
-    principal.authorize("kms:DeleteCustomKeyStore")
-    raise _not_found(store_id)
+connect_custom_key_store = _no_such_store("ConnectCustomKeyStore")
+disconnect_custom_key_store = _no_such_store("DisconnectCustomKeyStore")
+delete_custom_key_store = _no_such_store("DeleteCustomKeyStore")
 
 
 async def update_custom_key_store(
