@@ -45,7 +45,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from s3kms.access.glob import Glob
 
@@ -299,6 +299,20 @@ def _split_operator(name: str) -> tuple[str, str | None, bool]:
     return lowered, qualifier, if_exists
 
 
+_V = TypeVar("_V")
+
+
+def _parsed(texts: list[str], parse: Callable[[str], _V | None], what: str) -> list[_V]:
+    """Each text parsed, or ConditionError naming the first that is not `what`."""
+    values = []
+    for t in texts:
+        value = parse(t)
+        if value is None:
+            raise ConditionError(f"{t!r} is not {what}")
+        values.append(value)
+    return values
+
+
 def _matcher(kind: str, texts: list[str]) -> _Matcher | None:
     if kind == "string":
         return _Exact(frozenset(texts), False)
@@ -320,31 +334,13 @@ def _matcher(kind: str, texts: list[str]) -> _Matcher | None:
             patterns.append(tuple(Glob.compile(p) for p in parts))
         return _Arn(tuple(patterns))
     if kind == "ip":
-        networks = []
-        for t in texts:
-            net = _network(t)
-            if net is None:
-                raise ConditionError(f"{t!r} is not an IP address or CIDR block")
-            networks.append(net)
-        return _Ip(tuple(networks))
+        return _Ip(tuple(_parsed(texts, _network, "an IP address or CIDR block")))
     if kind == "binary":
-        raws = []
-        for t in texts:
-            raw = _binary(t)
-            if raw is None:
-                raise ConditionError(f"{t!r} is not base64")
-            raws.append(raw)
-        return _Binary(frozenset(raws))
+        return _Binary(frozenset(_parsed(texts, _binary, "base64")))
     family, _, comparison = kind.partition(":")
     parse = _number if family == "numeric" else _date
-    values = []
-    for t in texts:
-        v = parse(t)
-        if v is None:
-            what = "a number" if family == "numeric" else "a date (ISO 8601 or epoch seconds)"
-            raise ConditionError(f"{t!r} is not {what}")
-        values.append(v)
-    return _Compare(tuple(values), _COMPARISONS[comparison], parse)
+    what = "a number" if family == "numeric" else "a date (ISO 8601 or epoch seconds)"
+    return _Compare(tuple(_parsed(texts, parse, what)), _COMPARISONS[comparison], parse)
 
 
 def compile_condition(raw: Any, *, variables: bool = True) -> Condition | None:

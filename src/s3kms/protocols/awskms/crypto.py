@@ -26,7 +26,6 @@ from json.encoder import encode_basestring_ascii
 from s3kms.access.facts import NO_FACTS, Facts
 from s3kms.auth.identity import KeyGate, Principal
 from s3kms.errors import (
-    CustomKeyStoreNotFound,
     DryRunOperation,
     GrantNotVisible,
     UnsupportedOperation,
@@ -35,6 +34,7 @@ from s3kms.errors import (
 from s3kms.http.responses import AWS_JSON, Response
 from s3kms.protocols.awskms import members
 from s3kms.protocols.awskms.handler import Ctx, alias_named, facts_table, ok, request_facts
+from s3kms.protocols.awskms.keystores import store_not_found
 from s3kms.protocols.awskms.members import SYMMETRIC_DEFAULT, Params
 from s3kms.service import KeyService, check_usable
 
@@ -381,7 +381,7 @@ async def generate_random(
         raise ValidationError("NumberOfBytes is required.")
     store_id = members.opt_str(p, "CustomKeyStoreId", 1, 64)
     if store_id is not None:  # s3kms has no custom key stores (keystores.py)
-        raise CustomKeyStoreNotFound(f"Custom key store '{store_id}' does not exist")
+        raise store_not_found(store_id)
     no_recipient(p)
     principal.authorize("kms:GenerateRandom")
     return Response(200, b'{"Plaintext":"%s"}' % _b64(os.urandom(size), newline=False), AWS_JSON)

@@ -22,11 +22,12 @@ from typing import Any
 from s3kms.access.decision import check_lockout
 from s3kms.access.documents import parse_key_policy
 from s3kms.auth.identity import Principal
-from s3kms.errors import CustomKeyStoreNotFound, UnsupportedOperation, ValidationError
+from s3kms.errors import UnsupportedOperation, ValidationError
 from s3kms.http.responses import Response
 from s3kms.model import KeyMetadata, KeyState
 from s3kms.protocols.awskms import members, paging
 from s3kms.protocols.awskms.handler import Ctx, alias_named, empty, ok, request_facts
+from s3kms.protocols.awskms.keystores import store_not_found
 from s3kms.protocols.awskms.members import SYMMETRIC_DEFAULT, Params
 from s3kms.protocols.awskms.tags import tag_values
 from s3kms.service import KeyService
@@ -92,7 +93,7 @@ async def create_key(ctx: Ctx, service: KeyService, p: Params, principal: Princi
     if custom_store is not None:
         # No account of s3kms has a custom key store: AWS's answer for an id it cannot find
         # (the model lists CustomKeyStoreNotFoundException for CreateKey). s3kms's message.
-        raise CustomKeyStoreNotFound(f"Custom key store '{custom_store}' does not exist")
+        raise store_not_found(custom_store)
     if origin not in (None, "AWS_KMS"):
         raise UnsupportedOperation(f"Origin {origin} is not supported: only AWS_KMS")
     if xks_key is not None:

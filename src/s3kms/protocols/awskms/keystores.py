@@ -93,7 +93,7 @@ def _store_id(p: Params) -> str:
     return members.req_str(p, "CustomKeyStoreId", 1, 64)
 
 
-def _not_found(store_id: str) -> CustomKeyStoreNotFound:
+def store_not_found(store_id: str) -> CustomKeyStoreNotFound:
     # s3kms's message: no AWS recording of this error's message was found.
     return CustomKeyStoreNotFound(f"Custom key store '{store_id}' does not exist")
 
@@ -231,7 +231,7 @@ async def describe_custom_key_stores(
     paging.after(p, _MARKER_KIND)  # no store exists, so no marker s3kms issued names one
     principal.authorize("kms:DescribeCustomKeyStores")
     if store_id is not None:
-        raise _not_found(store_id)
+        raise store_not_found(store_id)
     if name is not None:
         # s3kms's message: no AWS recording of this error's message was found.
         raise CustomKeyStoreNotFound(f"Custom key store with name '{name}' does not exist")
@@ -245,7 +245,7 @@ def _no_such_store(operation: str) -> Handler:
     async def handler(ctx: Ctx, service: KeyService, p: Params, principal: Principal) -> Response:
         store_id = _store_id(p)
         principal.authorize(action)
-        raise _not_found(store_id)
+        raise store_not_found(store_id)
 
     return handler
 
@@ -263,4 +263,4 @@ async def update_custom_key_store(
     _cloudhsm_members(p, anchor=False)
     _xks_members(p)
     principal.authorize("kms:UpdateCustomKeyStore")
-    raise _not_found(store_id)
+    raise store_not_found(store_id)
