@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -163,6 +164,8 @@ def test_create_key_metadata_is_awss(kms: Any) -> None:
     assert uuid.UUID(key_id).version == 4 and str(uuid.UUID(key_id)) == key_id
     created = meta.pop("CreationDate").timestamp()
     assert before - 2 <= created <= time.time() + 1
+    # A symmetric key's CurrentKeyMaterialId (AWS reports one since 2025: recorded), 64 hex.
+    assert re.fullmatch(r"[0-9a-f]{64}", meta.pop("CurrentKeyMaterialId"))
     assert meta == {
         "AWSAccountId": ACCOUNT,
         "Arn": key_arn(key_id),

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ import httpx
 import pytest
 
 import s3kms
+from s3kms import client as client_module
 from s3kms import errors
 from s3kms.auth import sigv4
 from s3kms.client import (
@@ -160,6 +162,7 @@ class Servers:
                 root.create_key(name)
             root.create_key("ce-signer", spec="ECC_NIST_P256", usage="SIGN_VERIFY")
             root.create_key("ce-hmac", spec="HMAC_256", usage="GENERATE_VERIFY_MAC")
+            root.create_key("ce-external", origin="EXTERNAL")  # for imported material
             root.disable_key("ce-disabled")
             root.schedule_key_deletion("ce-pending", 7)
             root.put_policy(
@@ -222,6 +225,22 @@ def skewed(servers: Servers, call: Callable[[Client], object]) -> object:
     try:
         return call(servers.root())
     finally:
+        srv.clock.offset = 0
+
+
+def expired_import_token(servers: Servers) -> object:
+    """ImportKeyMaterial with a token 25 hours old: the server's clock and the client's signing
+    clock moved a day and an hour on (the token is valid 24 hours)."""
+    srv, kms = servers.server(), servers.root()
+    params = kms.get_parameters_for_import("ce-external", wrapping_key_spec="RSA_2048")
+    later = 25 * 3600
+    srv.clock.offset = later
+    real = client_module.time
+    client_module.time = types.SimpleNamespace(time=lambda: real.time() + later)  # type: ignore[assignment]
+    try:
+        return kms.import_key_material("ce-external", params.import_token, b"m" * 256)
+    finally:
+        client_module.time = real
         srv.clock.offset = 0
 
 
@@ -370,6 +389,14 @@ LIVE: list[Case] = [
     case("sign with an AES key", AWS, "InvalidKeyUsageException", errors.InvalidKeyUsage,
          f"{ARN}key/ce-key key usage is ENCRYPT_DECRYPT which is not valid for Sign.",
          lambda s: s.root().sign("ce-key", b"m", "ECDSA_SHA_256")),
+    case("material of the wrong size", AWS, "IncorrectKeyMaterialException",
+         errors.IncorrectKeyMaterial, "symmetric key material must be 256 bits (32 bytes)",
+         lambda s: s.root().import_material("ce-external", b"short", wrapping_key_spec="RSA_2048")),
+    case("not an import token", AWS, "InvalidImportTokenException", errors.InvalidImportToken,
+         errors.InvalidImportToken.default_message,
+         lambda s: s.root().import_key_material("ce-external", b"t" * 64, b"m" * 256)),
+    case("import token a day old", AWS, "ExpiredImportTokenException", errors.ExpiredImportToken,
+         errors.ExpiredImportToken.default_message, expired_import_token),
     case("audit log unwritable", AWS, "DependencyTimeoutException", errors.BackendUnavailable,
          AUDIT_REFUSED, lambda s: s.root("no_audit").encrypt("ce-key", b"x")),
     case("vault refuses", AWS, "DependencyTimeoutException", errors.BackendUnavailable,
@@ -591,6 +618,9 @@ NOT_PROVOKED = {
     (ADMIN, "KMSInvalidSignature"): "crypto is the AWS API's",
     (ADMIN, "KMSInvalidMac"): "crypto is the AWS API's",
     (ADMIN, "DryRunOperation"): "DryRun is the AWS API's",
+    (ADMIN, "KMSIncorrectKeyMaterial"): "imports are the AWS API's",
+    (ADMIN, "KMSInvalidImportToken"): "imports are the AWS API's",
+    (ADMIN, "KMSExpiredImportToken"): "imports are the AWS API's",
     (ADMIN, "InternalError"): "an unexpected exception in the server",
 }
 

@@ -79,11 +79,16 @@ class DevServer:
                 self.proc.kill()
                 self.proc.wait(10)
 
-    def kms(self, access: str = "test", secret: str = "test") -> Any:  # noqa: S107 - dev's root
+    def kms(
+        self,
+        access: str = "test",
+        secret: str = "test",  # noqa: S107 - dev mode's default root secret
+        region: str = "us-east-1",
+    ) -> Any:
         return boto3.client(
             "kms",
             endpoint_url=self.url,
-            region_name="us-east-1",
+            region_name=region,
             aws_access_key_id=access,
             aws_secret_access_key=secret,
             config=Config(retries={"max_attempts": 1}),
@@ -138,6 +143,47 @@ def test_boto3_with_test_credentials_banner_and_temp_dir_gone_after_sigterm(
     assert not (state / "credentials").exists()  # given (test/test), never written
     assert dev.signal(signal.SIGTERM) == 0
     assert dev.temp_dirs() == []
+
+
+def test_every_region_is_served(dev: DevServer) -> None:
+    log = dev.log()
+    assert (
+        "regions:     every region (home, for the admin API and ARNs by default: us-east-1)" in log
+    )
+    central: Any = dev.kms(region="eu-central-1")
+    home: Any = dev.kms()
+    meta = central.create_key()["KeyMetadata"]
+    assert meta["Arn"] == f"arn:aws:kms:eu-central-1:000000000000:key/{meta['KeyId']}"
+    assert central.describe_key(KeyId=meta["KeyId"])["KeyMetadata"]["KeyId"] == meta["KeyId"]
+    with pytest.raises(ClientError) as caught:
+        home.describe_key(KeyId=meta["KeyId"])
+    assert caught.value.response["Error"]["Code"] == "NotFoundException"
+    # A multi-Region key replicates to any region, and its ciphertexts open there.
+    key_id = home.create_key(MultiRegion=True)["KeyMetadata"]["KeyId"]
+    home.replicate_key(KeyId=key_id, ReplicaRegion="sa-east-1")
+    blob = home.encrypt(KeyId=key_id, Plaintext=b"dev")["CiphertextBlob"]
+    assert dev.kms(region="sa-east-1").decrypt(CiphertextBlob=blob)["Plaintext"] == b"dev"
+    # The reset wipes every region's keys.
+    assert dev.reset().status_code == 200
+    assert central.list_keys()["Keys"] == [] and home.list_keys()["Keys"] == []
+    with pytest.raises(ClientError):
+        dev.kms(region="sa-east-1").describe_key(KeyId=key_id)
+    # A name that is no region is still refused.
+    with pytest.raises(ClientError) as caught:
+        dev.kms(region="eu-central").list_keys()
+    assert caught.value.response["Error"]["Code"] == "IncompleteSignatureException"
+
+
+def test_regions_flag_limits_dev_mode(tmp_path: Path) -> None:
+    server = DevServer(tmp_path, "--dev", "--regions", "eu-west-1").start()
+    try:
+        assert "regions:     eu-west-1, us-east-1 (home: us-east-1)" in server.log()
+        server.kms(region="eu-west-1").create_key()
+        with pytest.raises(ClientError) as caught:
+            server.kms(region="eu-central-1").list_keys()
+        assert caught.value.response["Error"]["Code"] == "IncompleteSignatureException"
+    finally:
+        server.stop()
 
 
 def test_sigint_removes_the_temp_dir_too(dev: DevServer) -> None:

@@ -8,8 +8,9 @@ a list of objects (4 strings each, 3 for the first), so its record of a key with
 most (976 - 2t) / 4 versions (243 with 2 tags, 219 with 50): the next rotation failed, and every
 later one, each after transit had added its version (with the `policy` and `grants` fields, three
 strings more, a key with 2 tags failed at its 242nd rotation). The versions are now one JSON
-string (as the grants are), so a record's write holds 30 strings plus 2 per tag, whatever the
-number of versions and grants (store.py, MAX_REQUEST_STRINGS).
+string (as the grants and an imported key's materials are), so a record's write holds 34 strings
+plus 2 per tag, whatever the number of versions, grants and materials (store.py,
+MAX_REQUEST_STRINGS).
 
 Checked against the shared OpenBao dev server (tests/openbao.py) through KeyService: 300
 rotations then disable, enable, tag and decrypts of the first and the last version; a record of
@@ -26,6 +27,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import pytest
@@ -42,7 +44,15 @@ from s3kms.keystore.vault.store import (
     _meta_to_record,
     _record_versions,
 )
-from s3kms.model import Grant, KeyMetadata, KeyState, KeyVersion, RotationType
+from s3kms.model import (
+    DOES_NOT_EXPIRE,
+    Grant,
+    KeyMaterial,
+    KeyMetadata,
+    KeyState,
+    KeyVersion,
+    RotationType,
+)
 from s3kms.service import KeyService
 
 from openbao import VaultApi
@@ -53,8 +63,8 @@ ACCOUNT = "111122223333"
 TOO_COMPLEX = "exceeded maximum number of strings"
 TWO_TAGS = (("env", "test"), ("team", "storage"))
 POLICY = '{"Version": "2012-10-17", "Statement": []}'
-# The most tags a key's record can hold within MAX_REQUEST_STRINGS: 30 strings plus 2 per tag.
-MAX_TAGS = (MAX_REQUEST_STRINGS - 30) // 2
+# The most tags a key's record can hold within MAX_REQUEST_STRINGS: 34 strings plus 2 per tag.
+MAX_TAGS = (MAX_REQUEST_STRINGS - 36) // 2
 
 
 def run(coro: Awaitable[T]) -> T:
@@ -108,7 +118,8 @@ def old_versions(versions: list[KeyVersion]) -> list[dict[str, Any]]:
 
 
 def full_meta(key_id: str, tags: int) -> KeyMetadata:
-    """A key with every field set: description, policy, grants, deletion date, `tags` tags."""
+    """A key with every field set: description, policy, grants, deletion date, `tags` tags, and
+    the regions of a multi-Region key (one string more than a single-Region key's null)."""
     grant = Grant(
         grant_id="g" * 64,
         token="t" * 100,
@@ -128,6 +139,8 @@ def full_meta(key_id: str, tags: int) -> KeyMetadata:
         current_version=3,
         deletion_date=2.0,
         pending_window_days=7,
+        primary_region="us-east-1",
+        replica_regions=("eu-west-1", "ap-southeast-1"),
         rotation_enabled=True,
         next_rotation=3.0,
         tags=tuple((f"k{i}", "v" * 256) for i in range(tags)),
@@ -139,22 +152,30 @@ def full_meta(key_id: str, tags: int) -> KeyMetadata:
 # --------------------------------------------------------------------------- without a server
 
 
-def test_a_records_strings_are_30_plus_2_per_tag_whatever_its_versions_and_grants() -> None:
+def test_a_records_strings_are_36_plus_2_per_tag_whatever_its_versions_and_grants() -> None:
     versions = [KeyVersion(1, 1.0, None)] + [
         KeyVersion(n, float(n), RotationType.ON_DEMAND) for n in range(2, 10_001)
     ]
+    materials = tuple(
+        KeyMaterial(n, f"{n:064x}", True, DOES_NOT_EXPIRE, description="m" * 256)
+        for n in range(1, 1_001)
+    )
     for tags in (0, 2, 50, MAX_TAGS):
-        record = _meta_to_record(full_meta("k", tags), versions)
-        assert write_strings(record) == 30 + 2 * tags
-        assert _json_strings(record) + _KV_WRITE_STRINGS == write_strings(record)
-    # AWS's 50 tags per key: 130 strings, far below the 1,000.
-    assert write_strings(_meta_to_record(full_meta("k", 50), versions)) == 130
-    assert 30 + 2 * MAX_TAGS <= MAX_REQUEST_STRINGS < 30 + 2 * (MAX_TAGS + 1)
+        for meta in (full_meta("k", tags), replace(full_meta("k", tags), materials=materials)):
+            record = _meta_to_record(meta, versions)
+            assert write_strings(record) == 36 + 2 * tags
+            assert _json_strings(record) + _KV_WRITE_STRINGS == write_strings(record)
+    # AWS's 50 tags per key: 136 strings, far below the 1,000.
+    assert write_strings(_meta_to_record(full_meta("k", 50), versions)) == 136
+    assert 36 + 2 * MAX_TAGS <= MAX_REQUEST_STRINGS < 36 + 2 * (MAX_TAGS + 1)
+    # A single-Region key: its null regions count no string.
+    single = replace(full_meta("k", 2), primary_region=None, replica_regions=())
+    assert write_strings(_meta_to_record(single, versions)) == 35 + 2 * 2
     # The previous release's layout (no policy, no grants, versions as objects): 24 strings,
     # 2 per tag and 4 per version but the first (3): (976 - 2 * tags) / 4 versions at most.
     for tags, most in ((0, 244), (2, 243), (50, 219)):
         old = _meta_to_record(full_meta("k", tags), [])
-        del old["policy"], old["grants"]
+        del old["policy"], old["grants"], old["origin"], old["materials"]
         assert write_strings({**old, "versions": old_versions(versions[:most])}) <= 1_000
         assert write_strings({**old, "versions": old_versions(versions[: most + 1])}) > 1_000
 
@@ -208,8 +229,8 @@ def test_300_rotations_then_updates_and_decrypts_of_the_first_and_last_version(
             took = time.monotonic() - began
             record = stored(bao, prefix, key)[0]
             assert isinstance(record["versions"], str)
-            # 30 + 2 per tag, but one: the default policy is null, no string.
-            assert write_strings(record) == strings == 29 + 2 * len(TWO_TAGS)
+            # 35 + 2 per tag (a single-Region key), but one: the default policy is null.
+            assert write_strings(record) == strings == 34 + 2 * len(TWO_TAGS)
 
             await svc.disable(key)
             with pytest.raises(KeyDisabled):
@@ -258,7 +279,8 @@ def test_a_key_the_previous_release_left_stuck_at_the_limit_rotates_again(bao: V
                 KeyVersion(n, created + n, RotationType.ON_DEMAND) for n in range(2, 244)
             ]
             old = {**record, "current_version": 243, "versions": old_versions(listed)}
-            del old["policy"], old["grants"], old["write_id"]
+            del old["policy"], old["grants"], old["origin"], old["materials"]
+            del old["multi_region"], old["write_id"]
             body = {"options": {"cas": revision}, "data": {**old, "write_id": "0" * 32}}
             assert _json_strings(body) == MAX_REQUEST_STRINGS
             bao.call("POST", record_path(prefix, key), json=body)
@@ -300,11 +322,14 @@ def test_the_tag_limit_is_exactly_openbaos(bao: VaultApi) -> None:
         async with vault_service(bao, prefix) as svc:
             refused_id = f"many-tags-{uuid.uuid4().hex[:10]}"
             with pytest.raises(LimitExceeded, match="JSON strings"):
-                await svc.create_key(refused_id, tags=(*tags, ("one", "more")))
+                await svc.create_key(
+                    refused_id, tags=(*tags, ("one", "more")), policy=POLICY, multi_region=True
+                )
             # Refused before the transit key was made.
             assert bao.api("GET", f"transit/keys/{refused_id}").status_code == 404
-            # A key policy (a string; the default one is null): the largest record there is.
-            key = (await svc.create_key(tags=tags, policy=POLICY)).key_id
+            # A key policy (a string; the default one is null) and a multi-Region key's regions:
+            # the largest record there is.
+            key = (await svc.create_key(tags=tags, policy=POLICY, multi_region=True)).key_id
             record, revision = stored(bao, prefix, key)
             assert write_strings(record) == MAX_REQUEST_STRINGS
             await svc.rotate(key)

@@ -19,7 +19,17 @@ The JSON payload: `{"format": 1, "created_at", "backend", "keys": [{metadata...,
 A key's metadata holds its `policy` (the key policy as given, or null: the default policy) and
 its `grants` (keystore/codec.py's list, tokens included, so a token issued before the backup
 still names its grant after a restore); a backup made before key policies and grants existed has
-neither and restores with the default policy and no grants.
+neither and restores with the default policy and no grants. A key's `origin` (`AWS_KMS`, or
+`EXTERNAL` for imported material) and `materials` (keystore/codec.py's list of its imported
+materials: version, KeyMaterialId, whether imported, expiration, description, pending rotation)
+come with it; a backup made before imports has neither and restores as keys made by s3kms. An
+EXTERNAL key's versions are those whose material is imported: a deleted or expired material has
+no version in the backup, and restores as deleted (the key PendingImport until it is imported
+again).
+
+A backup holds every region's keys and aliases under their stored ids (`~<region>~<id>` for
+a region other than the home one: keystore/regional.py), with a multi-Region key's
+`primary_region` and `replica_regions`.
 
 On the Local backend the key material is in the backup (re-encrypted under the backup key; it is
 never written unwrapped to disk), so a restore into a fresh data directory, with another master key,
@@ -45,7 +55,12 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from s3kms.errors import InvalidRequest, KeyAlreadyExists
 from s3kms.keystore.base import KeyStore
-from s3kms.keystore.codec import grants_from_json, grants_json
+from s3kms.keystore.codec import (
+    grants_from_json,
+    grants_json,
+    materials_from_json,
+    materials_json,
+)
 from s3kms.model import Alias, KeyMetadata, KeyState, KeyVersion, RotationType
 
 MAGIC = b"S3KB"
@@ -108,6 +123,7 @@ def _meta_json(meta: KeyMetadata) -> dict[str, Any]:
     out["state"] = meta.state.value
     out["tags"] = [list(t) for t in meta.tags]
     out["grants"] = grants_json(meta.grants)
+    out["materials"] = materials_json(meta.materials)
     del out["revision"]
     return out
 
@@ -118,6 +134,11 @@ def _meta_from(data: dict[str, Any]) -> KeyMetadata:
     fields["tags"] = tuple((k, v) for k, v in fields["tags"])
     # Absent from a backup made before key policies and grants: the defaults.
     fields["grants"] = grants_from_json(fields.get("grants"))
+    # Absent from a backup made before imports: a key made by s3kms (origin AWS_KMS, the
+    # model's default), with no imported materials.
+    fields["materials"] = materials_from_json(fields.get("materials"))
+    # A multi-Region key's regions (absent before regions: a single-Region key).
+    fields["replica_regions"] = tuple(fields.get("replica_regions") or ())
     return KeyMetadata(**fields)
 
 

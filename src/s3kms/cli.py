@@ -16,6 +16,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -213,6 +214,11 @@ def _startup_failed(exc: StartupError) -> NoReturn:
     "the persisted configuration, else local.",
 )
 @click.option("--region", help="Region in SigV4 scopes and ARNs (us-east-1).")
+@click.option(
+    "--regions",
+    help="More regions the AWS KMS API serves, comma-separated, or '*' for any (keys and "
+    "aliases belong to a region, as at AWS's regional endpoints); default: --region only.",
+)
 @click.option("--account-id", help="Account id in ARNs (000000000000).")
 @click.option(
     "--master-key-file",
@@ -686,15 +692,23 @@ def _algorithms(usage: str) -> list[str]:
     type=_choice(keyspecs.ALGORITHM_FIELDS),
     help="AWS KeyUsage; required with every spec but SYMMETRIC_DEFAULT.",
 )
+@click.option(
+    "--origin",
+    type=click.Choice(["AWS_KMS", "EXTERNAL"]),
+    help="AWS Origin (default AWS_KMS: the server makes the material); EXTERNAL: no material, "
+    "pending import until `s3kms key import`.",
+)
 @client_options
-def key_create(name: str | None, spec: str | None, usage: str | None, **kw: Any) -> None:
+def key_create(
+    name: str | None, spec: str | None, usage: str | None, origin: str | None, **kw: Any
+) -> None:
     """Create a key (a UUID name when NAME is left out).
 
     `--spec RSA_2048 --usage SIGN_VERIFY` makes a signing key, `--spec HMAC_256 --usage
-    GENERATE_VERIFY_MAC` an HMAC key.
+    GENERATE_VERIFY_MAC` an HMAC key, `--origin EXTERNAL` a key for your own material.
     """
     opts = _opts(kw)
-    _emit(opts, _api_fields(_run(opts, lambda kms: kms.create_key(name, spec, usage))))
+    _emit(opts, _api_fields(_run(opts, lambda kms: kms.create_key(name, spec, usage, origin))))
 
 
 @key.command("list", cls=_ClientCommand)
@@ -748,6 +762,140 @@ def key_delete(name: str, days: int, **kw: Any) -> None:
     opts = _opts(kw)
     change = _run(opts, lambda kms: kms.schedule_key_deletion(name, days), key=name)
     _emit(opts, _api_fields(change))
+
+
+def _valid_to(text: str | None) -> datetime | None:
+    """--valid-to: an ISO 8601 date-time; one without a UTC offset is UTC."""
+    if text is None:
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is not an ISO 8601 date-time (2027-01-31T12:00:00Z)", param_hint="--valid-to"
+        ) from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+# What RSA-OAEP can wrap whole (RSAES_OAEP_*): the key's size less twice the hash's, less 2.
+_OAEP_HASH_BYTES = {"RSAES_OAEP_SHA_1": 20, "RSAES_OAEP_SHA_256": 32}
+
+
+@key.command("import", cls=_ClientCommand)
+@click.argument("name")
+@click.option(
+    "--material",
+    "material_file",
+    type=click.File("rb"),
+    required=True,
+    help="The key material ('-' for stdin): 32 bytes for a symmetric key, the HMAC key's bytes, "
+    "or a PKCS#8 DER private key.",
+)
+@click.option(
+    "--wrapping-algorithm",
+    type=click.Choice(
+        [
+            "RSAES_OAEP_SHA_1",
+            "RSAES_OAEP_SHA_256",
+            "RSA_AES_KEY_WRAP_SHA_1",
+            "RSA_AES_KEY_WRAP_SHA_256",
+        ]
+    ),
+    default="RSA_AES_KEY_WRAP_SHA_256",
+    show_default=True,
+    help="How the material is wrapped on its way (RSA_AES_*: any length; RSAES_OAEP_*: short "
+    "material only, never an RSA key).",
+)
+@click.option(
+    "--wrapping-key-spec",
+    type=click.Choice(["RSA_2048", "RSA_3072", "RSA_4096"]),
+    default="RSA_4096",
+    show_default=True,
+    help="The size of the RSA wrapping key the server makes for this import.",
+)
+@click.option(
+    "--valid-to",
+    metavar="DATETIME",
+    help="When the material expires (ISO 8601, e.g. 2027-01-31T12:00:00Z; UTC without an "
+    "offset; at most 365 days ahead): the server then deletes it and the key is pending import. "
+    "Default: it does not expire.",
+)
+@click.option(
+    "--new-material",
+    is_flag=True,
+    help="Import the key's next material (NEW_KEY_MATERIAL, symmetric keys): it becomes current "
+    "on `s3kms key rotate`; without it, the key's first material or one it had before.",
+)
+@click.option("--description", help="A description of the material (KeyMaterialDescription).")
+@client_options
+def key_import(
+    name: str,
+    material_file: Any,
+    wrapping_algorithm: str,
+    wrapping_key_spec: str,
+    valid_to: str | None,
+    new_material: bool,
+    description: str | None,
+    **kw: Any,
+) -> None:
+    """Import key material into the EXTERNAL key NAME (BYOK).
+
+    The material is wrapped here, under a wrapping key the server makes for this import
+    (GetParametersForImport), and sent wrapped (ImportKeyMaterial).
+    """
+    opts = _opts(kw)
+    until = _valid_to(valid_to)
+    material = material_file.read()
+    if not material:
+        raise click.BadParameter("the material file is empty", param_hint="--material")
+    hash_bytes = _OAEP_HASH_BYTES.get(wrapping_algorithm)
+    limit = int(wrapping_key_spec[4:]) // 8 - 2 * hash_bytes - 2 if hash_bytes else None
+    if limit is not None and len(material) > limit:
+        raise click.BadParameter(
+            f"{wrapping_algorithm} under an {wrapping_key_spec} key wraps at most {limit} bytes, "
+            f"not {len(material)}: use RSA_AES_KEY_WRAP_SHA_256",
+            param_hint="--material",
+        )
+    imported = _run(
+        opts,
+        lambda kms: kms.import_material(
+            name,
+            material,
+            wrapping_algorithm=wrapping_algorithm,
+            wrapping_key_spec=wrapping_key_spec,
+            valid_to=until,
+            new_material=new_material,
+            description=description,
+        ),
+        key=name,
+    )
+    _emit(opts, _material_fields(imported))
+
+
+def _material_fields(answer: Any) -> dict[str, Any]:
+    """ImportKeyMaterial's / DeleteImportedKeyMaterial's members (KeyMaterialId: symmetric keys)."""
+    out = {"KeyId": answer.key_id}
+    if answer.key_material_id is not None:
+        out["KeyMaterialId"] = answer.key_material_id
+    return out
+
+
+@key.command("delete-material", cls=_ClientCommand)
+@click.argument("name")
+@click.option(
+    "--material-id",
+    help="The KeyMaterialId of the material to delete (default: the key's current material).",
+)
+@client_options
+def key_delete_material(name: str, material_id: str | None, **kw: Any) -> None:
+    """Delete imported key material at once (DeleteImportedKeyMaterial).
+
+    The key is pending import, refusing every cryptographic operation, until the same material
+    is imported again (`s3kms key import`).
+    """
+    opts = _opts(kw)
+    deleted = _run(opts, lambda kms: kms.delete_imported_key_material(name, material_id), key=name)
+    _emit(opts, _material_fields(deleted))
 
 
 @key.group("policy")

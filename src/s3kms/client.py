@@ -7,6 +7,8 @@
         kms.create_key("signer", spec="ECC_NIST_P256", usage="SIGN_VERIFY")
         sig = kms.sign("signer", b"message", "ECDSA_SHA_256")
         assert kms.verify("signer", b"message", sig, "ECDSA_SHA_256")
+        kms.create_key("byok", origin="EXTERNAL")  # imported material (BYOK)
+        kms.import_material("byok", open("key.bin", "rb").read())
 
 Admin routes are signed S3-style (service `s3`); the AWS KMS operations are signed like boto3
 (service `kms`, generic flavour). Both use the server's own SigV4 module.
@@ -21,6 +23,7 @@ import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import quote, urlencode
 
@@ -158,6 +161,7 @@ class KeyStatus:
     current_version: int | None = None
     deletion_date: str | None = None
     key_usage: str | None = None  # reported for every spec but SYMMETRIC_DEFAULT (algorithm AES256)
+    origin: str | None = None  # reported for an EXTERNAL key (imported material) only
 
 
 @dataclass(frozen=True)
@@ -186,6 +190,26 @@ class GeneratedDataKey:
 
     def __repr__(self) -> str:
         return f"GeneratedDataKey(key_id={self.key_id!r}, plaintext=<{len(self.plaintext)} bytes>)"
+
+
+@dataclass(frozen=True)
+class ImportParameters:
+    """GetParametersForImport's answer: the wrapping key (DER SubjectPublicKeyInfo) and the
+    import token that goes with it, both valid until `valid_to` (epoch seconds, 24 hours)."""
+
+    key_id: str  # the key's ARN
+    import_token: bytes
+    public_key: bytes
+    valid_to: float
+
+
+@dataclass(frozen=True)
+class ImportedMaterial:
+    """ImportKeyMaterial's or DeleteImportedKeyMaterial's answer; `key_material_id` only for a
+    symmetric encryption key (AWS reports it for no other)."""
+
+    key_id: str  # the key's ARN
+    key_material_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -292,11 +316,16 @@ class Client:
         return KMSStatus(p["status"], p["kmsType"], p["endpoint"], p["keyCount"], p["defaultKeyId"])
 
     def create_key(
-        self, name: str | None = None, spec: str | None = None, usage: str | None = None
+        self,
+        name: str | None = None,
+        spec: str | None = None,
+        usage: str | None = None,
+        origin: str | None = None,
     ) -> KeyInfo:
         """A new key: SYMMETRIC_DEFAULT (AES-256) unless `spec` names another AWS KeySpec, which
-        also needs its AWS KeyUsage (`create_key("signer", spec="RSA_2048", usage="SIGN_VERIFY")`)."""
-        query = {"keyName": name, "keySpec": spec, "keyUsage": usage}
+        also needs its AWS KeyUsage (`create_key("signer", spec="RSA_2048", usage="SIGN_VERIFY")`).
+        `origin="EXTERNAL"`: a key without material, pending import until `import_material`."""
+        query = {"keyName": name, "keySpec": spec, "keyUsage": usage, "origin": origin}
         p = self._admin("POST", "key/create", {k: v for k, v in query.items() if v})
         return KeyInfo(p["keyId"], p["status"], p["createdAt"])
 
@@ -314,6 +343,7 @@ class Client:
             p.get("currentVersion"),
             p.get("deletionDate"),
             p.get("keyUsage"),
+            p.get("origin"),
         )
 
     def _change(self, route: str, name: str, extra: Mapping[str, str] | None = None) -> KeyChange:
@@ -455,6 +485,98 @@ class Client:
             return bool(self._aws("VerifyMac", body)["MacValid"])
         except errors.InvalidMac:
             return False
+
+    # -- imported key material (BYOK) ------------------------------------------------------------
+
+    def get_parameters_for_import(
+        self,
+        key: str,
+        wrapping_algorithm: str = "RSA_AES_KEY_WRAP_SHA_256",
+        wrapping_key_spec: str = "RSA_4096",
+    ) -> ImportParameters:
+        """A fresh wrapping key and import token for an EXTERNAL key (GetParametersForImport)."""
+        body = {
+            "KeyId": key,
+            "WrappingAlgorithm": wrapping_algorithm,
+            "WrappingKeySpec": wrapping_key_spec,
+        }
+        p = self._aws("GetParametersForImport", body)
+        return ImportParameters(
+            p["KeyId"],
+            base64.b64decode(p["ImportToken"]),
+            base64.b64decode(p["PublicKey"]),
+            float(p["ParametersValidTo"]),
+        )
+
+    def import_key_material(
+        self,
+        key: str,
+        import_token: bytes,
+        encrypted_material: bytes,
+        *,
+        valid_to: float | datetime | None = None,
+        new_material: bool = False,
+        material_id: str | None = None,
+        description: str | None = None,
+    ) -> ImportedMaterial:
+        """ImportKeyMaterial of material wrapped under the token's wrapping key. It expires at
+        `valid_to` (epoch seconds or an aware datetime), or never when None; `new_material`
+        imports it as NEW_KEY_MATERIAL (the key's next material, current once the key is
+        rotated on demand), else it is the key's first material or one it had before."""
+        body: dict[str, Any] = {
+            "KeyId": key,
+            "ImportToken": _b64(import_token),
+            "EncryptedKeyMaterial": _b64(encrypted_material),
+        }
+        if valid_to is None:
+            body["ExpirationModel"] = "KEY_MATERIAL_DOES_NOT_EXPIRE"
+        else:
+            body["ExpirationModel"] = "KEY_MATERIAL_EXPIRES"
+            body["ValidTo"] = valid_to.timestamp() if isinstance(valid_to, datetime) else valid_to
+        if new_material:
+            body["ImportType"] = "NEW_KEY_MATERIAL"
+        if material_id:
+            body["KeyMaterialId"] = material_id
+        if description is not None:
+            body["KeyMaterialDescription"] = description
+        p = self._aws("ImportKeyMaterial", body)
+        return ImportedMaterial(p["KeyId"], p.get("KeyMaterialId"))
+
+    def import_material(
+        self,
+        key: str,
+        material: bytes,
+        *,
+        wrapping_algorithm: str = "RSA_AES_KEY_WRAP_SHA_256",
+        wrapping_key_spec: str = "RSA_4096",
+        valid_to: float | datetime | None = None,
+        new_material: bool = False,
+        description: str | None = None,
+    ) -> ImportedMaterial:
+        """The whole import: GetParametersForImport, `material` wrapped here (the plaintext
+        material never leaves this process unwrapped), ImportKeyMaterial. `material`: 32 bytes
+        for a symmetric key, the HMAC key's bytes, or a PKCS#8 DER private key."""
+        from s3kms.crypto import wrapping  # (cryptography: loaded by the commands that need it)
+
+        params = self.get_parameters_for_import(key, wrapping_algorithm, wrapping_key_spec)
+        wrapped = wrapping.wrap(params.public_key, wrapping_algorithm, material)
+        return self.import_key_material(
+            key,
+            params.import_token,
+            wrapped,
+            valid_to=valid_to,
+            new_material=new_material,
+            description=description,
+        )
+
+    def delete_imported_key_material(
+        self, key: str, material_id: str | None = None
+    ) -> ImportedMaterial:
+        """Delete the key's current imported material (or the one `material_id` names); the key
+        is pending import until that material is imported again."""
+        body = {"KeyId": key, **({"KeyMaterialId": material_id} if material_id else {})}
+        p = self._aws("DeleteImportedKeyMaterial", body)
+        return ImportedMaterial(p["KeyId"], p.get("KeyMaterialId"))
 
     # -- key policies and grants (docs/security.md) ---------------------------------------------------
 

@@ -13,8 +13,9 @@ the TOML file and the configure body into it; the keystore never imports this mo
 from __future__ import annotations
 
 import json
+import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -203,6 +204,9 @@ class Settings:
     data_dir: Path = Path("s3kms-data")
     backend: str | None = None  # local | vault | none; None = the persisted config, else local
     region: str = "us-east-1"
+    # The regions the AWS KMS API serves besides `region` (its home): a comma-separated list,
+    # or "*" for any region name; "": the home region only (keystore/regional.py).
+    regions: str = ""
     account_id: str = "000000000000"
     master_key_file: Path | None = None
     master_key: str | None = field(default=None, repr=False)
@@ -248,6 +252,7 @@ class Settings:
             )
         if str(self.log_format).lower() not in LOG_FORMATS:
             raise ValueError(f"log_format must be text or json, not {self.log_format!r}")
+        served_regions(self)  # (raises ValueError for a bad list)
         if self.metrics not in METRICS_MODES:
             raise ValueError(f"metrics must be off, public or signed, not {self.metrics!r}")
         for name in _POSITIVE_LIMITS:

@@ -40,6 +40,9 @@ envelope, and no handler builds error JSON by hand.
     +-- InvalidCiphertext              KMSInvalidCiphertext 400 / InvalidCiphertextException (no message)
     +-- IncorrectKey                   KMSIncorrectKey 400 / IncorrectKeyException
     +-- InvalidKeyUsage                KMSInvalidKeyUsage 400 / InvalidKeyUsageException
+    +-- IncorrectKeyMaterial           KMSIncorrectKeyMaterial 400 / IncorrectKeyMaterialException
+    +-- InvalidImportToken             KMSInvalidImportToken 400 / InvalidImportTokenException
+    +-- ExpiredImportToken             KMSExpiredImportToken 400 / ExpiredImportTokenException
     +-- InvalidSignature               KMSInvalidSignature 400 / KMSInvalidSignatureException
     +-- InvalidMac                     KMSInvalidMac 400 / KMSInvalidMacException
     +-- DryRunOperation                400 / DryRunOperationException (AWS `DryRun: true`)
@@ -296,6 +299,32 @@ class InvalidKeyUsage(KMSError):
     status = 400
     aws_type = "InvalidKeyUsageException"
     default_message = "The key usage or algorithm is not valid for this operation"
+
+
+class IncorrectKeyMaterial(KMSError):
+    """ImportKeyMaterial: the material is not what the key expects (another material than the
+    one imported before, the wrong size or type for the key spec)."""
+
+    code = "KMSIncorrectKeyMaterial"
+    status = 400
+    aws_type = "IncorrectKeyMaterialException"
+    default_message = "The key material is not valid for this KMS key"
+
+
+class InvalidImportToken(KMSError):
+    """ImportKeyMaterial: the import token is not one this KMS made, or is for another key."""
+
+    code = "KMSInvalidImportToken"
+    status = 400
+    aws_type = "InvalidImportTokenException"
+    default_message = "The import token is invalid or is associated with a different KMS key"
+
+
+class ExpiredImportToken(KMSError):
+    code = "KMSExpiredImportToken"
+    status = 400
+    aws_type = "ExpiredImportTokenException"
+    default_message = "The import token has expired; call GetParametersForImport for a new one"
 
 
 class InvalidSignature(KMSError):

@@ -16,6 +16,11 @@ class KeyState(enum.Enum):
     ENABLED = "Enabled"
     DISABLED = "Disabled"
     PENDING_DELETION = "PendingDeletion"
+    # An EXTERNAL key without its key material: never imported, deleted, or expired.
+    PENDING_IMPORT = "PendingImport"
+    # A multi-Region primary key scheduled for deletion while it has replicas: it waits for
+    # them to be deleted, then its waiting period (PendingDeletion) begins.
+    PENDING_REPLICA_DELETION = "PendingReplicaDeletion"
 
     @property
     def admin_word(self) -> str:
@@ -27,6 +32,8 @@ _ADMIN_WORDS = {
     KeyState.ENABLED: "enabled",
     KeyState.DISABLED: "disabled",
     KeyState.PENDING_DELETION: "pending_deletion",
+    KeyState.PENDING_IMPORT: "pending_import",
+    KeyState.PENDING_REPLICA_DELETION: "pending_replica_deletion",
 }
 
 
@@ -61,6 +68,31 @@ class Grant:
     context_equals: tuple[tuple[str, str], ...] | None = None
 
 
+# Where a key's material came from (AWS OriginType): made by s3kms, or imported (BYOK).
+ORIGIN_AWS_KMS = "AWS_KMS"
+ORIGIN_EXTERNAL = "EXTERNAL"
+# AWS ExpirationModelType.
+EXPIRES = "KEY_MATERIAL_EXPIRES"
+DOES_NOT_EXPIRE = "KEY_MATERIAL_DOES_NOT_EXPIRE"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyMaterial:
+    """One imported key material of an EXTERNAL key (AWS's "key material" of ImportKeyMaterial,
+    ListKeyRotations and DescribeKey). The material itself is in the keystore, stored as key
+    version `version`, the number its ciphertexts name; this is what the service knows of it."""
+
+    version: int
+    material_id: str  # 64 lowercase hex: AWS's KeyMaterialId (crypto/wrapping.material_id)
+    imported: bool  # False once deleted or expired: the same material may be imported again
+    expiration_model: str | None = None  # EXPIRES | DOES_NOT_EXPIRE while imported
+    valid_to: float | None = None  # epoch seconds, with EXPIRES
+    description: str = ""  # AWS KeyMaterialDescription
+    # Imported as NEW_KEY_MATERIAL and waiting for RotateKeyOnDemand (AWS PENDING_ROTATION).
+    pending: bool = False
+    rotated_at: float | None = None  # when RotateKeyOnDemand made it current; None: the first
+
+
 @dataclass(frozen=True, slots=True)
 class KeyMetadata:
     key_id: str
@@ -82,6 +114,24 @@ class KeyMetadata:
     # is put: the account's default key policy (s3kms.access), computed, never stored.
     policy: str | None = None
     grants: tuple[Grant, ...] = field(default=())
+    origin: str = ORIGIN_AWS_KMS  # ORIGIN_EXTERNAL: material comes from ImportKeyMaterial
+    # An EXTERNAL key's materials, by version (empty until the first import). The keystore
+    # stores them with the rest of the record, written by the same compare-and-set update.
+    materials: tuple[KeyMaterial, ...] = field(default=())
+
+    # A multi-Region key (`mrk-` id): its primary region, and its replicas' regions, in every
+    # region's record of it (ReplicateKey and UpdatePrimaryRegion rewrite them all). None, ():
+    # a single-Region key. The regions share the key's material (keystore/regional.py).
+    primary_region: str | None = None
+    replica_regions: tuple[str, ...] = field(default=())
+
+    @property
+    def multi_region(self) -> bool:
+        return self.primary_region is not None
+
+    @property
+    def external(self) -> bool:
+        return self.origin == ORIGIN_EXTERNAL
 
     @property
     def enabled(self) -> bool:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from s3kms.clock import Clock
-from s3kms.config import KMSConfig, Settings, load_kms_config, save_kms_config
+from s3kms.config import KMSConfig, Settings, load_kms_config, save_kms_config, served_regions
 from s3kms.crypto import masterkey
 from s3kms.errors import NotConfigured
 from s3kms.fsutil import ensure_private_dir, write_private_file
@@ -120,6 +120,7 @@ class Runtime:
             region=self.settings.region,
             account_id=self.settings.account_id,
             default_key_id=config.default_key_id,
+            regions=served_regions(self.settings),
         )
 
     async def start(self) -> None:
@@ -239,11 +240,7 @@ def _discard_keystore(directory: Path, data_dir: Path) -> None:
 
 async def _close(service: KeyService) -> None:
     """Store what the service noted (keys' last uses), then close its keystore."""
-    try:
-        await service.flush_last_uses()
-    except Exception:
-        log.exception("could not store the keys' last uses before closing the keystore")
-    await service.store.close()
+    await service.close_store()
 
 
 def generated_master_key_warning(path: str, kms_type: str) -> str:

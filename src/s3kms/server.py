@@ -79,6 +79,7 @@ def build_app(settings: Settings, clock: Clock | None = None) -> App:
         account_id=settings.account_id,
         users=users,
         rate_limit=settings.rate_limit,
+        regions=served_regions(settings),
     )
     audit = open_audit_log(settings)
     metrics = scrape = None
@@ -405,10 +406,18 @@ DEV_ROOT = "test"  # what CI pipelines export for LocalStack (AWS_ACCESS_KEY_ID=
 
 
 def dev_settings(settings: Settings) -> Settings:
-    """`--dev`: the Local backend, and root credentials test/test unless both are given."""
+    """`--dev`: the Local backend, every region (unless --regions says which), and root
+    credentials test/test unless both are given."""
     if settings.root_user is None and settings.root_password is None:
         settings = dataclasses.replace(settings, root_user=DEV_ROOT, root_password=DEV_ROOT)
-    return dataclasses.replace(settings, backend="local")
+    return dataclasses.replace(settings, backend="local", regions=settings.regions or "*")
+
+
+def _regions_line(settings: Settings) -> str:
+    if settings.regions.strip() == "*":
+        return f"every region (home, for the admin API and ARNs by default: {settings.region})"
+    names = sorted({settings.region, *(n.strip() for n in settings.regions.split(",") if n)})
+    return ", ".join(names) + f" (home: {settings.region})"
 
 
 def dev_banner(settings: Settings, root: credentials.Credentials, temporary: bool) -> str:
@@ -420,7 +429,8 @@ def dev_banner(settings: Settings, root: credentials.Credentials, temporary: boo
             rule,
             "  s3kms DEV MODE: NOT FOR PRODUCTION. State is thrown away at exit.",
             f"  state:       {settings.data_dir.absolute()} ({where})",
-            f"  endpoint:    {url}  (region {settings.region}, loopback only)",
+            f"  endpoint:    {url}  (loopback only)",
+            f"  regions:     {_regions_line(settings)}",
             f"  access key:  {root.access_key}",
             f"  secret key:  {root.secret_key}",
             f"  reset:       POST {url}/_s3kms/reset, signed by root, wipes every key, alias,",

@@ -6,6 +6,15 @@ values. The state machine lives here and only here:
     Enabled          everything
     Disabled         enable, disable, schedule deletion, metadata; crypto -> KeyDisabled
     PendingDeletion  cancel deletion, metadata; crypto, enable, disable -> KeyInvalidState
+    PendingImport    an EXTERNAL key without its material (importing.py): import, schedule
+                     deletion, metadata; crypto, enable, disable -> KeyInvalidState
+    PendingReplicaDeletion
+                     a multi-Region primary scheduled for deletion while it has replicas: as
+                     PendingDeletion; its waiting period starts when its last replica is gone
+
+Regions: a service serves one region; `in_region` gives another region's view of the same
+keystore (keystore/regional.py), and the multi-Region key operations (`replicate`,
+`update_primary_region`, rotation and deletion of such keys) write every region's record.
 
 Key references accept a key id, a key ARN, `alias/<name>` or an alias ARN.
 
@@ -18,29 +27,34 @@ authorises its `admin:` actions against identity policies only).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import hmac
 import logging
 import os
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from s3kms import granttoken
+from s3kms import granttoken, importing
 from s3kms.backup import create_backup
 from s3kms.clock import Clock
-from s3kms.crypto import asymmetric, blob, keyspecs
+from s3kms.crypto import asymmetric, blob, keyspecs, wrapping
 from s3kms.crypto.context import canonical_context
 from s3kms.errors import (
     ConcurrentChange,
     IncorrectKey,
+    IncorrectKeyMaterial,
     InvalidCiphertext,
     InvalidGrantId,
     InvalidGrantToken,
+    InvalidImportToken,
     InvalidKeyUsage,
     InvalidMac,
     InvalidRequest,
     InvalidSignature,
+    KeyAlreadyExists,
     KeyDisabled,
     KeyInvalidState,
     KeyNotFound,
@@ -49,12 +63,18 @@ from s3kms.errors import (
     UnsupportedOperation,
     ValidationError,
 )
+from s3kms.keystore import regional
 from s3kms.keystore.base import KeyStore, RotationDue, StateCheck, WriteConflict
+from s3kms.keystore.regional import RegionalKeyStore
 from s3kms.model import (
+    DOES_NOT_EXPIRE,
     KEY_NAME_RE,
+    ORIGIN_AWS_KMS,
+    ORIGIN_EXTERNAL,
     Alias,
     DataKey,
     Grant,
+    KeyMaterial,
     KeyMetadata,
     KeyState,
     KeyVersion,
@@ -80,6 +100,9 @@ MAX_GRANTS_PER_KEY = 5_000
 # KMS key" (500, in AWS's resource quotas until 2022).
 MAX_GRANTS_PER_GRANTEE = 500
 _GRANT_ID = re.compile(r"[0-9a-f]{64}")
+# Key spec families whose material can be imported (AWS: symmetric, HMAC, RSA, ECC; s3kms also
+# Ed25519, whose PKCS#8 form is as plain). ML-DSA, ML-KEM and SM2 material is made in the KMS.
+_IMPORTABLE_FAMILIES = frozenset({"symmetric", "hmac", "rsa", "ecc", "ed25519"})
 
 
 def check_usable(meta: KeyMetadata) -> None:
@@ -88,7 +111,33 @@ def check_usable(meta: KeyMetadata) -> None:
         return
     if meta.state is KeyState.DISABLED:
         raise KeyDisabled(key_id=meta.key_id)
-    raise KeyInvalidState(f"Key {meta.key_id} is pending deletion", key_id=meta.key_id)
+    raise KeyInvalidState(f"Key {meta.key_id} {_STATE_WORDS[meta.state]}", key_id=meta.key_id)
+
+
+# How KeyInvalidState words a state ("Key <id> is pending deletion"; the AWS surface names the
+# ARN: "<arn> is pending import.", as AWS answers).
+_STATE_WORDS = {
+    KeyState.PENDING_DELETION: "is pending deletion",
+    KeyState.PENDING_IMPORT: "is pending import",
+    KeyState.PENDING_REPLICA_DELETION: "is pending replica deletion",
+}
+# Views of other regions a service keeps (one per region name seen); past it, built per call.
+_MAX_REGION_VIEWS = 256
+
+
+def _not_primary(meta: KeyMetadata, region: str) -> None:
+    """What only a multi-Region key's primary may do (ReplicateKey, UpdatePrimaryRegion, rotation):
+    AWS's answer (recorded) names the key's ARN."""
+    if meta.primary_region != region:
+        raise UnsupportedOperation(
+            f"{meta.key_id} is not a multi-region primary key.", key_id=meta.key_id
+        )
+
+
+def _members(meta: KeyMetadata) -> tuple[str, ...]:
+    """Every region holding a multi-Region key: its primary's, then its replicas'."""
+    assert meta.primary_region is not None
+    return (meta.primary_region, *meta.replica_regions)
 
 
 def next_rotation_after(now: float) -> RotationDue:
@@ -198,9 +247,27 @@ def _rotatable(meta: KeyMetadata) -> None:
         raise UnsupportedOperation("", key_id=meta.key_id)  # AWS: no message (recorded for RSA)
 
 
+def _auto_rotatable(meta: KeyMetadata) -> None:
+    """Automatic rotation makes material; an EXTERNAL key's comes only by import (AWS answers
+    EnableKeyRotation so, as for the other operations an origin does not allow)."""
+    _rotatable(meta)
+    if meta.external:
+        raise UnsupportedOperation(
+            f"{meta.key_id} origin is {meta.origin} which is not valid for this operation.",
+            key_id=meta.key_id,
+        )
+
+
+def _not_pending_import(meta: KeyMetadata) -> None:
+    """EnableKey and DisableKey: a key without its material has no state to switch."""
+    _not_pending(meta)
+    if meta.state is KeyState.PENDING_IMPORT:
+        raise KeyInvalidState(f"Key {meta.key_id} is pending import", key_id=meta.key_id)
+
+
 def _not_pending(meta: KeyMetadata) -> None:
-    if meta.state is KeyState.PENDING_DELETION:
-        raise KeyInvalidState(f"Key {meta.key_id} is pending deletion", key_id=meta.key_id)
+    if meta.state in (KeyState.PENDING_DELETION, KeyState.PENDING_REPLICA_DELETION):
+        raise KeyInvalidState(f"Key {meta.key_id} {_STATE_WORDS[meta.state]}", key_id=meta.key_id)
 
 
 def _constraint(context: Mapping[str, str] | None) -> tuple[tuple[str, str], ...] | None:
@@ -224,6 +291,16 @@ def _grant_of(meta: KeyMetadata, grant_id: str) -> Grant:
     raise KeyNotFound(f"Grant ID {grant_id} not found")
 
 
+def new_multi_region_key_id() -> str:
+    """`mrk-` and 32 hex digits, as AWS makes a multi-Region key's id."""
+    return "mrk-" + uuid.uuid4().hex
+
+
+def _without_region(region: str, meta: KeyMetadata) -> KeyMetadata:
+    """A multi-Region key's record once its replica in `region` is gone."""
+    return replace(meta, replica_regions=tuple(r for r in meta.replica_regions if r != region))
+
+
 def _without_grant(meta: KeyMetadata, grant_id: str) -> KeyMetadata:
     return replace(meta, grants=tuple(g for g in meta.grants if g.grant_id != grant_id))
 
@@ -245,6 +322,35 @@ class BackendReport:
     endpoint: str
     connected: bool
     key_count: int | None  # None when not counted (or the count failed)
+
+
+@dataclass(frozen=True, slots=True)
+class ImportParameters:
+    """GetParametersForImport's answer."""
+
+    key_id: str
+    token: bytes  # opaque: the keystore's seal of importing.TokenContent
+    public_key: bytes  # SubjectPublicKeyInfo DER of the wrapping key
+    valid_to: float  # epoch seconds
+
+
+def _unwrapped(
+    info: keyspecs.KeySpecInfo, private_key: bytes, algorithm: str, encrypted: bytes
+) -> bytes:
+    """The imported material, unwrapped and checked against the key spec (in a thread: RSA
+    decryption and an imported RSA key's validation take tens of milliseconds)."""
+    if algorithm.startswith("RSAES_OAEP") and info.family == "rsa":
+        # AWS: "To import an RSA private key, you must use an RSA_AES wrapping algorithm."
+        raise IncorrectKeyMaterial(
+            f"{algorithm} cannot wrap RSA key material: use RSA_AES_KEY_WRAP_SHA_1 or _256"
+        )
+    material = wrapping.unwrap(private_key, algorithm, encrypted)
+    if material is None:
+        raise InvalidCiphertext
+    try:
+        return wrapping.check_material(info, material)
+    except ValueError as exc:
+        raise IncorrectKeyMaterial(str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,13 +382,26 @@ class KeyService:
         region: str,
         account_id: str,
         default_key_id: str | None = None,
+        regions: Container[str] | None = None,
+        home: KeyService | None = None,
     ) -> None:
-        self.store = store
+        """`regions`: the regions served besides `region` (keystore/regional.py; None: this
+        one only, and the keystore is used as it is). `home`: the home region's service, when
+        this is another region's view of it (`in_region`)."""
         self.clock = clock
         self.region = region
+        self._raw = store  # every region's keys (maintenance, backups)
+        self._regions = regions
+        self._home = home or self
+        self.home_region = self._home.region if home is not None else region
+        if regions is not None:
+            store = RegionalKeyStore(store, region, self.home_region)
+        self.store = store
+        self._views: dict[str, KeyService] = {}  # (the home service's: other regions' views)
         self.account_id = account_id
         self.default_key_id = default_key_id
         self._arn_prefix = f"arn:aws:kms:{region}:{account_id}:"
+        self.arn_prefix = self._arn_prefix
         self._uses: dict[str, LastUse] = {}  # noted since the last flush, by key
         # Keys per state (KeyState values) after the last complete maintenance pass; None
         # before the first one.
@@ -297,6 +416,55 @@ class KeyService:
 
     def key_arn(self, key_id: str) -> str:
         return f"{self._arn_prefix}key/{key_id}"
+
+    def key_arn_in(self, region: str, key_id: str) -> str:
+        return f"arn:aws:kms:{region}:{self.account_id}:key/{key_id}"
+
+    # -- regions --------------------------------------------------------------------------------
+
+    def serves(self, region: str) -> bool:
+        return region == self.home_region or (self._regions is not None and region in self._regions)
+
+    def in_region(self, region: str) -> KeyService:
+        """This service as the region `region` sees it (a request's SigV4 scope names it)."""
+        if region == self.region:
+            return self
+        if not self.serves(region):
+            raise UnsupportedOperation(f"Region {region} is not served by this KMS")
+        return self._view(region)
+
+    def _view(self, region: str) -> KeyService:
+        """A region's view, served or not (maintenance walks every region in the keystore)."""
+        home = self._home
+        if region == home.region:
+            return home
+        view = home._views.get(region)
+        if view is None:
+            view = KeyService(
+                home._raw,
+                home.clock,
+                region=region,
+                account_id=home.account_id,
+                regions=home._regions if home._regions is not None else frozenset({region}),
+                home=home,
+            )
+            if len(home._views) < _MAX_REGION_VIEWS:
+                home._views[region] = view
+        return view
+
+    def _services(self) -> list[KeyService]:
+        """The home service and every region view it made (what a flush covers)."""
+        home = self._home
+        return [home, *home._views.values()]
+
+    async def close_store(self) -> None:
+        """Store what every region noted, then close the keystore (all regions share it)."""
+        for service in self._services():
+            try:
+                await service.flush_last_uses()
+            except Exception:
+                log.exception("could not store the keys' last uses before closing the keystore")
+        await self._raw.close()
 
     def alias_arn(self, alias_name: str) -> str:
         return f"{self._arn_prefix}{alias_name}"
@@ -325,15 +493,28 @@ class KeyService:
         key_spec: str = keyspecs.SYMMETRIC_DEFAULT.name,
         key_usage: str | None = None,
         policy: str | None = None,
+        origin: str = ORIGIN_AWS_KMS,
+        multi_region: bool = False,
     ) -> KeyMetadata:
         """A new key of `key_spec` for `key_usage` (None: ENCRYPT_DECRYPT, which only a symmetric
         key may leave out, as in AWS); refused when the spec, usage or backend do not fit.
         `policy`: its key policy, stored as given (the caller validated it); None: the default."""
         info = self.spec_for_new_key(key_spec, key_usage)
+        if origin == ORIGIN_EXTERNAL and info.family not in _IMPORTABLE_FAMILIES:
+            raise UnsupportedOperation(f"KeySpec {info.name} does not support Origin EXTERNAL")
+        if multi_region:
+            if origin == ORIGIN_EXTERNAL:
+                raise UnsupportedOperation(
+                    "multi-Region keys with imported key material are not supported by s3kms"
+                )
+            key_id = key_id or new_multi_region_key_id()
         key_id = validate_key_name(key_id) if key_id is not None else str(uuid.uuid4())
         meta = KeyMetadata(
             key_id=key_id,
-            state=KeyState.ENABLED,
+            # An EXTERNAL key has no material until ImportKeyMaterial.
+            state=KeyState.PENDING_IMPORT if origin == ORIGIN_EXTERNAL else KeyState.ENABLED,
+            origin=origin,
+            primary_region=self.region if multi_region else None,
             created_at=float(int(self.clock.now())),
             description=description,
             tags=tuple(tags),
@@ -413,9 +594,9 @@ class KeyService:
         authorize_key: Callable[[str], None] | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> bytes:
-        """An encrypted backup of every key and alias (see backup.py)."""
+        """An encrypted backup of every key and alias, of every region (see backup.py)."""
         return await create_backup(
-            self.store, passphrase, progress=progress, authorize_key=authorize_key
+            self._raw, passphrase, progress=progress, authorize_key=authorize_key
         )
 
     @staticmethod
@@ -428,6 +609,20 @@ class KeyService:
     def legacy_spec(meta: KeyMetadata) -> str | None:
         """The deprecated `CustomerMasterKeySpec` AWS still reports, when the spec has one."""
         return keyspecs.spec(meta.key_spec).legacy_name
+
+    @staticmethod
+    def has_material_ids(meta: KeyMetadata) -> bool:
+        """Whether AWS reports the key's KeyMaterialIds: for symmetric encryption keys only (the
+        keys that can hold several materials)."""
+        return meta.key_spec == SYMMETRIC
+
+    @staticmethod
+    def material_id(meta: KeyMetadata, version: int) -> str | None:
+        """The KeyMaterialId of a key version: an imported material's, or the one of material
+        s3kms made; None for a version an EXTERNAL key has no material record of."""
+        if meta.external:
+            return next((m.material_id for m in meta.materials if m.version == version), None)
+        return wrapping.generated_material_id(meta.key_id, version)
 
     @staticmethod
     def ciphertext_key_id(ciphertext: bytes) -> str:
@@ -476,14 +671,14 @@ class KeyService:
 
     async def enable(self, ref: str, *, access: StateCheck | None = None) -> KeyMetadata:
         def change(meta: KeyMetadata) -> KeyMetadata:
-            _not_pending(meta)
+            _not_pending_import(meta)
             return replace(meta, state=KeyState.ENABLED)
 
         return await self._modify(ref, change, access)
 
     async def disable(self, ref: str, *, access: StateCheck | None = None) -> KeyMetadata:
         def change(meta: KeyMetadata) -> KeyMetadata:
-            _not_pending(meta)
+            _not_pending_import(meta)
             return replace(meta, state=KeyState.DISABLED)
 
         return await self._modify(ref, change, access)
@@ -499,6 +694,14 @@ class KeyService:
 
         def change(meta: KeyMetadata) -> KeyMetadata:
             _not_pending(meta)
+            if meta.primary_region == self.region and meta.replica_regions:
+                # A primary waits for its replicas' deletion; its waiting period starts then.
+                return replace(
+                    meta,
+                    state=KeyState.PENDING_REPLICA_DELETION,
+                    deletion_date=None,
+                    pending_window_days=days,
+                )
             return replace(
                 meta,
                 state=KeyState.PENDING_DELETION,
@@ -510,13 +713,18 @@ class KeyService:
 
     async def cancel_deletion(self, ref: str, *, access: StateCheck | None = None) -> KeyMetadata:
         def change(meta: KeyMetadata) -> KeyMetadata:
-            if meta.state is not KeyState.PENDING_DELETION:
+            if meta.state not in (KeyState.PENDING_DELETION, KeyState.PENDING_REPLICA_DELETION):
                 raise KeyInvalidState(
                     f"Key {meta.key_id} is not pending deletion", key_id=meta.key_id
                 )
-            return replace(
-                meta, state=KeyState.DISABLED, deletion_date=None, pending_window_days=None
+            # A key whose material is gone waits for it again (imported keys).
+            held = [m for m in meta.materials if not m.pending]
+            state = (
+                KeyState.PENDING_IMPORT
+                if meta.external and not (held and all(m.imported for m in held))
+                else KeyState.DISABLED
             )
+            return replace(meta, state=state, deletion_date=None, pending_window_days=None)
 
         return await self._modify(ref, change, access)
 
@@ -564,7 +772,47 @@ class KeyService:
         check_usable(meta)
         _rotatable(meta)
         now = self.clock.now()
-        return await self.store.rotate_key(key_id, rotation_type, now, next_rotation_after(now))
+        if meta.external:  # the material imported for it (NEW_KEY_MATERIAL) becomes current
+            arn = self.key_arn(key_id)
+
+            def change(current: KeyMetadata) -> KeyMetadata:
+                check_usable(current)
+                return importing.plan_rotation(current, now, arn)
+
+            return await self._modify(key_id, change, access)
+        if meta.multi_region:
+            _not_primary(meta, self.region)
+        return await self._rotate_now(key_id, rotation_type, now)
+
+    async def _rotate_now(
+        self, key_id: str, rotation_type: RotationType, now: float
+    ) -> KeyMetadata:
+        """Rotate; a multi-Region primary's replicas share its material, and take its new
+        current version and next rotation (AWS synchronises rotation to the replicas)."""
+        new = await self.store.rotate_key(key_id, rotation_type, now, next_rotation_after(now))
+        if new.multi_region:
+            await self._to_replicas(
+                new,
+                lambda m: replace(
+                    m,
+                    current_version=max(m.current_version, new.current_version),
+                    next_rotation=new.next_rotation,
+                ),
+            )
+        return new
+
+    async def _to_replicas(
+        self, primary: KeyMetadata, change: Callable[[KeyMetadata], KeyMetadata]
+    ) -> None:
+        """Apply `change` to the key's record in every other region holding it (one that is
+        gone meanwhile is skipped: its deletion already took it out)."""
+        for region in _members(primary):
+            if region == self.region:
+                continue
+            try:
+                await self._view(region)._modify(primary.key_id, change)
+            except KeyNotFound:
+                continue
 
     async def set_rotation(
         self,
@@ -582,7 +830,9 @@ class KeyService:
 
         def change(meta: KeyMetadata) -> KeyMetadata:
             check_usable(meta)
-            _rotatable(meta)
+            _auto_rotatable(meta)
+            if meta.multi_region:
+                _not_primary(meta, self.region)  # a shared property, set on the primary
             if not enabled:
                 return replace(meta, rotation_enabled=False, next_rotation=None)
             period = period_days or meta.rotation_period_days
@@ -593,14 +843,290 @@ class KeyService:
                 next_rotation=float(int(now + period * DAY)),
             )
 
-        return await self._modify(ref, change, access)
+        new = await self._modify(ref, change, access)
+        if new.multi_region:
+            await self._to_replicas(
+                new,
+                lambda m: replace(
+                    m,
+                    rotation_enabled=new.rotation_enabled,
+                    rotation_period_days=new.rotation_period_days,
+                    next_rotation=new.next_rotation,
+                ),
+            )
+        return new
 
     async def versions(self, ref: str, *, access: StateCheck | None = None) -> Sequence[KeyVersion]:
         key_id = await self.resolve(ref)
         meta = await self.store.get_key(key_id)
         if access is not None:
             access(meta)
+        if meta.primary_region not in (None, self.region):
+            # A replica's versions are its primary's (they share material and rotations).
+            with contextlib.suppress(KeyNotFound):
+                return await self._view(meta.primary_region).store.list_versions(key_id)
         return await self.store.list_versions(key_id)
+
+    # -- multi-Region keys ----------------------------------------------------------------------
+
+    async def replicate(
+        self,
+        ref: str,
+        replica_region: str,
+        *,
+        description: str = "",
+        tags: Sequence[tuple[str, str]] = (),
+        policy: str | None = None,
+        access: StateCheck | None = None,
+    ) -> KeyMetadata:
+        """ReplicateKey: the key's replica in `replica_region`, with the same id, material and
+        rotation, and its own description, tags, key policy and state. Every region's record
+        of the key then lists the new replica."""
+        meta = await self.describe(ref, access=access)
+        if not meta.multi_region:
+            raise UnsupportedOperation(
+                f"Unable to replicate a non-MultiRegion key {meta.key_id}", key_id=meta.key_id
+            )
+        _not_primary(meta, self.region)
+        check_usable(meta)
+        if not self.serves(replica_region):
+            raise UnsupportedOperation(f"Region {replica_region} is not served by this KMS")
+        if replica_region in _members(meta):
+            raise KeyAlreadyExists(
+                f"Unable to replicate key {meta.key_id} to region {replica_region}, as the key "
+                "already exists there"
+            )
+        regions = (*meta.replica_regions, replica_region)
+        replica = KeyMetadata(
+            key_id=meta.key_id,
+            state=KeyState.ENABLED,
+            created_at=float(int(self.clock.now())),
+            description=description,
+            current_version=meta.current_version,
+            rotation_enabled=meta.rotation_enabled,
+            rotation_period_days=meta.rotation_period_days,
+            next_rotation=meta.next_rotation,
+            tags=tuple(tags),
+            key_spec=meta.key_spec,
+            key_usage=meta.key_usage,
+            policy=policy,
+            origin=meta.origin,
+            primary_region=self.region,
+            replica_regions=regions,
+        )
+        target = self._view(replica_region)
+        try:
+            made = await target.store.create_key(replica, replica=True)
+        except KeyAlreadyExists:
+            made = None  # (a replica made by an earlier try whose last step did not happen)
+        await self._modify(meta.key_id, lambda m: replace(m, replica_regions=regions))
+        await self._to_replicas(
+            replace(meta, replica_regions=regions),
+            lambda m: replace(m, replica_regions=regions) if m.primary_region else m,
+        )
+        if made is None:
+            raise KeyAlreadyExists(
+                f"Unable to replicate key {meta.key_id} to region {replica_region}, as the key "
+                "already exists there"
+            )
+        return made
+
+    async def update_primary_region(
+        self, ref: str, primary_region: str, *, access: StateCheck | None = None
+    ) -> KeyMetadata:
+        """UpdatePrimaryRegion: the replica in `primary_region` becomes the primary and this
+        region's key a replica; every region's record says so."""
+        meta = await self.describe(ref, access=access)
+        if not meta.multi_region:
+            raise UnsupportedOperation(
+                f"{meta.key_id} is not a multi-Region key", key_id=meta.key_id
+            )
+        _not_primary(meta, self.region)
+        check_usable(meta)
+        if primary_region == self.region:
+            return meta
+        if primary_region not in meta.replica_regions:
+            raise KeyNotFound(f"Key {meta.key_id} has no replica in {primary_region}")
+        replicas = tuple(r for r in _members(meta) if r != primary_region)
+
+        def switch(m: KeyMetadata) -> KeyMetadata:
+            return replace(m, primary_region=primary_region, replica_regions=replicas)
+
+        # The new primary first: a crash after it leaves two records naming it primary (the
+        # old one answers as a replica already), never none.
+        await self._view(primary_region)._modify(meta.key_id, switch)
+        new = await self._modify(meta.key_id, switch)
+        await self._to_replicas(new, switch)
+        return new
+
+    async def _destroy(self, meta: KeyMetadata) -> None:
+        """Delete a key whose waiting period is over; a multi-Region key's material stays while
+        another region holds the key, and the others' records stop listing this region."""
+        if not meta.multi_region:
+            await self.store.delete_key(meta.key_id)
+            return
+        others = tuple(r for r in _members(meta) if r != self.region)
+        await self.store.delete_key(meta.key_id, keep_material=bool(others))
+        for region in others:
+            try:
+                await self._view(region)._modify(
+                    meta.key_id, functools.partial(_without_region, self.region)
+                )
+            except KeyNotFound:
+                continue
+
+    # -- imported key material (importing.py has the rules) -------------------------------------
+
+    async def import_parameters(
+        self,
+        ref: str,
+        wrapping_algorithm: str,
+        wrapping_key_spec: str,
+        *,
+        access: StateCheck | None = None,
+    ) -> ImportParameters:
+        """GetParametersForImport: a fresh RSA wrapping key and the token that carries its
+        private half, sealed by the keystore, valid for 24 hours."""
+        meta = await self.describe(ref, access=access)
+        importing.require_external(meta)
+        _not_pending(meta)
+        private, public = await asyncio.to_thread(wrapping.new_wrapping_key, wrapping_key_spec)
+        expires = float(int(self.clock.now() + importing.TOKEN_VALIDITY))
+        content = importing.TokenContent(meta.key_id, wrapping_algorithm, expires, private)
+        token = await self.store.seal(importing.TOKEN_PURPOSE, importing.token_plaintext(content))
+        return ImportParameters(meta.key_id, token, public, expires)
+
+    async def import_material(
+        self,
+        ref: str,
+        token: bytes,
+        encrypted_material: bytes,
+        *,
+        expiration_model: str | None = None,
+        valid_to: float | None = None,
+        import_type: str | None = None,
+        material_id: str | None = None,
+        description: str | None = None,
+        access: StateCheck | None = None,
+    ) -> tuple[KeyMetadata, KeyMaterial]:
+        """ImportKeyMaterial: unwrap the material with the token's key, check it fits the key,
+        and store it with the key's new metadata in one write."""
+        key_id = await self.resolve(ref)
+        meta = await self.describe(key_id, access=access)
+        importing.require_external(meta)
+        _not_pending(meta)
+        now = self.clock.now()
+        try:
+            plaintext = await self.store.unseal(importing.TOKEN_PURPOSE, token)
+        except InvalidCiphertext:
+            raise InvalidImportToken from None
+        content = importing.read_token(plaintext, key_id, now)
+        model, until = importing.expiration(expiration_model, valid_to, now)
+        info = keyspecs.spec(meta.key_spec)
+        material = await asyncio.to_thread(
+            _unwrapped, info, content.private_key, content.algorithm, encrypted_material
+        )
+        new_id = wrapping.material_id(key_id, material)
+        for _ in range(20):
+            new, record = importing.plan_import(
+                meta,
+                new_id,
+                symmetric=info.symmetric,
+                import_type=import_type,
+                expected_id=material_id,
+                expiration_model=model,
+                valid_to=until,
+                description=description,
+                key_arn=self.key_arn(key_id),
+            )
+            try:
+                return await self.store.set_material(new, record.version, material), record
+            except WriteConflict:  # re-read, re-authorise, re-plan
+                meta = await self.describe(key_id, access=access)
+        raise ConcurrentChange(f"Key {key_id} is being changed by concurrent requests; retry")
+
+    async def create_imported_key(self, key_id: str, material: bytes) -> KeyMetadata:
+        """A symmetric EXTERNAL key made with `material` (32 bytes) at once, never expiring: the
+        KES API's key/import, whose client hands the material itself over mutual TLS. A retry
+        after a failure between the two writes (the key made, its material not yet) finishes
+        the import; any other existing key is KeyAlreadyExists."""
+        try:
+            material = wrapping.check_material(keyspecs.SYMMETRIC_DEFAULT, material)
+        except ValueError as exc:
+            raise IncorrectKeyMaterial(str(exc)) from None
+        try:
+            meta = await self.create_key(key_id, origin=ORIGIN_EXTERNAL)
+        except KeyAlreadyExists:
+            meta = await self.store.get_key(key_id)
+            if not (meta.external and not meta.materials and meta.key_spec == SYMMETRIC):
+                raise
+        new, record = importing.plan_import(
+            meta,
+            wrapping.material_id(key_id, material),
+            symmetric=True,
+            import_type=None,
+            expected_id=None,
+            expiration_model=DOES_NOT_EXPIRE,
+            valid_to=None,
+            description=None,
+            key_arn=self.key_arn(key_id),
+        )
+        try:
+            return await self.store.set_material(new, record.version, material)
+        except WriteConflict:
+            raise ConcurrentChange(
+                f"Key {key_id} is being changed by a concurrent request"
+            ) from None
+
+    async def delete_material(
+        self, ref: str, material_id: str | None = None, *, access: StateCheck | None = None
+    ) -> tuple[KeyMetadata, KeyMaterial]:
+        """DeleteImportedKeyMaterial: destroy a material (None: the current one)."""
+        key_id = await self.resolve(ref)
+        return await self._drop_material(
+            key_id, lambda meta: importing.plan_delete(meta, material_id), access
+        )
+
+    async def _drop_material(
+        self,
+        key_id: str,
+        plan: Callable[[KeyMetadata], tuple[KeyMetadata, KeyMaterial]],
+        access: StateCheck | None = None,
+    ) -> tuple[KeyMetadata, KeyMaterial]:
+        for _ in range(20):
+            meta = await self.store.get_key(key_id)
+            if access is not None:
+                access(meta)
+            new, target = plan(meta)
+            if new is meta:  # already gone
+                return meta, target
+            try:
+                return await self.store.set_material(new, target.version, None), target
+            except WriteConflict:
+                continue
+        raise ConcurrentChange(f"Key {key_id} is being changed by concurrent requests; retry")
+
+    async def _expire_materials(self, meta: KeyMetadata, now: float) -> KeyMetadata:
+        """The maintenance pass: delete every material of the key whose ValidTo has passed."""
+        while (gone := importing.expired(meta, now)) is not None:
+
+            def plan(
+                current: KeyMetadata, target: KeyMaterial = gone
+            ) -> tuple[KeyMetadata, KeyMaterial]:
+                same = next(
+                    (m for m in current.materials if m.material_id == target.material_id), target
+                )
+                return importing.without(current, same), same
+
+            try:
+                meta, _ = await self._drop_material(meta.key_id, plan)
+            except UnsupportedOperation as exc:
+                # The backend cannot destroy it (Vault: one version of several): the key is
+                # still made unusable until the material is imported again.
+                log.warning("key %s: expired key material kept: %s", meta.key_id, exc.message)
+                current = await self.store.get_key(meta.key_id)
+                meta = await self.store.update_key(importing.without(current, gone))
+        return meta
 
     # -- crypto ---------------------------------------------------------------------------------
 
@@ -1132,34 +1658,65 @@ class KeyService:
     # -- background work ------------------------------------------------------------------------
 
     async def run_due_work(self) -> tuple[int, int]:
-        """Delete keys whose deletion date passed and rotate keys whose rotation is due.
+        """Delete keys whose deletion date passed, rotate keys whose rotation is due, expire
+        imported key material, in every region of the keystore.
 
         Returns (deleted, rotated). Called periodically by the server. A pass that walks every
         key also leaves `key_states`: how many keys are in each state after it (the metrics'
         keys by state, without a walk of their own).
         """
-        try:
-            await self.flush_last_uses()
-        except KMSError as exc:  # kept for the next pass; never a reason to skip due work
-            log.warning("could not store the keys' last uses: %s", exc.message)
+        for service in self._services():
+            try:
+                await service.flush_last_uses()
+            except KMSError as exc:  # kept for the next pass; never a reason to skip due work
+                log.warning("could not store the keys' last uses: %s", exc.message)
         now = self.clock.now()
         deleted = rotated = 0
         states = dict.fromkeys((state.value for state in KeyState), 0)
-        async for meta in self.iter_keys():
-            if meta.state is KeyState.PENDING_DELETION and (meta.deletion_date or 0) <= now:
-                await self.store.delete_key(meta.key_id)
-                deleted += 1
-                continue
-            states[meta.state.value] += 1
-            if (
-                meta.rotation_enabled
-                and meta.state is KeyState.ENABLED
-                and meta.next_rotation is not None
-                and meta.next_rotation <= now
-            ):
-                await self.store.rotate_key(
-                    meta.key_id, RotationType.AUTOMATIC, now, next_rotation_after(now)
-                )
-                rotated += 1
+        home = self._home
+        after: str | None = None
+        while True:  # the raw keystore: every region's keys, a page at a time
+            batch = await home._raw.list_keys(after=after, limit=1000)
+            for stored in batch:
+                region, bare = regional.split(stored.key_id, home.region)
+                view = home._view(region)
+                state, gone, turned = await view._maintain(replace(stored, key_id=bare), now)
+                deleted += gone
+                rotated += turned
+                if state is not None:
+                    states[state.value] += 1
+            if len(batch) < 1000:
+                break
+            after = batch[-1].key_id
         self.key_states = states
         return deleted, rotated
+
+    async def _maintain(self, meta: KeyMetadata, now: float) -> tuple[KeyState | None, bool, bool]:
+        """One key's due work: (its state after it, None once deleted; deleted; rotated)."""
+        if meta.state is KeyState.PENDING_DELETION and (meta.deletion_date or 0) <= now:
+            await self._destroy(meta)
+            return None, True, False
+        if meta.state is KeyState.PENDING_REPLICA_DELETION and not meta.replica_regions:
+            # Its last replica is gone: the waiting period begins.
+            days = meta.pending_window_days or DEFAULT_PENDING_DAYS
+
+            def start(m: KeyMetadata) -> KeyMetadata:
+                if m.state is not KeyState.PENDING_REPLICA_DELETION or m.replica_regions:
+                    return m
+                return replace(
+                    m, state=KeyState.PENDING_DELETION, deletion_date=float(int(now + days * DAY))
+                )
+
+            meta = await self._modify(meta.key_id, start)
+        if meta.materials and importing.expired(meta, now) is not None:
+            meta = await self._expire_materials(meta, now)
+        if (
+            meta.rotation_enabled
+            and meta.state is KeyState.ENABLED
+            and meta.next_rotation is not None
+            and meta.next_rotation <= now
+            and meta.primary_region in (None, self.region)  # a replica follows its primary
+        ):
+            await self._rotate_now(meta.key_id, RotationType.AUTOMATIC, now)
+            return meta.state, False, True
+        return meta.state, False, False

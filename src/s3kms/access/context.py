@@ -139,10 +139,19 @@ class RequestContext:
         return self._meta.key_usage if self._meta is not None else None
 
     def _key_origin(self) -> Value | None:
-        return "AWS_KMS" if self._meta is not None else None
+        return self._meta.origin if self._meta is not None else None
 
     def _multi_region(self) -> Value | None:
-        return "false" if self._meta is not None else None
+        if self._meta is None:
+            return None
+        return "true" if self._meta.multi_region else "false"
+
+    def _multi_region_key_type(self) -> Value | None:
+        """PRIMARY or REPLICA in the request's region (the key's); none for a single-Region
+        key."""
+        if self._meta is None or self._meta.primary_region is None:
+            return None
+        return "PRIMARY" if self._meta.primary_region == self._caller.region else "REPLICA"
 
     def _grant_for_aws(self) -> Value | None:
         return "false" if self._action in _GRANT_ACTIONS else None
@@ -195,6 +204,7 @@ _COMPUTED = {
     "kms:keyusage": RequestContext._key_usage,
     "kms:keyorigin": RequestContext._key_origin,
     "kms:multiregion": RequestContext._multi_region,
+    "kms:multiregionkeytype": RequestContext._multi_region_key_type,
     "kms:grantisforawsresource": RequestContext._grant_for_aws,
     "kms:calleraccount": RequestContext._account,
     "aws:principalarn": RequestContext._arn,

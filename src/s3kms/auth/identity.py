@@ -28,7 +28,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 
 from s3kms.access.context import RequestContext
@@ -249,7 +249,11 @@ class Authenticator:
         account_id: str = "000000000000",
         users: UserStore | None = None,
         rate_limit: float = 0.0,
+        regions: Container[str] | None = None,
     ) -> None:
+        """`regions`: the regions the AWS KMS API serves besides `region` (its home; the admin
+        API serves that one only); None: the home region only."""
+        self._regions = regions
         self._root = root_access_key
         self._root_secret = root_secret_key
         self._region = region
@@ -282,6 +286,7 @@ class Authenticator:
             services=services,
             now=now,
             s3_flavour=admin,
+            regions=None if admin else self._regions,
         )
         access = verified.access_key
         if self._limiter is not None:
@@ -294,7 +299,7 @@ class Authenticator:
             access,
             is_root,
             policies,
-            self._region,
+            verified.region,  # the home region, or another the AWS KMS API serves
             self._account,
             source_ip=req.source_ip,
             secure=req.secure,

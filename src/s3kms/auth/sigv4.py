@@ -54,7 +54,7 @@ import functools
 import hashlib
 import hmac
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_tz
@@ -131,7 +131,9 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 class Verified:
     """Who signed a request that verified.
 
-    ``region`` is the server's region (also when the client scoped its signature to ``""``).
+    ``region`` is the credential scope's: the server's home region, or another one it serves
+    (``verify_request``'s ``regions``); the home region when the client scoped its signature
+    to ``""``.
     """
 
     access_key: str
@@ -460,6 +462,7 @@ def verify_request(
     now: float,
     s3_flavour: bool,
     max_skew: float = 900.0,
+    regions: Container[str] | None = None,
 ) -> Verified:
     """Check a request's SigV4 signature (header or presigned query); raise an ``AuthError``.
 
@@ -519,10 +522,11 @@ def verify_request(
 
     provided = _parse_signature(sig_text)
     access_key, scope_date, scope_region, service = _parse_credential(credential)
-    if scope_region and scope_region != region:
+    if scope_region and scope_region != region and (regions is None or scope_region not in regions):
+        expected = f"'{region}'" if regions is None else f"'{region}' or another region served"
         raise AuthorizationHeaderMalformed(
             f"The authorization header is malformed; the region '{scope_region}' is wrong; "
-            f"expecting '{region}'."
+            f"expecting {expected}."
         )
     if service not in services:
         raise AuthorizationHeaderMalformed(
@@ -571,7 +575,7 @@ def verify_request(
         or not _matches(key, sts_head, head + req.query + tail, provided)
     ):
         raise SignatureDoesNotMatch()
-    return Verified(access_key=access_key, region=region, service=service)
+    return Verified(access_key=access_key, region=scope_region or region, service=service)
 
 
 # --------------------------------------------------------------------------------------------

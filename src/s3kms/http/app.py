@@ -18,7 +18,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Protocol
 
 from s3kms.audit import AuditLog
 from s3kms.auth.identity import Authenticator, Principal
@@ -294,7 +294,8 @@ class App:
         if call.sts:
             return sts.error_response(exc, call.request_id)
         if not is_admin and path == "/":
-            return awskms.error_response(exc, self.runtime)
+            region = call.principal.region if call.principal is not None else None
+            return awskms.error_response(exc, self.runtime, region)
         return admin_error(exc, path)
 
     async def _dispatch(

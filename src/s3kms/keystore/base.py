@@ -5,6 +5,10 @@ hands out. It does not enforce the key state machine (the service does); it does
 uniqueness (`create_key` raises KeyAlreadyExists) and compare-and-set on metadata (`update_key`
 raises WriteConflict when another writer got there first, and the service retries).
 
+Key ids may carry a region qualifier (`~<region>~<id>`, keystore/regional.py); a keystore stores
+a key's material under `regional.material_name(key_id)`, the bare id, so that the regions of a
+multi-Region key share it.
+
 A key's metadata includes its key policy (`KeyMetadata.policy`, the text as given, or None for
 the default one) and its grants (`KeyMetadata.grants`): a keystore stores and returns them with
 the rest of the record, written by the same compare-and-set update, so they reach every worker and
@@ -51,8 +55,36 @@ class KeyStore(Protocol):
     # algorithms remain (KEY_AGREEMENT without ECDH).
     unsupported_algorithms: Mapping[str, str]
 
-    async def create_key(self, meta: KeyMetadata) -> KeyMetadata:
-        """Create a key with fresh material (version 1). KeyAlreadyExists when the id is taken."""
+    async def create_key(self, meta: KeyMetadata, *, replica: bool = False) -> KeyMetadata:
+        """Create a key with fresh material (version 1). KeyAlreadyExists when the id is taken.
+        An EXTERNAL key (`meta.external`) is created without material: `set_material` brings it.
+        `replica`: a multi-Region key's replica in another region, whose material (under the
+        same bare id) exists already: only its record is written."""
+        ...
+
+    async def set_material(
+        self, meta: KeyMetadata, version: int, material: bytes | None
+    ) -> KeyMetadata:
+        """Write `meta` as `update_key` does (compare-and-set on `meta.revision`, WriteConflict,
+        its current version too) and store `material` as key version `version` of an EXTERNAL
+        key, replacing what that version held; or, with None, destroy that version's material.
+        Returns `meta` with revision+1.
+
+        Nothing is half done: the metadata and the material change in one transaction, or,
+        where the backend has none, material is stored before the metadata names it and
+        destroyed only after the metadata stopped naming it. A backend that cannot do what is
+        asked (Vault transit cannot destroy one version of a key) raises UnsupportedOperation
+        before it writes anything."""
+        ...
+
+    async def seal(self, purpose: str, data: bytes) -> bytes:
+        """Encrypt a secret the service hands to a client and gets back later (an import token
+        holds its wrapping key's private half), so that any node of this backend can open it.
+        `purpose` is bound to it: `unseal` under another purpose fails."""
+        ...
+
+    async def unseal(self, purpose: str, sealed: bytes) -> bytes:
+        """What `seal` sealed; InvalidCiphertext when it is not authentic or of another purpose."""
         ...
 
     async def get_key(self, key_id: str) -> KeyMetadata:
@@ -75,7 +107,9 @@ class KeyStore(Protocol):
     async def count_keys(self) -> int: ...
 
     async def update_key(self, meta: KeyMetadata) -> KeyMetadata:
-        """Write `meta` if the stored revision is still `meta.revision`; returns it with revision+1."""
+        """Write `meta` if the stored revision is still `meta.revision`; returns it with revision+1.
+        Every field is written but the key id, spec, usage, origin and creation date, which never
+        change (the current version does: RotateKeyOnDemand of an EXTERNAL key)."""
         ...
 
     async def rotate_key(
@@ -88,8 +122,10 @@ class KeyStore(Protocol):
 
     async def list_versions(self, key_id: str) -> Sequence[KeyVersion]: ...
 
-    async def delete_key(self, key_id: str) -> None:
-        """Destroy the key material, its metadata and its aliases. Idempotent."""
+    async def delete_key(self, key_id: str, *, keep_material: bool = False) -> None:
+        """Destroy the key material, its metadata and its aliases. Idempotent. `keep_material`:
+        leave the material, which other regions' replicas of a multi-Region key still use
+        (keystore/regional.py: material is stored under the bare key id)."""
         ...
 
     async def export_versions(self, key_id: str) -> Sequence[tuple[KeyVersion, bytes | None]]:

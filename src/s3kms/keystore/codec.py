@@ -1,5 +1,10 @@
-"""The JSON form of a key's grants, one for every place that stores them: the Local keystore's
-`grants` column, the Vault keystore's KV record and the backup payload.
+"""The JSON form of a key's grants and of its imported key materials, one for every place that
+stores them: the Local keystore's `grants` and `materials` columns, the Vault keystore's KV
+record and the backup payload.
+
+A key material (an EXTERNAL key's, `KeyMaterial`) is an object with its field names, defaults
+left out: `{"version": 1, "material_id": "<64 hex>", "imported": true, ...}`; an absent or
+null list is none (a key made before imports existed).
 
 A grant is an object with the `Grant` field names; a field at its default is left out (an empty
 `name`, no `retiring_principal`, no constraint), so a key with many grants keeps a small record:
@@ -23,7 +28,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from s3kms.model import Grant
+from s3kms.model import Grant, KeyMaterial
 
 
 def _constraint_json(pairs: tuple[tuple[str, str], ...] | None) -> dict[str, str] | None:
@@ -161,3 +166,67 @@ class GrantsMemo:
     def drop(self, key_id: str) -> None:
         with self._lock:
             self._entries.pop(key_id, None)
+
+
+# -- imported key materials -----------------------------------------------------------------
+
+
+def material_json(material: KeyMaterial) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "version": material.version,
+        "material_id": material.material_id,
+        "imported": material.imported,
+    }
+    if material.expiration_model is not None:
+        out["expiration_model"] = material.expiration_model
+    if material.valid_to is not None:
+        out["valid_to"] = material.valid_to
+    if material.description:
+        out["description"] = material.description
+    if material.pending:
+        out["pending"] = True
+    if material.rotated_at is not None:
+        out["rotated_at"] = material.rotated_at
+    return out
+
+
+def material_from_json(data: Any) -> KeyMaterial:
+    if not isinstance(data, dict):
+        raise TypeError("a key material must be an object")
+    model = data.get("expiration_model")
+    valid_to = data.get("valid_to")
+    rotated_at = data.get("rotated_at")
+    return KeyMaterial(
+        version=int(data["version"]),
+        material_id=str(data["material_id"]),
+        imported=bool(data["imported"]),
+        expiration_model=None if model is None else str(model),
+        valid_to=None if valid_to is None else float(valid_to),
+        description=str(data.get("description", "")),
+        pending=bool(data.get("pending", False)),
+        rotated_at=None if rotated_at is None else float(rotated_at),
+    )
+
+
+def materials_json(materials: Sequence[KeyMaterial]) -> list[dict[str, Any]]:
+    return [material_json(m) for m in materials]
+
+
+def materials_from_json(data: Any) -> tuple[KeyMaterial, ...]:
+    if data is None:
+        return ()
+    if not isinstance(data, list):
+        raise TypeError("a key's materials must be a list")
+    return tuple(material_from_json(m) for m in data)
+
+
+def dump_materials(materials: Sequence[KeyMaterial]) -> str:
+    if not materials:
+        return "[]"
+    return json.dumps(materials_json(materials), separators=(",", ":"))
+
+
+def load_materials(text: str | None) -> tuple[KeyMaterial, ...]:
+    if not text or text == "[]":
+        return ()
+    return materials_from_json(json.loads(text))

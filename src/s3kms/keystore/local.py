@@ -38,8 +38,9 @@ from s3kms.errors import (
     StorageUnavailable,
 )
 from s3kms.keystore.base import BackendStatus, RotationDue, StateCheck, WriteConflict
-from s3kms.keystore.codec import GrantsMemo, dump_grants
+from s3kms.keystore.codec import GrantsMemo, dump_grants, dump_materials, load_materials
 from s3kms.keystore.generation import Generation
+from s3kms.keystore.regional import material_name
 from s3kms.model import Alias, Grant, KeyMetadata, KeyState, KeyVersion, LastUse, RotationType
 from s3kms.request import without_request
 
@@ -69,7 +70,10 @@ CREATE TABLE IF NOT EXISTS keys (
     key_spec TEXT NOT NULL DEFAULT 'SYMMETRIC_DEFAULT',
     key_usage TEXT NOT NULL DEFAULT 'ENCRYPT_DECRYPT',
     policy TEXT,
-    grants TEXT NOT NULL DEFAULT '[]'
+    grants TEXT NOT NULL DEFAULT '[]',
+    origin TEXT NOT NULL DEFAULT 'AWS_KMS',
+    materials TEXT NOT NULL DEFAULT '[]',
+    multi_region TEXT
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS key_versions (
     key_id TEXT NOT NULL,
@@ -96,9 +100,9 @@ CREATE TABLE IF NOT EXISTS key_last_use (
 _KEY_COLUMNS = (
     "key_id, state, created_at, description, current_version, deletion_date, pending_window_days,"
     " rotation_enabled, rotation_period_days, next_rotation, tags, revision, key_spec, key_usage,"
-    " policy, grants"
+    " policy, grants, origin, materials, multi_region"
 )
-_KEY_PLACEHOLDERS = ",".join("?" * 16)
+_KEY_PLACEHOLDERS = ",".join("?" * 19)
 # Columns added after the first release: (name, definition) for ALTER TABLE on an older database.
 # A key of a release before key policies and grants reads as: the default key policy (NULL), no
 # grants ('[]'), exactly what the model means by those defaults.
@@ -107,6 +111,11 @@ _ADDED_KEY_COLUMNS = (
     ("key_usage", "TEXT NOT NULL DEFAULT 'ENCRYPT_DECRYPT'"),
     ("policy", "TEXT"),  # the key policy as given; NULL: the default key policy
     ("grants", "TEXT NOT NULL DEFAULT '[]'"),  # keystore/codec.py's JSON list
+    # A key of a release before imports: made by s3kms, no imported materials.
+    ("origin", "TEXT NOT NULL DEFAULT 'AWS_KMS'"),
+    ("materials", "TEXT NOT NULL DEFAULT '[]'"),  # codec.py's JSON list of KeyMaterial
+    # NULL: a single-Region key; else {"primary": region, "replicas": [region, ...]}.
+    ("multi_region", "TEXT"),
 )
 
 
@@ -130,7 +139,23 @@ def _row_to_meta(
         key_usage=row[13],
         policy=row[14],
         grants=grants(row[0], row[15]),
+        origin=row[16],
+        materials=load_materials(row[17]),
+        **_regions_of(row[18]),
     )
+
+
+def _regions_of(text: str | None) -> dict[str, Any]:
+    if text is None:
+        return {}
+    data = json.loads(text)
+    return {"primary_region": data["primary"], "replica_regions": tuple(data["replicas"])}
+
+
+def _regions_text(meta: KeyMetadata) -> str | None:
+    if meta.primary_region is None:
+        return None
+    return json.dumps({"primary": meta.primary_region, "replicas": list(meta.replica_regions)})
 
 
 def _meta_values(meta: KeyMetadata) -> tuple[Any, ...]:
@@ -151,11 +176,19 @@ def _meta_values(meta: KeyMetadata) -> tuple[Any, ...]:
         meta.key_usage,
         meta.policy,
         dump_grants(meta.grants),
+        meta.origin,
+        dump_materials(meta.materials),
+        _regions_text(meta),
     )
 
 
-def _wrap_aad(key_id: str, version: int) -> bytes:
-    return b"s3kms-key-material\x00" + key_id.encode() + b"\x00" + str(version).encode()
+def _wrap_aad(name: str, version: int) -> bytes:
+    """`name`: the key's material name (regional.material_name: the bare key id)."""
+    return b"s3kms-key-material\x00" + name.encode() + b"\x00" + str(version).encode()
+
+
+def _seal_aad(purpose: str) -> bytes:
+    return b"s3kms-sealed\x00" + purpose.encode()
 
 
 def open_database(path: Path) -> sqlite3.Connection:
@@ -359,18 +392,23 @@ class LocalKeyStore:
             self._generation.bump()
         return outcomes
 
-    def _wrap(self, key_id: str, version: int, material: bytes) -> bytes:
-        return aead.seal(self._master, material, _wrap_aad(key_id, version))
+    def _wrap(self, name: str, version: int, material: bytes) -> bytes:
+        return aead.seal(self._master, material, _wrap_aad(name, version))
 
     # -- keys -----------------------------------------------------------------------------------
 
-    async def create_key(self, meta: KeyMetadata) -> KeyMetadata:
+    async def create_key(self, meta: KeyMetadata, *, replica: bool = False) -> KeyMetadata:
         info = keyspecs.spec(meta.key_spec)
-        if info.symmetric:
+        name = material_name(meta.key_id)
+        wrapped: bytes | None = None
+        if meta.external or replica:
+            pass  # no material until ImportKeyMaterial; a replica's is its primary's
+        elif info.symmetric:
             material = aead.new_key()
         else:  # an RSA-4096 key takes about a second: not on the event loop, nor the SQLite thread
             material = await asyncio.to_thread(asymmetric.generate, info)
-        wrapped = self._wrap(meta.key_id, 1, material)
+        if not (meta.external or replica):
+            wrapped = self._wrap(name, 1, material)
 
         def insert(conn: sqlite3.Connection) -> None:
             try:
@@ -380,10 +418,18 @@ class LocalKeyStore:
                 )
             except sqlite3.IntegrityError:
                 raise KeyAlreadyExists(key_id=meta.key_id) from None
-            conn.execute(
-                "INSERT INTO key_versions VALUES (?, 1, ?, NULL, ?)",
-                (meta.key_id, meta.created_at, wrapped),
-            )
+            if wrapped is not None:
+                conn.execute(
+                    "INSERT INTO key_versions VALUES (?, 1, ?, NULL, ?)",
+                    (name, meta.created_at, wrapped),
+                )
+            elif (
+                replica
+                and not conn.execute(
+                    "SELECT 1 FROM key_versions WHERE key_id = ? LIMIT 1", (name,)
+                ).fetchone()
+            ):
+                raise KeyNotFound(f"no key material to replicate for {meta.key_id}")
 
         await self._write(insert)
         return meta
@@ -439,6 +485,36 @@ class LocalKeyStore:
         return await self._run(count)
 
     async def update_key(self, meta: KeyMetadata) -> KeyMetadata:
+        return await self._update_key(meta, None)
+
+    async def set_material(
+        self, meta: KeyMetadata, version: int, material: bytes | None
+    ) -> KeyMetadata:
+        """The metadata and the material change in one transaction."""
+        name = material_name(meta.key_id)
+        wrapped = None if material is None else self._wrap(name, version, material)
+
+        def change(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "DELETE FROM key_versions WHERE key_id = ? AND version = ?", (name, version)
+            )
+            if wrapped is not None:
+                conn.execute(  # (the import's date is in meta.materials; this one is the row's)
+                    "INSERT INTO key_versions VALUES (?, ?, ?, NULL, ?)",
+                    (name, version, time.time(), wrapped),
+                )
+
+        return await self._update_key(meta, change)
+
+    async def seal(self, purpose: str, data: bytes) -> bytes:
+        return aead.seal(self._master, data, _seal_aad(purpose))
+
+    async def unseal(self, purpose: str, sealed: bytes) -> bytes:
+        return aead.open_sealed(self._master, sealed, _seal_aad(purpose))
+
+    async def _update_key(
+        self, meta: KeyMetadata, change_material: Callable[[sqlite3.Connection], None] | None
+    ) -> KeyMetadata:
         from dataclasses import replace
 
         new = replace(meta, revision=meta.revision + 1)
@@ -448,7 +524,8 @@ class LocalKeyStore:
             cursor = conn.execute(
                 "UPDATE keys SET state=?, description=?, deletion_date=?, pending_window_days=?,"
                 " rotation_enabled=?, rotation_period_days=?, next_rotation=?, tags=?, revision=?,"
-                " policy=?, grants=? WHERE key_id=? AND revision=?",
+                " policy=?, grants=?, current_version=?, materials=?, multi_region=?"
+                " WHERE key_id=? AND revision=?",
                 (
                     new.state.value,
                     new.description,
@@ -461,6 +538,9 @@ class LocalKeyStore:
                     new.revision,
                     new.policy,
                     grants,
+                    new.current_version,
+                    dump_materials(new.materials),
+                    _regions_text(new),
                     meta.key_id,
                     meta.revision,
                 ),
@@ -469,6 +549,8 @@ class LocalKeyStore:
                 if self._select_key(meta.key_id) is None:
                     raise KeyNotFound(key_id=meta.key_id)
                 raise WriteConflict(meta.key_id)
+            if change_material is not None:
+                change_material(conn)
 
         await self._write(update)
         self._grants.keep(meta.key_id, grants, new.grants)
@@ -478,15 +560,20 @@ class LocalKeyStore:
         self, key_id: str, rotation_type: RotationType, now: float, next_rotation: RotationDue
     ) -> KeyMetadata:
         material = aead.new_key()
+        name = material_name(key_id)
 
         def rotate(conn: sqlite3.Connection) -> KeyMetadata:
             meta = self._select_key(key_id)
             if meta is None:
                 raise KeyNotFound(key_id=key_id)
-            version = meta.current_version + 1
+            # (the regions of a multi-Region key share its versions: the next one of them all)
+            (latest,) = conn.execute(
+                "SELECT max(version) FROM key_versions WHERE key_id = ?", (name,)
+            ).fetchone()
+            version = max(meta.current_version, latest or 0) + 1
             conn.execute(
                 "INSERT INTO key_versions VALUES (?, ?, ?, ?, ?)",
-                (key_id, version, now, rotation_type.value, self._wrap(key_id, version, material)),
+                (name, version, now, rotation_type.value, self._wrap(name, version, material)),
             )
             conn.execute(
                 "UPDATE keys SET current_version=?, next_rotation=?, revision=revision+1"
@@ -506,16 +593,17 @@ class LocalKeyStore:
                 for v, c, r in self._conn.execute(
                     "SELECT version, created_at, rotation_type FROM key_versions"
                     " WHERE key_id = ? ORDER BY version",
-                    (key_id,),
+                    (material_name(key_id),),
                 )
             ]
 
         return await self._run(select)
 
-    async def delete_key(self, key_id: str) -> None:
+    async def delete_key(self, key_id: str, *, keep_material: bool = False) -> None:
         def delete(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM keys WHERE key_id = ?", (key_id,))
-            conn.execute("DELETE FROM key_versions WHERE key_id = ?", (key_id,))
+            if not keep_material:
+                conn.execute("DELETE FROM key_versions WHERE key_id = ?", (material_name(key_id),))
             conn.execute("DELETE FROM aliases WHERE key_id = ?", (key_id,))
             conn.execute("DELETE FROM key_last_use WHERE key_id = ?", (key_id,))
 
@@ -557,16 +645,18 @@ class LocalKeyStore:
     async def export_versions(self, key_id: str) -> Sequence[tuple[KeyVersion, bytes | None]]:
         """Every version of a key with its unwrapped material (for an encrypted backup only)."""
 
+        name = material_name(key_id)
+
         def select() -> list[tuple[KeyVersion, bytes | None]]:
             rows = self._conn.execute(
                 "SELECT version, created_at, rotation_type, wrapped FROM key_versions"
                 " WHERE key_id = ? ORDER BY version",
-                (key_id,),
+                (name,),
             ).fetchall()
             return [
                 (
                     KeyVersion(v, c, RotationType(r) if r else None),
-                    aead.open_sealed(self._master, w, _wrap_aad(key_id, v)),
+                    aead.open_sealed(self._master, w, _wrap_aad(name, v)),
                 )
                 for v, c, r, w in rows
             ]
@@ -577,14 +667,16 @@ class LocalKeyStore:
         self, meta: KeyMetadata, versions: Sequence[tuple[KeyVersion, bytes]], *, overwrite: bool
     ) -> None:
         """Store a key from a backup, re-wrapped under this keystore's master key."""
-        wrapped = [(v, self._wrap(meta.key_id, v.version, m)) for v, m in versions]
+        name = material_name(meta.key_id)
+        wrapped = [(v, self._wrap(name, v.version, m)) for v, m in versions]
 
         def insert(conn: sqlite3.Connection) -> None:
             exists = self._select_key(meta.key_id) is not None
             if exists and not overwrite:
                 raise KeyAlreadyExists(key_id=meta.key_id)
             conn.execute("DELETE FROM keys WHERE key_id = ?", (meta.key_id,))
-            conn.execute("DELETE FROM key_versions WHERE key_id = ?", (meta.key_id,))
+            # (a multi-Region key's regions share the rows: the same material, written again)
+            conn.execute("DELETE FROM key_versions WHERE key_id = ?", (name,))
             conn.execute(
                 f"INSERT INTO keys ({_KEY_COLUMNS}) VALUES ({_KEY_PLACEHOLDERS})",
                 _meta_values(meta),
@@ -593,7 +685,7 @@ class LocalKeyStore:
                 "INSERT INTO key_versions VALUES (?, ?, ?, ?, ?)",
                 [
                     (
-                        meta.key_id,
+                        name,
                         v.version,
                         v.created_at,
                         v.rotation_type.value if v.rotation_type else None,
@@ -608,12 +700,13 @@ class LocalKeyStore:
     # -- crypto ---------------------------------------------------------------------------------
 
     def _load_material(self, key_id: str, version: int) -> bytes | None:
+        name = material_name(key_id)
         row = self._conn.execute(
-            "SELECT wrapped FROM key_versions WHERE key_id = ? AND version = ?", (key_id, version)
+            "SELECT wrapped FROM key_versions WHERE key_id = ? AND version = ?", (name, version)
         ).fetchone()
         if row is None:
             return None
-        return aead.open_sealed(self._master, row[0], _wrap_aad(key_id, version))
+        return aead.open_sealed(self._master, row[0], _wrap_aad(name, version))
 
     async def _aead_for(self, key_id: str, version: int) -> AESGCM | None:
         self._fresh_caches()

@@ -8,6 +8,8 @@ One module per concept, each depending only on those above it in this list:
                   budget, standby and outcome-unknown handling
     auth.py       the token: lookup or AppRole login at connect, renewal and re-login, the 403 retry
     kv.py         KV v2 records written with check-and-set
+    imports.py    imported key material (BYOK): transit's key wrapping, the probes that tell
+                  whether a transit version holds a material, and the sealing key (pure)
     store.py      VaultKeyStore, the KeyStore protocol on transit and KV v2
 """
 

@@ -10,16 +10,27 @@ that window; 0 makes every request read it. The layout:
     <kv_mount>/data/<kv_prefix>/keys/<key_id>       KeyMetadata + rotation history, with the key
                                                     policy ("policy": the text as given, or null
                                                     for the default one), the grants ("grants":
-                                                    keystore/codec.py's list as one JSON string)
-                                                    and the versions ("versions": one JSON string,
-                                                    _dump_versions); a record without policy and
-                                                    grants (older) has the default policy and no
-                                                    grants, one whose versions are a list (older)
-                                                    is read, and converted by its next write
+                                                    keystore/codec.py's list as one JSON string),
+                                                    the versions ("versions": one JSON string,
+                                                    _dump_versions), the origin ("origin") and an
+                                                    EXTERNAL key's imported materials
+                                                    ("materials": codec.py's list as one JSON
+                                                    string); a record without policy and grants
+                                                    (older) has the default policy and no grants,
+                                                    one without origin and materials (older) is
+                                                    AWS_KMS with none, one whose versions are a
+                                                    list (older) is read, and converted by its
+                                                    next write
+    <mount_path>/keys/<imports.SEALING_KEY>         the sealing key (seal, unseal), made on first
+                                                    use; its name is longer than any key id
     <kv_mount>/data/<kv_prefix>/aliases/<name>      an alias ("alias/" stripped from the name)
 
 Transit key names are the bare key ids: two deployments that must not share keys need separate
-transit mounts (kv_prefix separates only the metadata).
+transit mounts (kv_prefix separates only the metadata). A key of another region than the home one
+has a region-qualified id (`~<region>~<id>`, keystore/regional.py) for its KV paths and the bare
+id for its transit key, so a multi-Region key's replicas share the primary's transit key (its
+material and rotations); the record's `multi_region` names its primary and replica regions, and
+deleting one region's key keeps the transit key while another region holds it.
 
 `KeyMetadata.revision` is the KV version of the key's record, and every metadata write is a KV
 check-and-set on it, so concurrent writers on different nodes cannot lose each other's updates.
@@ -36,6 +47,18 @@ transit calls go through batch.py, which sends concurrent ones for one key as on
 call. Encrypt never creates a transit key: connect() sets the mount's `disable_upsert`, and where
 it may not, encrypt reads the metadata first and calls transit only for a key that exists.
 
+An EXTERNAL key (imported material, BYOK) has no transit key until `set_material` imports its
+first material as transit version 1 (`keys/<key_id>/import`); a later material becomes the next
+transit version (`import_version`), so KMS versions and transit versions are the same numbers.
+Its record's `versions` lists each version transit received material for (dated at its import,
+or at the RotateKeyOnDemand that made it current); `list_versions` shows those whose material
+the record names as imported. Transit cannot destroy one version of a key: destroying the
+material of a key whose transit key holds one version deletes the transit key (after the record
+stopped naming it; importing the same material again brings every ciphertext back), and with
+more versions it is refused (UnsupportedOperation). While a new material waits for its rotation
+(transit's latest version is above the key's current one), encrypt names the current version
+(`key_version`). See imports.py for the wrapping and the sealing key.
+
 The other key specs transit holds (RSA, ECDSA P-256/384/521, Ed25519, HMAC) work the same way:
 sign, hmac and RSA decrypt run concurrently with the metadata read, the public key comes from
 `GET keys/<key_id>` (PEM, or raw Ed25519 bytes) as DER SubjectPublicKeyInfo, and the output is
@@ -51,17 +74,18 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import hmac
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from types import MappingProxyType
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from s3kms.crypto import keyspecs
 from s3kms.errors import (
@@ -71,19 +95,39 @@ from s3kms.errors import (
     InvalidCiphertext,
     InvalidRequest,
     KeyAlreadyExists,
+    KeyInvalidState,
     KeyNotFound,
+    KMSError,
     LimitExceeded,
     UnsupportedOperation,
 )
 from s3kms.keystore.base import BackendStatus, RotationDue, StateCheck, WriteConflict
-from s3kms.keystore.codec import GrantsMemo, dump_grants, load_grants
+from s3kms.keystore.codec import (
+    GrantsMemo,
+    dump_grants,
+    dump_materials,
+    load_grants,
+    load_materials,
+)
+from s3kms.keystore.regional import material_name
+from s3kms.keystore.vault import imports
 from s3kms.keystore.vault.auth import VaultAuth
 from s3kms.keystore.vault.batch import TransitBatcher
 from s3kms.keystore.vault.cache import MetadataCache
 from s3kms.keystore.vault.kv import KVStore, Record
 from s3kms.keystore.vault.settings import VaultSettings
 from s3kms.keystore.vault.transport import OutcomeUnknown, VaultResponse, VaultTransport
-from s3kms.model import Alias, Grant, KeyMetadata, KeyState, KeyVersion, LastUse, RotationType
+from s3kms.model import (
+    ORIGIN_AWS_KMS,
+    Alias,
+    Grant,
+    KeyMaterial,
+    KeyMetadata,
+    KeyState,
+    KeyVersion,
+    LastUse,
+    RotationType,
+)
 
 log = logging.getLogger("s3kms.keystore.vault")
 
@@ -117,6 +161,20 @@ UNSUPPORTED_ALGORITHMS: Mapping[str, str] = MappingProxyType(
 )
 # Transit's answer to an RSA ciphertext that does not open: a 500, which is no outage.
 _RSA_DECRYPT_FAILED = ("failed to RSA decrypt",)
+# Transit refuses an import's input with a 500 too (OpenBao 2.7, path_import.go, keysutil): not
+# an outage, and not worth another try. "existing key": a concurrent import made the key first.
+_IMPORT_EXISTS = "cannot be used with an existing key"
+_IMPORT_REFUSED = (
+    _IMPORT_EXISTS,
+    "error importing key",
+    "invalid key size",
+    "error parsing",
+    "kwp:",
+    "crypto/rsa",
+    "does not match",
+    "can only be used with an imported key",
+    "no key found",
+)
 # Asymmetric and HMAC keys never rotate (the service refuses it): their transit version is 1,
 # so their operations name it without waiting for the metadata (see `_key_operation`).
 _FIRST_VERSION = 1
@@ -139,13 +197,15 @@ MAX_RECORD_BYTES = 1_000_000
 # refused; numbers, booleans and nulls do not count). HashiCorp Vault has no such count (its
 # `max_json_*` listener limits bound depth, lengths and entries). A key's write holds:
 #   5   KV v2's wrapper: "options", "cas", "data", and kv.py's "write_id" with its value;
-#   17  the record's keys (_meta_to_record);
-#   8   its string values: key_id, state, description, key_spec, key_usage, policy, grants and
-#       versions (grants and versions are one string each, however many there are);
+#   20  the record's keys (_meta_to_record);
+#   11  its string values: key_id, state, description, key_spec, key_usage, policy, grants,
+#       versions, origin, materials and multi_region (grants, versions, materials and a
+#       multi-Region key's regions are one string each, however many there are; a
+#       single-Region key's multi_region is null: no string);
 #   2   per tag (a [key, value] pair).
-# So 30 + 2 per tag: 130 with AWS's 50 tags per key. Nothing else in the record grows, so a
-# rotation never adds a string, and at most 485 tags fit; a create or update over the limit is
-# refused with LimitExceeded before anything is sent. (Versions as a list of objects, as the
+# So 36 + 2 per tag: 136 with AWS's 50 tags per key. Nothing else in the record grows, so a
+# rotation or an import never adds a string, and at most 482 tags fit; a create or update over
+# the limit is refused with LimitExceeded before anything is sent. (Versions as a list of objects, as the
 # previous release wrote them, took 4 strings each: its record held at most (976 - 2 x tags) / 4
 # versions, 243 with 2 tags, and every rotation after that failed once transit had rotated.)
 MAX_REQUEST_STRINGS = 1_000
@@ -188,6 +248,31 @@ def _meta_to_record(
         # One string too, for the same reason: as a list of objects (the previous release)
         # each version took four strings, and the 243rd could not be recorded.
         "versions": _dump_versions(versions),
+        "origin": meta.origin,
+        # An EXTERNAL key's imported materials: one string as well (codec.py's JSON list).
+        "materials": dump_materials(meta.materials),
+        # A multi-Region key's regions, one string too (null: a single-Region key).
+        "multi_region": _dump_regions(meta),
+    }
+
+
+def _dump_regions(meta: KeyMetadata) -> str | None:
+    if meta.primary_region is None:
+        return None
+    regions = {"primary": meta.primary_region, "replicas": list(meta.replica_regions)}
+    return json.dumps(regions, separators=(",", ":"))
+
+
+def _record_regions(value: Any) -> dict[str, Any]:
+    """A record's multi-Region fields for KeyMetadata; none in a record older than regions."""
+    if value is None:
+        return {}
+    if not isinstance(value, str):
+        raise TypeError("a key record's multi_region must be a string")
+    data = json.loads(value)
+    return {
+        "primary_region": str(data["primary"]),
+        "replica_regions": tuple(str(r) for r in data["replicas"]),
     }
 
 
@@ -243,6 +328,15 @@ def _record_grants(key_id: str, value: Any, memo: GrantsMemo | None) -> tuple[Gr
     return load_grants(value) if memo is None else memo.load(key_id, value)
 
 
+def _record_materials(value: Any) -> tuple[KeyMaterial, ...]:
+    """The imported materials of a record: codec.py's JSON text; none in an older record."""
+    if value is None:
+        return ()
+    if not isinstance(value, str):
+        raise TypeError("a key record's materials must be a string")
+    return load_materials(value)
+
+
 def _opt_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
@@ -271,6 +365,10 @@ def _record_to_meta(record: Record, memo: GrantsMemo | None = None) -> KeyMetada
             # Records written before key policies and grants: the default policy, no grants.
             policy=None if d.get("policy") is None else str(d["policy"]),
             grants=_record_grants(str(d["key_id"]), d.get("grants"), memo),
+            # Records written before imports existed: keys made by s3kms, no materials.
+            origin=str(d.get("origin") or ORIGIN_AWS_KMS),
+            materials=_record_materials(d.get("materials")),
+            **_record_regions(d.get("multi_region")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise InternalError(f"malformed key metadata in Vault for key {d.get('key_id')!r}") from exc
@@ -304,6 +402,54 @@ def _record_versions(data: dict[str, Any]) -> list[KeyVersion]:
         key_id = data.get("key_id")
         raise InternalError(f"malformed key versions in Vault for key {key_id!r}") from exc
     return sorted(out, key=lambda kv: kv.version)
+
+
+def _versions_after(
+    stored: KeyMetadata,
+    new: KeyMetadata,
+    versions: Sequence[KeyVersion],
+    now: float,
+    imported: int | None = None,
+) -> list[KeyVersion]:
+    """The record's versions once `new` is written over `stored`: with an entry for `imported`
+    (the version an EXTERNAL key's import gave material to) and for the version `new` makes
+    current.
+
+    An EXTERNAL key's version becomes current by RotateKeyOnDemand, an update of the service
+    (transit already holds the version since its import): its entry is then dated at that
+    rotation (its material's `rotated_at`) and ON_DEMAND, as a rotated version's is. A key made
+    by s3kms whose update names a current version above its last entry gets entries for the
+    missing ones (rotate_key makes them; an update only follows)."""
+    by = {v.version: v for v in versions}
+    if imported is not None and imported not in by:
+        by[imported] = KeyVersion(imported, now, None)
+    current = new.current_version
+    if current != stored.current_version:
+        if new.external:
+            material = next((m for m in new.materials if m.version == current), None)
+            at = now if material is None or material.rotated_at is None else material.rotated_at
+            by[current] = KeyVersion(current, at, RotationType.ON_DEMAND)
+        else:
+            for version in range(max(by, default=0) + 1, current + 1):
+                by[version] = KeyVersion(version, now, RotationType.ON_DEMAND)
+    return sorted(by.values(), key=lambda v: v.version)
+
+
+def _missing_material(meta: KeyMetadata) -> KMSError:
+    """The error for a transit key that is not there: an EXTERNAL key's material was never
+    imported (or was destroyed), another key is gone."""
+    if meta.external:
+        return KeyInvalidState(
+            f"Key {meta.key_id} has no key material in Vault transit: it is pending import",
+            key_id=meta.key_id,
+        )
+    return KeyNotFound(key_id=meta.key_id)
+
+
+def _transit_name(key_id: str) -> str:
+    """The transit key of a key: its bare id (keystore/regional.py), so a multi-Region key's
+    replicas in every region share it, as they share its material."""
+    return quote(material_name(key_id), safe="")
 
 
 def _parse_ciphertext(text: Any, what: str = "ciphertext") -> tuple[int, bytes]:
@@ -410,6 +556,10 @@ class VaultKeyStore:
         self._cache = MetadataCache(settings.metadata_cache_seconds)
         self._grants = GrantsMemo()  # the parse of a key's many grants, for its next read
         self._batches = TransitBatcher(self._transit_batch)
+        self._wrapping_key: rsa.RSAPublicKey | None = None  # transit's, for imports (cached)
+        self._sealing_ready = False  # the sealing key is known to exist
+        # set_material of one key on this node, one at a time (key id -> lock, its users).
+        self._material_locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     def __repr__(self) -> str:
         return f"VaultKeyStore(endpoint={self.endpoint!r}, mount={self._transit!r})"
@@ -517,13 +667,20 @@ class VaultKeyStore:
 
     # -- keys -----------------------------------------------------------------------------------
 
-    async def create_key(self, meta: KeyMetadata) -> KeyMetadata:
+    async def create_key(self, meta: KeyMetadata, *, replica: bool = False) -> KeyMetadata:
+        """`replica`: a multi-Region key's replica, whose transit key (named by the bare id)
+        its primary made: the record only."""
         self._cache.invalidate(meta.key_id)  # (nothing is cached of a missing key; to be sure)
         path = self._key_path(meta.key_id)
         info = keyspecs.spec(meta.key_spec)
         key_type = TRANSIT_TYPES.get(info.name)
         if key_type is None:  # the service refuses it first (supported_specs)
             raise UnsupportedOperation(f"KeySpec {info.name} is not supported by the vault backend")
+        if meta.external:  # no material (no transit key) until set_material imports it
+            revision = await self._kv.write(path, _checked_record(_meta_to_record(meta, [])), cas=0)
+            if revision is None:
+                raise KeyAlreadyExists(key_id=meta.key_id)
+            return replace(meta, revision=revision)
         # A record too large (too many tags) is refused before the transit key is made.
         _checked_record(_meta_to_record(meta, [KeyVersion(1, meta.created_at, None)]))
         if await self._kv.read(path) is not None:
@@ -531,14 +688,17 @@ class VaultKeyStore:
         body: dict[str, Any] = {"type": key_type, "exportable": False}
         if info.family == "hmac":
             body["key_size"] = max(info.size // 8, _HMAC_MIN_KEY_BYTES)
-        # Creating a transit key that exists answers 200 with the existing key, so a retry after
-        # a half-done create (transit key made, metadata write failed) completes it.
-        resp = await self._auth.call(
-            "POST", f"{self._transit}/keys/{quote(meta.key_id, safe='')}", json=body
-        )
-        if resp.status not in (200, 204):
-            raise resp.unexpected(f"create transit key {meta.key_id}")
-        key = resp.data or await self._transit_key(meta.key_id)
+        if replica:
+            key = await self._transit_key(meta.key_id)
+        else:
+            # Creating a transit key that exists answers 200 with the existing key, so a retry
+            # after a half-done create (transit key made, metadata write failed) completes it.
+            resp = await self._auth.call(
+                "POST", f"{self._transit}/keys/{_transit_name(meta.key_id)}", json=body
+            )
+            if resp.status not in (200, 204):
+                raise resp.unexpected(f"create transit key {meta.key_id}")
+            key = resp.data or await self._transit_key(meta.key_id)
         found = (key.get("type", key_type), key.get("key_size", body.get("key_size")))
         if found != (key_type, body.get("key_size")):
             raise InternalError(
@@ -564,9 +724,18 @@ class VaultKeyStore:
         return replace(new, revision=revision)
 
     async def _transit_key(self, key_id: str) -> dict[str, Any]:
-        resp = await self._auth.call("GET", f"{self._transit}/keys/{quote(key_id, safe='')}")
+        resp = await self._auth.call("GET", f"{self._transit}/keys/{_transit_name(key_id)}")
         if resp.not_found:
             raise KeyNotFound(key_id=key_id)
+        if resp.status != 200:
+            raise resp.unexpected(f"read transit key {key_id}")
+        return resp.data
+
+    async def _transit_key_if_any(self, key_id: str) -> dict[str, Any] | None:
+        """The transit key's `GET keys/<name>` answer, or None when there is none."""
+        resp = await self._auth.call("GET", f"{self._transit}/keys/{_transit_name(key_id)}")
+        if resp.not_found:
+            return None
         if resp.status != 200:
             raise resp.unexpected(f"read transit key {key_id}")
         return resp.data
@@ -618,25 +787,295 @@ class VaultKeyStore:
             self._cache.invalidate(meta.key_id)  # (also after a failure: it may have been applied)
 
     async def _update_key(self, meta: KeyMetadata) -> KeyMetadata:
+        record = await self._current_record(meta)
+        return await self._commit(meta, *self._record_update(meta, record))
+
+    async def _current_record(self, meta: KeyMetadata) -> Record:
+        """The key's record, if it is still at `meta.revision`; else WriteConflict."""
         record = await self._read_key(meta.key_id)
         if record.version != meta.revision:
             raise WriteConflict(meta.key_id)
+        return record
+
+    def _record_update(
+        self, meta: KeyMetadata, record: Record, imported: int | None = None
+    ) -> tuple[KeyMetadata, dict[str, Any], str]:
+        """What an update writes over `record`: `meta` with the fields that never change (the
+        creation date, origin, spec and usage) as stored, the versions after it
+        (`_versions_after`; `imported`: the version an import gave material to), checked
+        against the record limits; and its grants' text."""
         stored = _record_to_meta(record, self._grants)
-        # Rotation owns the version fields; an update changes the rest.
-        new = replace(meta, current_version=stored.current_version, created_at=stored.created_at)
-        versions = _record_versions(record.data)
-        grants = self._grants.dump(meta.key_id, new.grants)
-        revision = await self._kv.write(
-            self._key_path(meta.key_id),
-            _checked_record(_meta_to_record(new, versions, grants)),
-            cas=meta.revision,
+        # The current version is written too: the check-and-set on the revision makes that
+        # safe against a concurrent rotation (whose write moves the revision), and an EXTERNAL
+        # key's RotateKeyOnDemand is such an update. The versions follow it.
+        new = replace(
+            meta,
+            created_at=stored.created_at,
+            origin=stored.origin,
+            key_spec=stored.key_spec,
+            key_usage=stored.key_usage,
         )
+        versions = _versions_after(
+            stored, new, _record_versions(record.data), time.time(), imported
+        )
+        grants = self._grants.dump(meta.key_id, new.grants)
+        return new, _checked_record(_meta_to_record(new, versions, grants)), grants
+
+    async def _commit(
+        self, meta: KeyMetadata, new: KeyMetadata, data: dict[str, Any], grants: str
+    ) -> KeyMetadata:
+        """Write `data` (of `new`) with check-and-set on `meta.revision`."""
+        revision = await self._kv.write(self._key_path(meta.key_id), data, cas=meta.revision)
         if revision is None:
             if await self._kv.read(self._key_path(meta.key_id)) is None:
                 raise KeyNotFound(key_id=meta.key_id)
             raise WriteConflict(meta.key_id)
         self._grants.keep(meta.key_id, grants, new.grants)
         return replace(new, revision=revision)
+
+    # -- imported key material (EXTERNAL keys; see imports.py) ---------------------------------
+
+    async def set_material(
+        self, meta: KeyMetadata, version: int, material: bytes | None
+    ) -> KeyMetadata:
+        """Import `material` into transit as version `version` (or destroy it), then write `meta`
+        as update_key does. Transit first and the record after it, so the record never names
+        material transit lacks; a destruction the other way round (see `_destroy_material`)."""
+        try:
+            async with self._one_material_change(meta.key_id):
+                return await self._set_material(meta, version, material)
+        finally:
+            self._cache.invalidate(meta.key_id)  # (also after a failure: it may have been applied)
+
+    @contextlib.asynccontextmanager
+    async def _one_material_change(self, key_id: str) -> AsyncIterator[None]:
+        """One material change of a key at a time on this node: two imports of one key would
+        both see transit's latest version N and make versions N+1 and N+2."""
+        lock, users = self._material_locks.get(key_id, (asyncio.Lock(), 0))
+        self._material_locks[key_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._material_locks[key_id]
+            if users == 1:
+                del self._material_locks[key_id]
+            else:
+                self._material_locks[key_id] = (lock, users - 1)
+
+    async def _set_material(
+        self, meta: KeyMetadata, version: int, material: bytes | None
+    ) -> KeyMetadata:
+        record = await self._current_record(meta)
+        stored = _record_to_meta(record, self._grants)
+        if not stored.external:  # the service refuses it first
+            raise UnsupportedOperation(
+                f"Key {meta.key_id} has origin {stored.origin}: it takes no imported key material",
+                key_id=meta.key_id,
+            )
+        if version < 1:
+            raise InvalidRequest(f"Key {meta.key_id} has no key version {version}")
+        if material is None:
+            return await self._destroy_material(meta, record, version)
+        # The record is made (and checked against the limits) before anything is sent.
+        new, data, grants = self._record_update(meta, record, imported=version)
+        info = keyspecs.spec(stored.key_spec)
+        payload = imports.transit_material(info, material)
+        if not await self._import_material(meta.key_id, info, version, payload):
+            await self._current_record(meta)  # a concurrent import got there first: a conflict
+            raise UnsupportedOperation(
+                f"Key {meta.key_id}: Vault transit already holds other key material as version "
+                f"{version} of this key (left by an import that did not complete), and cannot "
+                "replace or destroy one version of a key",
+                key_id=meta.key_id,
+            )
+        return await self._commit(meta, new, data, grants)
+
+    async def _import_material(
+        self, key_id: str, info: keyspecs.KeySpecInfo, version: int, material: bytes
+    ) -> bool:
+        """Make transit's version `version` of the key hold `material`: `import` (version 1 of
+        a key transit lacks) or `import_version` (version N of a key at N-1), unless transit
+        holds that version already (an import repeated after its record write failed). True
+        when the version holds `material`, False when it holds another one; UnsupportedOperation
+        for a version transit cannot add (it adds only the next one)."""
+        name = _transit_name(key_id)
+        for _ in range(4):
+            key = await self._transit_key_if_any(key_id)
+            latest = 0 if key is None else int(key.get("latest_version") or 0)
+            if key is not None and version <= latest:
+                return await self._transit_holds(key_id, info, key, version, material)
+            if version != latest + 1:
+                held = f"versions 1 to {latest}" if latest else "no version (it was deleted)"
+                raise UnsupportedOperation(
+                    f"Key {key_id}: key material cannot be stored as version {version}: Vault "
+                    f"transit holds {held} of this key and can add only version {latest + 1}; "
+                    f"import the key material of version {latest + 1} again first",
+                    key_id=key_id,
+                )
+            body: dict[str, Any] = {
+                "ciphertext": imports.wrap(await self._transit_wrapping_key(), material),
+                "hash_function": "SHA256",
+            }
+            if latest == 0:
+                path = f"{self._transit}/keys/{name}/import"
+                body.update(type=TRANSIT_TYPES[info.name], exportable=False)
+            else:
+                path = f"{self._transit}/keys/{name}/import_version"
+            try:  # not resent: a second import_version would add a second version
+                resp = await self._auth.call(
+                    "POST", path, json=body, resend=False, answers=_IMPORT_REFUSED
+                )
+            except OutcomeUnknown as exc:
+                log.info("import into transit key %s: outcome unknown (%s)", key_id, exc)
+                continue  # the next look at the key tells
+            if resp.status in (200, 204) or _IMPORT_EXISTS in resp.errors:
+                continue  # the next look finds the version, and whether it holds the material
+            self._wrapping_key = None  # read again next time, in case it is what changed
+            raise InternalError(
+                f"Vault transit refused to import key material into {key_id}: {resp.errors}"
+            )
+        raise BackendUnavailable(f"could not import key material into transit key {key_id}")
+
+    async def _transit_holds(
+        self,
+        key_id: str,
+        info: keyspecs.KeySpecInfo,
+        key: dict[str, Any],
+        version: int,
+        material: bytes,
+    ) -> bool:
+        """Whether transit's `version` of the key holds `material`, by imports.py's probes (the
+        material does not leave this process): a symmetric key decrypts a probe made with it,
+        an HMAC key's MAC of a probe is the material's, an asymmetric key's public key too."""
+        if key.get("type") != TRANSIT_TYPES[info.name]:
+            return False
+        name = _transit_name(key_id)
+        if info.symmetric:
+            probe, ciphertext = imports.aes_probe(material, version)
+            resp = await self._auth.call(
+                "POST", f"{self._transit}/decrypt/{name}", json={"ciphertext": ciphertext}
+            )
+            if resp.status == 400:  # does not open: another material
+                return False
+            if resp.status != 200:
+                raise resp.unexpected(f"decrypt with transit key {key_id}")
+            return hmac.compare_digest(_plaintext_of(resp), probe)
+        if info.family == "hmac":
+            probe, expected = imports.hmac_probe(info, material)
+            resp = await self._auth.call(
+                "POST",
+                f"{self._transit}/hmac/{name}/sha2-{info.size}",
+                json={"input": _b64(probe), "key_version": version},
+            )
+            if resp.status != 200:
+                raise resp.unexpected(f"generate an HMAC with transit key {key_id}")
+            mac = _parse_ciphertext(resp.data.get("hmac"), "HMAC")[1]
+            return hmac.compare_digest(mac, expected)
+        try:
+            ours = imports.public_key_der(material)
+        except (TypeError, ValueError):  # the service checked it: not a private key at all
+            raise InvalidRequest(f"Key {key_id}: the key material is no private key") from None
+        return hmac.compare_digest(_public_key_der(key_id, info, key, version), ours)
+
+    async def _transit_wrapping_key(self) -> rsa.RSAPublicKey:
+        """The mount's wrapping key (`GET <mount>/wrapping_key`, RSA-4096), read once."""
+        if self._wrapping_key is None:
+            resp = await self._auth.call("GET", f"{self._transit}/wrapping_key")
+            if resp.status != 200:
+                raise resp.unexpected(f"read the wrapping key of {self._transit}")
+            try:
+                self._wrapping_key = imports.load_wrapping_key(resp.data.get("public_key"))
+            except (TypeError, ValueError) as exc:
+                raise InternalError(f"Vault transit's wrapping key is unusable: {exc}") from None
+        return self._wrapping_key
+
+    async def _destroy_material(
+        self, meta: KeyMetadata, record: Record, version: int
+    ) -> KeyMetadata:
+        """Destroy version `version`'s material: transit cannot destroy one version of a key,
+        so the transit key goes when that is its only version (after the record was written:
+        the record stops naming the material before it is destroyed; importing the same
+        material again makes a new transit key that opens every old ciphertext), and with more
+        versions nothing is written. A version transit lacks leaves only the record to write."""
+        new, data, grants = self._record_update(meta, record)
+        key = await self._transit_key_if_any(meta.key_id)
+        latest = 0 if key is None else int(key.get("latest_version") or 0)
+        if version <= latest and latest > 1:
+            raise UnsupportedOperation(
+                f"Key {meta.key_id}: the key material of version {version} cannot be deleted: "
+                "Vault transit cannot destroy one version of a key; its transit key holds "
+                f"{latest} versions, which only deleting the key destroys",
+                key_id=meta.key_id,
+            )
+        written = await self._commit(meta, new, data, grants)
+        if version <= latest:  # the transit key's one version
+            await self._delete_transit_key(meta.key_id)
+        return written
+
+    # -- sealing: a secret the service hands out and gets back (imports.SEALING_KEY) -----------
+
+    async def seal(self, purpose: str, data: bytes) -> bytes:
+        """Transit's `encrypt` with the sealing key, `purpose` and the KV prefix bound as
+        associated data: transit's `vault:v1:...` text, which every node of this Vault opens."""
+        path = f"{self._transit}/encrypt/{imports.SEALING_KEY}"
+        body = {
+            "plaintext": _b64(data),
+            "associated_data": imports.sealing_aad(self._prefix, purpose),
+        }
+        for _ in range(2):
+            await self._sealing_key()
+            resp = await self._auth.call("POST", path, json=body)
+            if resp.not_found_400:  # deleted since: made again
+                self._sealing_ready = False
+                continue
+            if resp.status != 200:
+                raise resp.unexpected("seal with the transit sealing key")
+            text = resp.data.get("ciphertext")
+            sealed = text.encode("utf-8") if isinstance(text, str) else b""
+            if imports.sealed_text(sealed) is None:
+                raise InternalError("Vault transit returned a malformed ciphertext")
+            return sealed
+        raise BackendUnavailable("the transit sealing key disappeared while in use")
+
+    async def unseal(self, purpose: str, sealed: bytes) -> bytes:
+        """What `seal` sealed; InvalidCiphertext for anything else (damaged, of another purpose
+        or deployment, or no sealing key at all)."""
+        text = imports.sealed_text(sealed)
+        if text is None:
+            raise InvalidCiphertext
+        resp = await self._auth.call(
+            "POST",
+            f"{self._transit}/decrypt/{imports.SEALING_KEY}",
+            json={
+                "ciphertext": text,
+                "associated_data": imports.sealing_aad(self._prefix, purpose),
+            },
+        )
+        if resp.status == 400:  # does not open, or not found: one error, without detail
+            raise InvalidCiphertext
+        if resp.status != 200:
+            raise resp.unexpected("unseal with the transit sealing key")
+        return _plaintext_of(resp)
+
+    async def _sealing_key(self) -> None:
+        """Make the sealing key unless known to exist: creating an existing transit key answers
+        it unchanged, so nodes racing to make it all succeed, with the same key."""
+        if self._sealing_ready:
+            return
+        resp = await self._auth.call(
+            "POST",
+            f"{self._transit}/keys/{imports.SEALING_KEY}",
+            json={"type": imports.SEALING_TYPE, "exportable": False},
+        )
+        if resp.status not in (200, 204):
+            raise resp.unexpected("create the transit sealing key")
+        key = resp.data or await self._transit_key(imports.SEALING_KEY)
+        if key.get("type", imports.SEALING_TYPE) != imports.SEALING_TYPE:
+            raise InternalError(
+                f"the transit sealing key is a {key.get('type')} key, not {imports.SEALING_TYPE}"
+            )
+        self._sealing_ready = True
 
     async def _transit_rotate(self, key_id: str) -> int:
         """Add a transit key version; returns the latest version afterwards.
@@ -647,7 +1086,7 @@ class VaultKeyStore:
         latest version tells: above the version seen before, a new version exists; otherwise
         nothing happened and the rotate is tried again.
         """
-        name = quote(key_id, safe="")
+        name = _transit_name(key_id)
         before = int((await self._transit_key(key_id)).get("latest_version") or 0)
         for _ in range(3):
             try:
@@ -680,7 +1119,12 @@ class VaultKeyStore:
     async def _rotate_key(
         self, key_id: str, rotation_type: RotationType, now: float, next_rotation: RotationDue
     ) -> KeyMetadata:
-        await self._read_key(key_id)  # no rotation of a transit key without metadata
+        # No rotation of a transit key without metadata, nor of an EXTERNAL key's: its new
+        # material is imported (set_material), and the service makes it current (update_key).
+        if _record_to_meta(await self._read_key(key_id), self._grants).external:
+            raise UnsupportedOperation(
+                f"Key {key_id} has imported key material: it rotates to material imported for it"
+            )
         latest = await self._transit_rotate(key_id)
         path = self._key_path(key_id)
         for _ in range(_CAS_RETRIES):
@@ -709,7 +1153,15 @@ class VaultKeyStore:
         raise BackendUnavailable(f"could not record the rotation of {key_id}: too much contention")
 
     async def list_versions(self, key_id: str) -> Sequence[KeyVersion]:
-        return _record_versions((await self._read_key(key_id)).data)
+        """The record's versions; of an EXTERNAL key, those whose material is imported (a
+        destroyed or expired material is not listed, as on Local, until imported again)."""
+        record = await self._read_key(key_id)
+        versions = _record_versions(record.data)
+        meta = _record_to_meta(record, self._grants)
+        if meta.external:
+            held = {m.version for m in meta.materials if m.imported}
+            versions = [v for v in versions if v.version in held]
+        return versions
 
     async def export_versions(self, key_id: str) -> Sequence[tuple[KeyVersion, bytes | None]]:
         """The versions only: the material never leaves Vault (Vault snapshots back it up)."""
@@ -723,15 +1175,15 @@ class VaultKeyStore:
             "own snapshot (bao operator raft snapshot restore)"
         )
 
-    async def delete_key(self, key_id: str) -> None:
+    async def delete_key(self, key_id: str, *, keep_material: bool = False) -> None:
         try:
-            await self._delete_key(key_id)
+            await self._delete_key(key_id, keep_material)
         finally:
             self._cache.invalidate(key_id)
 
-    async def _delete_key(self, key_id: str) -> None:
-        self._grants.drop(key_id)
-        name = quote(key_id, safe="")
+    async def _delete_transit_key(self, key_id: str) -> None:
+        """Delete the transit key (`deletion_allowed` first); none there is no error."""
+        name = _transit_name(key_id)
         config = await self._auth.call(
             "POST", f"{self._transit}/keys/{name}/config", json={"deletion_allowed": True}
         )
@@ -741,6 +1193,11 @@ class VaultKeyStore:
                 raise resp.unexpected(f"delete transit key {key_id}")
         elif not (config.status in (400, 404) and "no existing key" in config.errors):
             raise config.unexpected(f"allow deletion of transit key {key_id}")
+
+    async def _delete_key(self, key_id: str, keep_material: bool) -> None:
+        self._grants.drop(key_id)
+        if not keep_material:  # (another region's replica of a multi-Region key still uses it)
+            await self._delete_transit_key(key_id)
         await self._kv.delete(self._key_path(key_id))
         await self._kv.delete(self._use_path(key_id))
         aliases = [a for a in await self.list_aliases() if a.key_id == key_id]
@@ -801,7 +1258,7 @@ class VaultKeyStore:
         answers: tuple[str, ...] = (),
     ) -> VaultResponse:
         """POST `<mount>/<op>/<key_id>[/<suffix>]` (the suffix: sign's and hmac's hash)."""
-        path = f"{self._transit}/{op}/{quote(key_id, safe='')}" + (f"/{suffix}" if suffix else "")
+        path = f"{self._transit}/{op}/{_transit_name(key_id)}" + (f"/{suffix}" if suffix else "")
         return await self._auth.call("POST", path, json=body, raw=raw, answers=answers)
 
     async def _transit_batch(
@@ -864,16 +1321,31 @@ class VaultKeyStore:
     async def encrypt(
         self, key_id: str, plaintext: bytes, aad: bytes, check: StateCheck
     ) -> tuple[int, bytes]:
-        body = {"plaintext": _b64(plaintext), "associated_data": _b64(aad)}
+        body: dict[str, Any] = {"plaintext": _b64(plaintext), "associated_data": _b64(aad)}
+        cached = self._cache.fresh(key_id)
+        if cached is not None and cached.external:
+            body["key_version"] = cached.current_version  # (see below)
         # Without disable_upsert, transit would create a missing key on encrypt: then it is
         # only called once the metadata says the key exists.
-        _, resp = await self._checked_transit(
+        meta, resp = await self._checked_transit(
             "encrypt", key_id, body, check, concurrent=self._upsert_disabled, batched=True
         )
+        version, sealed = self._encrypted(meta, resp)
+        if meta.external and version != meta.current_version:
+            # A new imported material waits for RotateKeyOnDemand: transit's latest version
+            # holds it, and encrypts with it unless told the key's current version.
+            body["key_version"] = meta.current_version
+            version, sealed = self._encrypted(
+                meta, await self._transit_op("encrypt", key_id, body, answers=())
+            )
+        return version, sealed
+
+    @staticmethod
+    def _encrypted(meta: KeyMetadata, resp: VaultResponse) -> tuple[int, bytes]:
         if resp.not_found_400:
-            raise KeyNotFound(key_id=key_id)
+            raise _missing_material(meta)
         if resp.status != 200:
-            raise resp.unexpected(f"encrypt with transit key {key_id}")
+            raise resp.unexpected(f"encrypt with transit key {meta.key_id}")
         return _parse_ciphertext(resp.data.get("ciphertext"))
 
     async def decrypt(
@@ -907,7 +1379,7 @@ class VaultKeyStore:
         *,
         suffix: str = "",
         answers: tuple[str, ...] = (),
-    ) -> VaultResponse:
+    ) -> tuple[KeyMetadata, VaultResponse]:
         """Transit `op` with `body(version)` for the key's current version, once `check` passed.
 
         These keys never rotate, so the call for version 1 goes out concurrently with the
@@ -928,7 +1400,7 @@ class VaultKeyStore:
             resp = await self._transit_op(
                 op, key_id, body(meta.current_version), suffix=suffix, answers=answers
             )
-        return resp
+        return meta, resp
 
     async def public_key(self, key_id: str, check: StateCheck) -> bytes:
         """`GET keys/<key_id>` (concurrently with the metadata): the current version's public
@@ -942,6 +1414,8 @@ class VaultKeyStore:
         info = keyspecs.spec(meta.key_spec)
         if info.family not in ("rsa", "ecc", "ed25519"):
             raise UnsupportedOperation(f"a {info.name} key has no public key in Vault transit")
+        if isinstance(key, KeyNotFound):  # no transit key: never imported, or destroyed
+            raise _missing_material(meta) from None
         if isinstance(key, BaseException):
             raise key
         return _public_key_der(key_id, info, key, meta.current_version)
@@ -956,11 +1430,11 @@ class VaultKeyStore:
             raise UnsupportedOperation(f"{algorithm} is not supported by the vault backend")
         suffix = "" if family == "ed25519" else _transit_hash(algorithm)
         params = _sign_body(family, algorithm, message, message_type)
-        resp = await self._key_operation(
+        meta, resp = await self._key_operation(
             "sign", key_id, lambda v: {**params, "key_version": v}, check, suffix=suffix
         )
         if resp.not_found_400:
-            raise KeyNotFound(key_id=key_id)
+            raise _missing_material(meta)
         if resp.status != 200:
             raise resp.unexpected(f"sign with transit key {key_id}")
         return _parse_ciphertext(resp.data.get("signature"), "signature")[1]
@@ -969,7 +1443,7 @@ class VaultKeyStore:
         self, key_id: str, algorithm: str, message: bytes, check: StateCheck
     ) -> bytes:
         """`hmac/<key_id>/sha2-<bits>`: the raw HMAC (transit answers `vault:v1:<base64>`)."""
-        resp = await self._key_operation(
+        meta, resp = await self._key_operation(
             "hmac",
             key_id,
             lambda v: {"input": _b64(message), "key_version": v},
@@ -977,7 +1451,7 @@ class VaultKeyStore:
             suffix=_transit_hash(algorithm),
         )
         if resp.not_found_400:
-            raise KeyNotFound(key_id=key_id)
+            raise _missing_material(meta)
         if resp.status != 200:
             raise resp.unexpected(f"generate an HMAC with transit key {key_id}")
         return _parse_ciphertext(resp.data.get("hmac"), "HMAC")[1]
@@ -993,7 +1467,7 @@ class VaultKeyStore:
             check(await self.get_key(key_id))
             raise UnsupportedOperation(UNSUPPORTED_ALGORITHMS.get(algorithm, algorithm))
         encoded = _b64(ciphertext)
-        resp = await self._key_operation(
+        _, resp = await self._key_operation(
             "decrypt",
             key_id,
             lambda v: {"ciphertext": f"vault:v{v}:{encoded}"},

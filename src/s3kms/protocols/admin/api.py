@@ -3,8 +3,10 @@
 Bodies are exactly the document's (field names, casing, value words); the lifecycle routes that
 the document lacks (`key/rotate`, `key/delete`, `key/cancel-deletion`) follow its style. The key is
 named by `keyName`, or by `key-id` (what MinIO's clients send) or `key`. `key/create` also takes an
-AWS `keySpec` and `keyUsage`; `key/status` names a key's spec in `algorithm` (`AES256`, the
-document's word, for SYMMETRIC_DEFAULT) and adds `keyUsage` for every other spec.
+AWS `keySpec` and `keyUsage`, and `origin` (`EXTERNAL`: a key for imported material, made
+without any, PendingImport until ImportKeyMaterial); `key/status` names a key's spec in
+`algorithm` (`AES256`, the document's word, for SYMMETRIC_DEFAULT), adds `keyUsage` for every
+other spec and `origin` for an EXTERNAL key.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from s3kms.errors import (
 )
 from s3kms.http.jsonbody import parse_json
 from s3kms.http.responses import JSON, Response, json_bytes, json_response
-from s3kms.model import KeyMetadata, KeyState
+from s3kms.model import ORIGIN_AWS_KMS, ORIGIN_EXTERNAL, KeyMetadata, KeyState
 from s3kms.request import RequestView
 from s3kms.runtime import Runtime
 from s3kms.service import DEFAULT_PENDING_DAYS, SYMMETRIC, KeyService, validate_key_name
@@ -80,6 +82,8 @@ def _key_status(meta: KeyMetadata) -> dict[str, Any]:
         out["algorithm"] = meta.key_spec  # the AWS KeySpec: RSA_2048, HMAC_256, ...
         out["keyUsage"] = meta.key_usage
     out["currentVersion"] = meta.current_version
+    if meta.external:  # (an s3kms extension, as keyUsage: only where it is not the default)
+        out["origin"] = meta.origin
     if meta.state is KeyState.PENDING_DELETION and meta.deletion_date is not None:
         out["deletionDate"] = rfc3339(meta.deletion_date)
     return out
@@ -217,8 +221,14 @@ class AdminAPI:
         # every spec but SYMMETRIC_DEFAULT) and refuses the rest, before anything is written.
         key_spec = query.get("keySpec") or SYMMETRIC
         key_usage = query.get("keyUsage") or None
+        # An AWS OriginType: EXTERNAL makes a key without material, for ImportKeyMaterial.
+        origin = query.get("origin") or ORIGIN_AWS_KMS
+        if origin not in (ORIGIN_AWS_KMS, ORIGIN_EXTERNAL):
+            raise InvalidRequest(f"origin must be AWS_KMS or EXTERNAL, not {origin[:64]!r}")
         async with self.runtime.use() as service:
-            meta = await service.create_key(key_id, key_spec=key_spec, key_usage=key_usage)
+            meta = await service.create_key(
+                key_id, key_spec=key_spec, key_usage=key_usage, origin=origin
+            )
         return {"keyId": meta.key_id, "status": "created", "createdAt": rfc3339(meta.created_at)}
 
     async def list_keys(

@@ -3,7 +3,7 @@
 This module is the operation table and the dispatch: one dict lookup picks the operation, the body
 is parsed once (`parse_json`, no schema library), and the handler, a plain async function of its
 concept module (`keys`, `crypto`, `signing`, `mac`, `agreement`, `rotation`, `aliases`, `tags`,
-`policies`, `grants`, `keystores`), runs on the service the runtime holds for the request. The handlers call
+`policies`, `grants`, `keystores`, `imports`), runs on the service the runtime holds for the request. The handlers call
 the KeyService, which owns the state machine; nothing in this package reaches past it to a
 keystore or to `crypto/`.
 
@@ -32,10 +32,12 @@ from s3kms.protocols.awskms import (
     aliases,
     crypto,
     grants,
+    imports,
     keys,
     keystores,
     mac,
     policies,
+    regions,
     rotation,
     signing,
     tags,
@@ -101,6 +103,11 @@ OPERATIONS: dict[str, Handler] = {
     "DisconnectCustomKeyStore": keystores.disconnect_custom_key_store,
     "UpdateCustomKeyStore": keystores.update_custom_key_store,
     "DeleteCustomKeyStore": keystores.delete_custom_key_store,
+    "GetParametersForImport": imports.get_parameters_for_import,
+    "ImportKeyMaterial": imports.import_key_material,
+    "DeleteImportedKeyMaterial": imports.delete_imported_key_material,
+    "ReplicateKey": regions.replicate_key,
+    "UpdatePrimaryRegion": regions.update_primary_region,
 }
 
 # The operations that change state: their intent is on the audit record before they run.
@@ -111,17 +118,13 @@ MUTATING_OPERATIONS = frozenset(
         "CreateAlias", "UpdateAlias", "DeleteAlias", "TagResource", "UntagResource",
         "PutKeyPolicy", "CreateGrant", "RetireGrant", "RevokeGrant",
         "CreateCustomKeyStore", "ConnectCustomKeyStore", "DisconnectCustomKeyStore",
-        "UpdateCustomKeyStore", "DeleteCustomKeyStore",
+        "UpdateCustomKeyStore", "DeleteCustomKeyStore", "ImportKeyMaterial",
+        "DeleteImportedKeyMaterial", "ReplicateKey", "UpdatePrimaryRegion",
     }
 )  # fmt: skip
 
 # AWS KMS operations s3kms does not implement: UnsupportedOperationException, not "unknown".
-UNSUPPORTED_OPERATIONS = frozenset(
-    {
-        "DeleteImportedKeyMaterial", "GetParametersForImport", "ImportKeyMaterial",
-        "ReplicateKey", "UpdatePrimaryRegion",
-    }
-)  # fmt: skip
+UNSUPPORTED_OPERATIONS: frozenset[str] = frozenset()
 
 
 def _operation_name(target: str | None) -> str | None:
@@ -180,7 +183,9 @@ class AwsKmsAPI:
                 raise SerializationError("The request body must be a JSON object")
         else:
             params = {}
-        async with self.runtime.use() as service:
+        async with self.runtime.use() as home:
+            # The region the request was signed for (the authenticator admits only served ones).
+            service = home.in_region(principal.region)
             refreshed = False
             while True:  # at most: once as asked, once per key for aliases, once refreshed
                 try:

@@ -23,15 +23,19 @@ from s3kms.http.responses import AWS_JSON, Response, json_response
 from s3kms.protocols.awskms.handler import arn_prefix
 from s3kms.runtime import Runtime
 
+# The UnsupportedOperationException messages AWS starts with the key's ARN (recorded).
+_ARN_NAMED = ("which is not valid for this operation.", "is not a multi-region primary key.")
 
-def error_response(exc: KMSError, runtime: Runtime) -> Response:
+
+def error_response(exc: KMSError, runtime: Runtime, region: str | None = None) -> Response:
+    """`region`: the one the request was signed for (its ARNs'); None: the home region."""
     kind = exc.aws_type
     if kind == "InvalidCiphertextException":
         # Every decryption failure looks the same: no message, nothing to tell the checks apart.
         return Response(exc.aws_status, b'{"__type":"InvalidCiphertextException"}', AWS_JSON)
     if not exc.message:  # AWS sends some errors without a message (KMSInvalidSignatureException)
         return json_response(exc.aws_status, {"__type": kind}, AWS_JSON)
-    payload = {"__type": kind, "message": _aws_message(exc, arn_prefix(runtime))}
+    payload = {"__type": kind, "message": _aws_message(exc, arn_prefix(runtime, region))}
     return json_response(exc.aws_status, payload, AWS_JSON)
 
 
@@ -49,8 +53,12 @@ def _aws_message(exc: KMSError, prefix: str) -> str:
         return f"Key '{arn}' does not exist"
     if isinstance(exc, KeyDisabled):
         return f"{arn} is disabled."
-    if isinstance(exc, InvalidKeyUsage) and exc.message.startswith(f"{key_id} "):
-        # "<key> key usage is SIGN_VERIFY which is not valid for Encrypt.": AWS names the ARN.
+    if exc.message.startswith(f"{key_id} ") and (
+        isinstance(exc, InvalidKeyUsage)
+        or (isinstance(exc, UnsupportedOperation) and exc.message.endswith(_ARN_NAMED))
+    ):
+        # "<key> key usage is SIGN_VERIFY which is not valid for Encrypt.", "<key> origin is
+        # AWS_KMS which is not valid for this operation.": AWS names the ARN (recorded).
         return arn + exc.message[len(key_id) :]
     if isinstance(exc, KeyInvalidState):
         # The service says "Key <id> <what>" ("is pending deletion", "is not pending deletion").

@@ -81,10 +81,11 @@ def alias_named(ref: str) -> str | None:
     return None
 
 
-def arn_prefix(runtime: Runtime) -> str:
-    """`arn:aws:kms:<region>:<account>:`, as `KeyService.key_arn` writes it."""
+def arn_prefix(runtime: Runtime, region: str | None = None) -> str:
+    """`arn:aws:kms:<region>:<account>:`, as `KeyService.key_arn` writes it (None: the home
+    region)."""
     settings = runtime.settings
-    return f"arn:aws:kms:{settings.region}:{settings.account_id}:"
+    return f"arn:aws:kms:{region or settings.region}:{settings.account_id}:"
 
 
 def _no_users(name: str) -> bool:
@@ -103,7 +104,8 @@ class Ctx:
 
     async def key(self, service: KeyService, ref: str) -> str:
         """The bare key id a reference names (key id, key ARN, alias name, alias ARN)."""
-        if ref.startswith("arn:") and not ref.startswith(self.arn_prefix):
+        if ref.startswith("arn:") and not ref.startswith(service.arn_prefix):
+            # (the region's: a key ARN of another region names no key here)
             raise KeyNotFound(f"Invalid arn {ref}")
         key_id = await service.resolve(ref)
         if KEY_NAME_RE.fullmatch(key_id) is None:

@@ -24,13 +24,13 @@ from s3kms.access.documents import parse_key_policy
 from s3kms.auth.identity import Principal
 from s3kms.errors import UnsupportedOperation, ValidationError
 from s3kms.http.responses import Response
-from s3kms.model import KeyMetadata, KeyState
+from s3kms.model import EXPIRES, ORIGIN_AWS_KMS, ORIGIN_EXTERNAL, KeyMetadata, KeyState
 from s3kms.protocols.awskms import members, paging
 from s3kms.protocols.awskms.handler import Ctx, alias_named, empty, ok, request_facts
 from s3kms.protocols.awskms.keystores import store_not_found
 from s3kms.protocols.awskms.members import SYMMETRIC_DEFAULT, Params
 from s3kms.protocols.awskms.tags import tag_values
-from s3kms.service import KeyService
+from s3kms.service import KeyService, new_multi_region_key_id
 
 # The model's PolicyType pattern, used with fullmatch.
 POLICY_RE = re.compile(r"[\u0009\u000A\u000D\u0020-\u00FF]+")
@@ -65,14 +65,53 @@ def key_metadata(service: KeyService, meta: KeyMetadata) -> dict[str, Any]:
         "Enabled": meta.state is KeyState.ENABLED,
         "Description": meta.description,
         "KeyState": meta.state.value,
-        "Origin": "AWS_KMS",
+        "Origin": meta.origin,
         "KeyManager": "CUSTOMER",
         **spec_fields(service, meta),
-        "MultiRegion": False,
+        "MultiRegion": meta.multi_region,
     }
+    if meta.primary_region is not None:
+        out["MultiRegionConfiguration"] = multi_region_configuration(service, meta)
     if meta.state is KeyState.PENDING_DELETION:
         out["DeletionDate"] = meta.deletion_date
         out["PendingDeletionWindowInDays"] = meta.pending_window_days
+    elif meta.state is KeyState.PENDING_REPLICA_DELETION:
+        out["PendingDeletionWindowInDays"] = meta.pending_window_days
+    if service.has_material_ids(meta):
+        current = service.material_id(meta, meta.current_version)
+        if current is not None:  # (an EXTERNAL key never imported has none)
+            out["CurrentKeyMaterialId"] = current
+    if meta.external:
+        out.update(_imported_fields(meta))
+    return out
+
+
+def multi_region_configuration(service: KeyService, meta: KeyMetadata) -> dict[str, Any]:
+    """Which region holds the primary and which the replicas (this key among them)."""
+    assert meta.primary_region is not None
+    return {
+        "MultiRegionKeyType": "PRIMARY" if meta.primary_region == service.region else "REPLICA",
+        "PrimaryKey": {
+            "Arn": service.key_arn_in(meta.primary_region, meta.key_id),
+            "Region": meta.primary_region,
+        },
+        "ReplicaKeys": [
+            {"Arn": service.key_arn_in(r, meta.key_id), "Region": r} for r in meta.replica_regions
+        ],
+    }
+
+
+def _imported_fields(meta: KeyMetadata) -> dict[str, Any]:
+    """ExpirationModel (while the current material is imported) and ValidTo: "the earliest time
+    at which any imported key material permanently associated with this KMS key expires"."""
+    out: dict[str, Any] = {}
+    held = [m for m in meta.materials if m.imported and not m.pending]
+    current = next((m for m in held if m.version == meta.current_version), None)
+    if current is not None and current.expiration_model is not None:
+        out["ExpirationModel"] = current.expiration_model
+    ends = [m.valid_to for m in held if m.expiration_model == EXPIRES and m.valid_to is not None]
+    if ends:
+        out["ValidTo"] = min(ends)
     return out
 
 
@@ -94,12 +133,13 @@ async def create_key(ctx: Ctx, service: KeyService, p: Params, principal: Princi
         # No account of s3kms has a custom key store: AWS's answer for an id it cannot find
         # (the model lists CustomKeyStoreNotFoundException for CreateKey). s3kms's message.
         raise store_not_found(custom_store)
-    if origin not in (None, "AWS_KMS"):
-        raise UnsupportedOperation(f"Origin {origin} is not supported: only AWS_KMS")
+    if origin not in (None, ORIGIN_AWS_KMS, ORIGIN_EXTERNAL):
+        raise UnsupportedOperation(
+            f"Origin {origin} is not supported: only AWS_KMS and EXTERNAL (imported material)"
+        )
+    origin = origin or ORIGIN_AWS_KMS
     if xks_key is not None:
         raise UnsupportedOperation("custom key stores are not supported")
-    if multi_region:
-        raise UnsupportedOperation("multi-Region keys are not supported")
     spec = key_spec or cmk_spec or SYMMETRIC_DEFAULT
     service.spec_for_new_key(spec, usage)  # refused before authorisation, as a bad member is
     # CreateKey's condition keys (AWS: kms:KeySpec, kms:KeyUsage, kms:KeyOrigin,
@@ -107,8 +147,8 @@ async def create_key(ctx: Ctx, service: KeyService, p: Params, principal: Princi
     values: dict[str, str | tuple[str, ...]] = {
         "kms:keyspec": spec,
         "kms:keyusage": usage or ENCRYPT_DECRYPT,
-        "kms:keyorigin": "AWS_KMS",
-        "kms:multiregion": "false",
+        "kms:keyorigin": origin,
+        "kms:multiregion": "true" if multi_region else "false",
         **tag_values(tags),
     }
     if "BypassPolicyLockoutSafetyCheck" in p:
@@ -117,7 +157,7 @@ async def create_key(ctx: Ctx, service: KeyService, p: Params, principal: Princi
     # The id is chosen here so that the lockout check can name the new key's ARN. The policy is
     # judged once the caller may create keys (as PutKeyPolicy judges it once the caller may put
     # one): no one else learns from the answer which users exist.
-    key_id = str(uuid.uuid4())
+    key_id = new_multi_region_key_id() if multi_region else str(uuid.uuid4())
     if policy_text is not None:
         policy = parse_key_policy(policy_text, account=ctx.account, known_user=ctx.known_user)
         if not bypass:
@@ -129,6 +169,8 @@ async def create_key(ctx: Ctx, service: KeyService, p: Params, principal: Princi
         key_spec=spec,
         key_usage=usage,
         policy=policy_text,
+        origin=origin,
+        multi_region=multi_region,
     )
     return ok({"KeyMetadata": key_metadata(service, meta)})
 
@@ -195,14 +237,13 @@ async def schedule_key_deletion(
         if days is None
         else service.schedule_deletion(key_id, days, access=access)
     )
-    return ok(
-        {
-            "KeyId": service.key_arn(meta.key_id),
-            "DeletionDate": meta.deletion_date,
-            "KeyState": meta.state.value,
-            "PendingWindowInDays": meta.pending_window_days,
-        }
-    )
+    out: dict[str, Any] = {"KeyId": service.key_arn(meta.key_id)}
+    if meta.deletion_date is not None:
+        # (not for a primary waiting for its replicas: "its deletion date isn't known yet")
+        out["DeletionDate"] = meta.deletion_date
+    out["KeyState"] = meta.state.value
+    out["PendingWindowInDays"] = meta.pending_window_days
+    return ok(out)
 
 
 async def cancel_key_deletion(

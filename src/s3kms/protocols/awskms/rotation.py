@@ -2,7 +2,10 @@
 ListKeyRotations.
 
 The rotation schedule (the period, the next date) is the service's rule. A key's first material
-(version 1) is not a rotation, so ListKeyRotations starts at version 2.
+(version 1) is not a rotation, so ListKeyRotations starts at version 2 unless
+`IncludeKeyMaterial: ALL_KEY_MATERIAL` asks for every material. An EXTERNAL key's materials are
+listed from its import records (`KeyMetadata.materials`): RotateKeyOnDemand makes the one
+imported as NEW_KEY_MATERIAL current.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from typing import Any
 
 from s3kms.auth.identity import Principal
 from s3kms.http.responses import Response
-from s3kms.model import RotationType
+from s3kms.model import KeyMaterial, KeyMetadata, RotationType
 from s3kms.protocols.awskms import members, paging
 from s3kms.protocols.awskms.handler import Ctx, empty, ok
 from s3kms.protocols.awskms.members import Params
@@ -68,20 +71,61 @@ async def list_key_rotations(
     ctx: Ctx, service: KeyService, p: Params, principal: Principal
 ) -> Response:
     ref = members.req_str(p, "KeyId")
-    members.enum(p, "IncludeKeyMaterial", members.INCLUDE_KEY_MATERIAL)
+    include = members.enum(p, "IncludeKeyMaterial", members.INCLUDE_KEY_MATERIAL)
     limit = members.limit(p, 100, 1000)
     after = paging.after(p, "rotation")
     key_id = await ctx.key(service, ref)
     access = principal.gate("kms:ListKeyRotations", key_id)
-    # Version 1 is the key's first material, not a rotation.
-    rotations = [v for v in await service.versions(key_id, access=access) if v.version > 1]
-    page, more = paging.page(rotations, lambda v: f"{v.version:010d}", after, limit, "rotation")
-    items = [
-        {
-            "KeyId": key_id,
-            "RotationDate": v.created_at,
-            "RotationType": (v.rotation_type or RotationType.ON_DEMAND).value,
-        }
-        for v in page
-    ]
-    return ok({"Rotations": items, **more})
+    every = include == "ALL_KEY_MATERIAL"  # also the first material and one pending rotation
+    if (meta := await service.describe(key_id, access=access)).external:
+        entries = [_imported_entry(meta, m) for m in meta.materials if every or m.rotated_at]
+    else:
+        entries = [
+            _entry(service, meta, v.version, v.created_at, v.rotation_type)
+            for v in await service.versions(key_id, access=access)
+            if every or v.version > 1  # version 1 is the key's first material, not a rotation
+        ]
+    page, more = paging.page(entries, lambda e: f"{e[0]:010d}", after, limit, "rotation")
+    return ok({"Rotations": [e[1] for e in page], **more})
+
+
+def _entry(
+    service: KeyService,
+    meta: KeyMetadata,
+    version: int,
+    created_at: float,
+    rotation_type: RotationType | None,
+) -> tuple[int, dict[str, Any]]:
+    """A RotationsListEntry of a key whose material s3kms made: (its version, the entry)."""
+    out: dict[str, Any] = {"KeyId": meta.key_id}
+    if service.has_material_ids(meta):
+        out["KeyMaterialId"] = service.material_id(meta, version)
+        out["KeyMaterialState"] = "CURRENT" if version == meta.current_version else "NON_CURRENT"
+    if version > 1:
+        out["RotationDate"] = created_at
+        out["RotationType"] = (rotation_type or RotationType.ON_DEMAND).value
+    return version, out
+
+
+def _imported_entry(meta: KeyMetadata, material: KeyMaterial) -> tuple[int, dict[str, Any]]:
+    """A RotationsListEntry of an imported material, with its import state."""
+    if material.pending:
+        state = "PENDING_ROTATION"
+    else:
+        state = "CURRENT" if material.version == meta.current_version else "NON_CURRENT"
+    out: dict[str, Any] = {
+        "KeyId": meta.key_id,
+        "KeyMaterialId": material.material_id,
+        "ImportState": "IMPORTED" if material.imported else "PENDING_IMPORT",
+        "KeyMaterialState": state,
+    }
+    if material.description:
+        out["KeyMaterialDescription"] = material.description
+    if material.expiration_model is not None:
+        out["ExpirationModel"] = material.expiration_model
+    if material.valid_to is not None:
+        out["ValidTo"] = material.valid_to
+    if material.rotated_at is not None:
+        out["RotationDate"] = material.rotated_at
+        out["RotationType"] = RotationType.ON_DEMAND.value
+    return material.version, out
