@@ -7,6 +7,9 @@ Line format (keys sorted, compact JSON, one per line):
      "request_id": "9F3A...", "seq": 17, "source": "10.0.0.7:51234", "status": 200,
      "time": "2026-11-28T12:00:00.123Z"}
 
+A request of the KES API adds `"surface": "kes"` (its action is the policy action, `kms:...`, as
+the AWS API's; docs/kes.md).
+
 `prev` of the first line of a brand-new log is 64 zeros; after a rotation, the first line of the new
 file carries the hash of the last line of the rotated one, so the chain runs across files. `seq`
 counts lines over the whole chain. Editing, removing, inserting or reordering any line breaks the
@@ -222,8 +225,10 @@ class AuditLog:
         error: str | None,
         started: float,
         suppressed: int = 0,
+        surface: str | None = None,
     ) -> None:
-        """Append one line, whole or not at all: on failure raise AuditUnavailable, chain intact."""
+        """Append one line, whole or not at all: on failure raise AuditUnavailable, chain intact.
+        `surface`: the API a request came through when the action does not say it (`kes`)."""
         shared = self._lock_fd >= 0
         if shared:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
@@ -232,7 +237,7 @@ class AuditLog:
                 self._load_head()
             self._append(
                 request_id, principal, source, action, key, outcome, status, error, started,
-                suppressed,
+                suppressed, surface,
             )  # fmt: skip
             if shared:
                 _HEAD.pack_into(
@@ -263,12 +268,15 @@ class AuditLog:
         error: str | None,
         started: float,
         suppressed: int,
+        surface: str | None = None,
     ) -> None:
         # Built by hand in sorted-key order: this runs on every request, and json.dumps of a dict
         # costs several times more. Every string goes through the JSON string escaper, capped.
         seq = self._seq + 1
         latency = round((time.perf_counter() - started) * 1000, 3)
-        extra = f'"suppressed":{suppressed},' if suppressed else ""
+        extra = f'"surface":{_str(surface)},' if surface else ""
+        if suppressed:
+            extra += f'"suppressed":{suppressed},'
         line = (
             f'{{"action":{_str(action)},"error":{_str(error)},"key":{_str(key)},'
             f'"latency_ms":{latency},"outcome":{_str(outcome)},"prev":"{self._prev}",'

@@ -92,7 +92,10 @@ def resolve_settings(flags: Mapping[str, Any], env: Mapping[str, str]) -> Settin
     unknown = set(merged) - set(names)
     if unknown:
         raise click.UsageError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-    for name in ("data_dir", "master_key_file", "tls_cert", "tls_key", "users_file"):
+    for name in (
+        "data_dir", "master_key_file", "tls_cert", "tls_key", "kes_tls_cert", "kes_tls_key",
+        "users_file",
+    ):  # fmt: skip
         if merged.get(name) is not None:
             merged[name] = Path(merged[name])
     for name in ("port", "workers", *_INT_LIMITS):
@@ -230,6 +233,16 @@ def _startup_failed(exc: StartupError) -> NoReturn:
 @click.option("--workers", type=int, help="Worker processes on one port (1).")
 @click.option("--tls-cert", type=click.Path(path_type=Path), help="PEM certificate: serve HTTPS.")
 @click.option("--tls-key", type=click.Path(path_type=Path), help="PEM private key for --tls-cert.")
+@click.option("--kes-address", help="HOST:PORT: serve the KES API there (mutual TLS; off).")
+@click.option(
+    "--kes-tls-cert", type=click.Path(path_type=Path), help="PEM certificate of the KES port."
+)
+@click.option(
+    "--kes-tls-key", type=click.Path(path_type=Path), help="PEM private key for --kes-tls-cert."
+)
+@click.option(
+    "--kes-admin-identity", help="KES identity (hex SHA-256 of a public key) that acts as root."
+)
 @click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
@@ -330,6 +343,12 @@ def server(**flags: Any) -> None:
         if (settings.tls_cert is None) != (settings.tls_key is None):
             raise StartupError(
                 ExitCode.USAGE, "--tls-cert and --tls-key go together", "give both, or neither"
+            )
+        if (settings.kes_tls_cert is None) != (settings.kes_tls_key is None):
+            raise StartupError(
+                ExitCode.USAGE,
+                "--kes-tls-cert and --kes-tls-key go together",
+                "give both, or neither",
             )
         temporary = settings.dev and not data_dir_given(flags, os.environ)
         serve(settings, temporary_data_dir=temporary)
@@ -1789,3 +1808,129 @@ def policy_list(**kw: Any) -> None:
     """List policies."""
     opts = _opts(kw)
     _emit(opts, {"policies": _run(opts, lambda kms: kms.list_policies())}, rows="policies")
+
+
+# -- the KES API (docs/kes.md) ----------------------------------------------------------------------
+
+
+@main.group("kes")
+def kes_group() -> None:
+    """The KES API: the identities of KES clients (MinIO and its forks)."""
+
+
+@kes_group.group("identity")
+def kes_identity() -> None:
+    """KES identities: the SHA-256 of a client certificate's public key, acting as a user."""
+
+
+def _certificate_identity(path: Path) -> str:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from s3kms.auth.kes import identity_of
+
+    try:
+        data = path.read_bytes()
+        cert = (
+            x509.load_pem_x509_certificate(data)
+            if b"-----BEGIN" in data
+            else x509.load_der_x509_certificate(data)
+        )
+    except (OSError, ValueError) as exc:
+        raise click.BadParameter(f"cannot read a certificate from {path}: {exc}") from None
+    return identity_of(cert.public_bytes(Encoding.DER))
+
+
+@kes_identity.command("add", cls=_ClientCommand)
+@click.argument("user_access_key", metavar="USER")
+@click.argument("identity", required=False)
+@click.option(
+    "--api-key",
+    "api_key",
+    is_flag=True,
+    help="Generate a KES API key (kes:v1:...) for the user and print it once.",
+)
+@click.option(
+    "--cert",
+    "cert",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The client certificate (PEM or DER) whose identity to add.",
+)
+@client_options
+def kes_identity_add(
+    user_access_key: str, identity: str | None, api_key: bool, cert: Path | None, **kw: Any
+) -> None:
+    """Let a KES client act as USER: its IDENTITY (hex), a --cert's, or a new --api-key's.
+
+    With --api-key the key is made here and only its identity is sent to the server; the key
+    (MINIO_KMS_KES_API_KEY) is printed this once."""
+    from s3kms.auth.kes import APIKey, normalize_identity
+
+    if sum((identity is not None, api_key, cert is not None)) != 1:
+        raise click.UsageError("give exactly one of IDENTITY, --api-key or --cert")
+    opts = _opts(kw)
+    generated: APIKey | None = None
+    if api_key:
+        generated = APIKey.generate()
+        identity = generated.identity
+    elif cert is not None:
+        identity = _certificate_identity(cert)
+    assert identity is not None
+    try:
+        identity = normalize_identity(identity)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="IDENTITY") from None
+    added = _run(opts, lambda kms: kms.add_kes_identity(user_access_key, identity))
+    if generated is not None:
+        added["apiKey"] = generated.text()
+    _emit(opts, added)
+    if generated is not None and not opts.json:
+        err_console.print(
+            "the API key is shown only this once: store it now (MINIO_KMS_KES_API_KEY)",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@kes_identity.command("remove", cls=_ClientCommand)
+@click.argument("user_access_key", metavar="USER")
+@click.argument("identity")
+@client_options
+def kes_identity_remove(user_access_key: str, identity: str, **kw: Any) -> None:
+    """Remove IDENTITY from USER."""
+    opts = _opts(kw)
+    _emit(opts, _run(opts, lambda kms: kms.remove_kes_identity(user_access_key, identity)))
+
+
+@kes_identity.command("list", cls=_ClientCommand)
+@client_options
+def kes_identity_list(**kw: Any) -> None:
+    """List the KES identities and the users they act as."""
+    opts = _opts(kw)
+    found = _run(opts, lambda kms: kms.list_kes_identities())
+    _emit(opts, {"identities": found}, rows="identities")
+
+
+@kes_identity.command("of")
+@click.option(
+    "--cert",
+    "cert",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="A certificate (PEM or DER).",
+)
+@click.option("--api-key", "api_key", help="A KES API key (kes:v1:...); prefer stdin: '-'.")
+def kes_identity_of(cert: Path | None, api_key: str | None) -> None:
+    """Print the KES identity of a certificate or an API key (for --kes-admin-identity)."""
+    from s3kms.auth.kes import APIKey
+
+    if (cert is None) == (api_key is None):
+        raise click.UsageError("give one of --cert or --api-key")
+    if cert is not None:
+        click.echo(_certificate_identity(cert))
+        return
+    assert api_key is not None
+    text = sys.stdin.readline().strip() if api_key == "-" else api_key
+    try:
+        click.echo(APIKey.parse(text).identity)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--api-key") from None

@@ -384,6 +384,22 @@ class Client:
         users: list[dict[str, Any]] = self._admin("GET", "user/list")["users"]
         return users
 
+    def add_kes_identity(self, access_key: str, identity: str) -> dict[str, Any]:
+        """Let the KES client of `identity` (hex SHA-256 of its certificate's public key) act
+        as the user `access_key` (docs/kes.md)."""
+        query = {"accessKey": access_key, "identity": identity}
+        result: dict[str, Any] = self._admin("POST", "kes/identity/add", query)
+        return result
+
+    def remove_kes_identity(self, access_key: str, identity: str) -> dict[str, Any]:
+        query = {"accessKey": access_key, "identity": identity}
+        result: dict[str, Any] = self._admin("POST", "kes/identity/remove", query)
+        return result
+
+    def list_kes_identities(self) -> list[dict[str, Any]]:
+        identities: list[dict[str, Any]] = self._admin("GET", "kes/identity/list")["identities"]
+        return identities
+
     def put_policy(self, name: str, document: Mapping[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = self._admin("POST", "policy/add", {"name": name}, document)
         return result

@@ -215,6 +215,12 @@ class Settings:
     workers: int = 1
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # The KES API (docs/kes.md): HOST:PORT of its mutual-TLS listener (None: off), its
+    # certificate (else tls_cert/tls_key) and the identity that acts as root.
+    kes_address: str | None = None
+    kes_tls_cert: Path | None = None
+    kes_tls_key: Path | None = None
+    kes_admin_identity: str | None = None
     log_level: str = "info"
     log_format: str = "text"  # text | json (s3kms.logs)
     default_key_id: str | None = None
@@ -259,6 +265,49 @@ class Settings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ValueError(f"{name} must be a positive number, not {value!r}")
+
+
+# A region name as AWS's model has it (RegionType): us-east-1, eu-central-2, us-gov-west-1.
+REGION_RE = re.compile(r"([a-z]+-){2,3}[0-9]+")
+
+
+class AnyRegion:
+    """`regions = "*"`: every region name (dev mode's "every region")."""
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and len(name) <= 32 and REGION_RE.fullmatch(name) is not None
+
+
+def served_regions(settings: Settings) -> Container[str] | None:
+    """The regions the AWS KMS API serves, the home region included: a set, or `AnyRegion`;
+    None when it serves its home region only (what `regions = ""` means)."""
+    names = [n.strip() for n in settings.regions.split(",") if n.strip()]
+    if "*" in names:
+        if names != ["*"]:
+            raise ValueError('regions: "*" stands alone (any region), not in a list')
+        return AnyRegion()
+    for name in names:
+        if len(name) > 32 or not REGION_RE.fullmatch(name):
+            raise ValueError(f"regions: {name!r} is not a region name (like eu-west-1)")
+    served = frozenset({settings.region, *names})
+    return None if served == {settings.region} else served
+
+
+def split_address(text: str) -> tuple[str, int]:
+    """HOST:PORT (`[v6]:PORT` too) -> (host, port); ValueError for anything else."""
+    host, _, port = text.rpartition(":")
+    if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def kes_tls_files(settings: Settings) -> tuple[Path, Path] | None:
+    """The KES listener's certificate and key: its own, else the main port's."""
+    if settings.kes_tls_cert is not None and settings.kes_tls_key is not None:
+        return settings.kes_tls_cert, settings.kes_tls_key
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        return settings.tls_cert, settings.tls_key
+    return None
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")

@@ -28,18 +28,22 @@ from uvicorn.config import STARTUP_FAILURE
 from s3kms import __version__, credentials, logs, startup
 from s3kms.audit import AuditLog
 from s3kms.auth.identity import Authenticator
+from s3kms.auth.kes import KesAuthenticator, normalize_identity
 from s3kms.clock import Clock, SystemClock
-from s3kms.config import KMSConfig, Settings
+from s3kms.config import KMSConfig, Settings, kes_tls_files, served_regions, split_address
 from s3kms.crypto.masterkey import MasterKeyError
 from s3kms.errors import KMSError
 from s3kms.fsutil import ensure_private_dir
 from s3kms.http.app import App
 from s3kms.http.connection import ConnectionLimits
+from s3kms.http.kes import KesApp
+from s3kms.http.mtls import MtlsServer
 from s3kms.keystore.generation import Generation
 from s3kms.keystore.vault.settings import VaultSettings, redact_address
-from s3kms.metrics import Metrics
+from s3kms.metrics import Metrics, exposition
 from s3kms.metrics.endpoint import Scrape
 from s3kms.metrics.shared import prepare_directory, remove_directory
+from s3kms.protocols.kes.api import KesAPI
 from s3kms.runtime import Runtime, initial_config
 from s3kms.startup import ExitCode, StartupError
 from s3kms.users import USERS_GENERATION_FILE, UserStore
@@ -96,6 +100,9 @@ def build_app(settings: Settings, clock: Clock | None = None) -> App:
             root=(root.access_key, root.secret_key),
             supervisor=supervisor,
         )
+    kes = None
+    if settings.kes_address is not None:
+        kes = kes_listener(settings, runtime, auth, audit, metrics, scrape)
     return App(
         runtime,
         auth,
@@ -105,6 +112,45 @@ def build_app(settings: Settings, clock: Clock | None = None) -> App:
         metrics=metrics,
         scrape=scrape,
         dev=settings.dev,
+        kes=kes,
+    )
+
+
+def kes_listener(
+    settings: Settings,
+    runtime: Runtime,
+    auth: Authenticator,
+    audit: AuditLog | None,
+    metrics: Metrics | None,
+    scrape: Scrape | None,
+) -> MtlsServer:
+    """The KES API's mutual-TLS listener of this process (docs/kes.md). With `--workers N`
+    every worker binds the port (SO_REUSEPORT) and the kernel spreads connections over them."""
+    assert settings.kes_address is not None
+    admin = settings.kes_admin_identity
+    render = None
+    if scrape is not None:
+        known = scrape
+
+        async def render() -> tuple[bytes, bytes]:
+            return await known.render(), exposition.CONTENT_TYPE
+
+    api = KesAPI(
+        runtime, KesAuthenticator(auth, normalize_identity(admin) if admin else None), render
+    )
+    host, port = split_address(settings.kes_address)
+    files = kes_tls_files(settings)
+    if files is None:
+        raise ValueError("the KES API needs --kes-tls-cert/--kes-tls-key or --tls-cert/--tls-key")
+    return MtlsServer(
+        KesApp(api, audit=audit, metrics=metrics),
+        host=host,
+        port=port,
+        cert=files[0],
+        key=files[1],
+        limits=connection_limits(settings),
+        keep_alive_timeout=settings.keep_alive_timeout,
+        reuse_port=settings.workers > 1,
     )
 
 
@@ -146,7 +192,10 @@ def _settings_to_env(settings: Settings) -> str:
 
 def _settings_from_env() -> Settings:
     data = json.loads(os.environ[_SETTINGS_ENV])
-    for name in ("data_dir", "master_key_file", "tls_cert", "tls_key", "users_file"):
+    for name in (
+        "data_dir", "master_key_file", "tls_cert", "tls_key", "kes_tls_cert", "kes_tls_key",
+        "users_file",
+    ):  # fmt: skip
         if data.get(name) is not None:
             data[name] = Path(data[name])
     if data.get("vault"):
@@ -300,6 +349,10 @@ def start_summary(
     ]
     if fields["keys"] is not None:
         parts.append(f"{keys} key{'s' if keys != 1 else ''}")
+    if settings.kes_address is not None:
+        host, port = split_address(settings.kes_address)
+        fields["kes_listen"] = listen_url("https", host, port)
+        parts.append(f"KES API on {fields['kes_listen']}")
     parts.append(f"audit log {fields['audit_log']}")
     return f"s3kms {__version__} ready: {', '.join(parts)}", fields
 
@@ -435,6 +488,11 @@ def dev_banner(settings: Settings, root: credentials.Credentials, temporary: boo
             f"  secret key:  {root.secret_key}",
             f"  reset:       POST {url}/_s3kms/reset, signed by root, wipes every key, alias,",
             "               grant, key policy, user, policy and audit line",
+            *(
+                [f"  KES API:     https://{settings.kes_address} (mutual TLS; docs/kes.md)"]
+                if settings.kes_address is not None
+                else []
+            ),
             rule,
         ]
     )

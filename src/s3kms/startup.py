@@ -87,6 +87,7 @@ def check(settings: Settings) -> None:
     config, source = _check_backend_config(settings)
     _check_audit_log(settings)
     _check_address(settings.host, settings.port)
+    _check_kes(settings)
     if config.kms_type == "vault":
         _check_vault(config, source)
 
@@ -417,6 +418,14 @@ def check_dev(settings: Settings) -> None:
             "give 127.0.0.1:PORT, [::1]:PORT or localhost:PORT; without --dev s3kms serves any "
             "address, with its own root credentials",
         )
+    if settings.kes_address is not None:
+        kes_host = settings.kes_address.rpartition(":")[0].strip("[]")
+        if not is_loopback(kes_host):
+            raise StartupError(
+                ExitCode.NOT_LOOPBACK,
+                f"--dev listens on loopback only, not on {settings.kes_address} (--kes-address)",
+                "give 127.0.0.1:PORT, [::1]:PORT or localhost:PORT",
+            )
     if settings.backend not in (None, "local"):
         raise StartupError(
             ExitCode.USAGE,
@@ -428,7 +437,62 @@ def check_dev(settings: Settings) -> None:
 # -- the address ----------------------------------------------------------------------------------
 
 
-def _check_address(host: str, port: int) -> None:
+def _check_kes(settings: Settings) -> None:
+    """The KES listener (`--kes-address`): its address, certificate and admin identity."""
+    from s3kms.auth.kes import normalize_identity
+    from s3kms.config import kes_tls_files, split_address
+    from s3kms.http.mtls import TLSFilesError, server_context
+
+    if settings.kes_address is None:
+        for value, flag in (
+            (settings.kes_tls_cert, "--kes-tls-cert"),
+            (settings.kes_admin_identity, "--kes-admin-identity"),
+        ):
+            if value is not None:
+                raise StartupError(
+                    ExitCode.USAGE,
+                    f"{flag} is given but the KES API is off",
+                    "give --kes-address HOST:PORT too, or leave the KES settings out",
+                )
+        return
+    try:
+        host, port = split_address(settings.kes_address)
+    except ValueError as exc:
+        raise StartupError(ExitCode.USAGE, f"--kes-address: {exc}", "give HOST:PORT") from None
+    if (host, port) == (settings.host, settings.port):
+        raise StartupError(
+            ExitCode.ADDRESS,
+            f"--kes-address {settings.kes_address} is the main --address",
+            "give the KES API a port of its own (KES servers commonly use 7373)",
+        )
+    files = kes_tls_files(settings)
+    if files is None:
+        raise StartupError(
+            ExitCode.USAGE,
+            "the KES API serves HTTPS only and has no certificate",
+            "give --kes-tls-cert/--kes-tls-key (or --tls-cert/--tls-key)",
+        )
+    try:
+        server_context(*files)
+    except TLSFilesError as exc:
+        raise StartupError(
+            ExitCode.USAGE,
+            f"the KES certificate: {exc}",
+            "give a PEM certificate (leaf first) and its matching private key, unencrypted",
+        ) from None
+    if settings.kes_admin_identity is not None:
+        try:
+            normalize_identity(settings.kes_admin_identity)
+        except ValueError as exc:
+            raise StartupError(
+                ExitCode.USAGE,
+                f"--kes-admin-identity: {exc}",
+                "give `s3kms kes identity of --cert FILE` of the admin's certificate",
+            ) from None
+    _check_address(host, port, "--kes-address")
+
+
+def _check_address(host: str, port: int, flag: str = "--address") -> None:
     """Bind every address uvicorn will bind (and close them again)."""
     shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
@@ -436,7 +500,7 @@ def _check_address(host: str, port: int) -> None:
     except (socket.gaierror, UnicodeError) as exc:
         raise StartupError(
             ExitCode.ADDRESS,
-            f"cannot listen on {shown} (--address): {reason(exc)}",
+            f"cannot listen on {shown} ({flag}): {reason(exc)}",
             "give an IP address or a host name of this machine",
         ) from None
     for family, kind, proto, _, sockaddr in dict.fromkeys(infos):
@@ -448,17 +512,17 @@ def _check_address(host: str, port: int) -> None:
             sock.bind(sockaddr)
             sock.listen()
         except OSError as exc:
-            raise StartupError(ExitCode.ADDRESS, *_bind_failure(shown, exc)) from None
+            raise StartupError(ExitCode.ADDRESS, *_bind_failure(shown, exc, flag)) from None
         finally:
             sock.close()
 
 
-def _bind_failure(shown: str, exc: OSError) -> tuple[str, str]:
-    problem = f"cannot listen on {shown} (--address): {reason(exc)}"
+def _bind_failure(shown: str, exc: OSError, flag: str = "--address") -> tuple[str, str]:
+    problem = f"cannot listen on {shown} ({flag}): {reason(exc)}"
     if exc.errno == errno.EADDRINUSE:
-        return problem, "stop the process that listens there, or choose another --address"
+        return problem, f"stop the process that listens there, or choose another {flag}"
     if exc.errno == errno.EACCES:
         return problem, "ports below 1024 need privileges: choose another port"
     if exc.errno == errno.EADDRNOTAVAIL:
         return problem, "that address is not one of this machine's: choose one that is"
-    return problem, "choose another --address"
+    return problem, f"choose another {flag}"

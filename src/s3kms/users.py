@@ -18,6 +18,12 @@ replaced by other means; a store without a counter compares it on every request.
 
 A change is written to `users.json` first and only then made in memory: when the write fails
 (disk full, read-only), the OSError reaches the caller and the store is as it was.
+
+A user may also have KES identities (`kes_identities`: hex SHA-256 of a client certificate's
+public key, auth/kes.py): a KES client presenting such a certificate acts as that user, with its
+policies (`.../kms/kes/identity/add`, `s3kms kes identity add`; in the operator's file, a user's
+`"kes_identities": [...]`). An identity names at most one user. They live in the same file and
+reach every worker through the same counter as users and policies.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import os
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +56,9 @@ _AAD = b"s3kms-user-secret\x00"
 # ASCII only: str.isalnum would also take letters and digits of other scripts (ü, ٣).
 _ACCESS_KEY_RE = re.compile(r"[A-Za-z0-9._-]{3,128}")
 _POLICY_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+# A KES identity: the lower-case hex SHA-256 of a certificate's SubjectPublicKeyInfo.
+KES_IDENTITY_RE = re.compile(r"[0-9a-f]{64}")
+MAX_KES_IDENTITIES = 100  # per user
 
 
 class UserNotFound(KMSError):
@@ -65,6 +74,7 @@ class User:
     secret_key: str = field(repr=False)
     policies: tuple[str, ...]
     managed: bool  # True: added through the API (removable); False: from the operator's file
+    kes_identities: tuple[str, ...] = ()  # KES client identities acting as this user
 
 
 def _validate_access_key(access_key: str) -> None:
@@ -82,6 +92,13 @@ def _validate_encodable(value: str, what: str) -> None:
         value.encode()
     except UnicodeEncodeError:  # a lone surrogate, e.g. from the JSON escape "\ud800"
         raise InvalidRequest(f"{what} must be valid Unicode (no lone surrogates)") from None
+
+
+def _validate_kes_identity(identity: str) -> None:
+    if KES_IDENTITY_RE.fullmatch(identity) is None:
+        raise InvalidRequest(
+            "identity must be 64 lower-case hexadecimal digits (the SHA-256 of a public key)"
+        )
 
 
 def _validate_secret(secret_key: str) -> None:
@@ -112,6 +129,7 @@ class UserStore:
         self._stamp: tuple[int, int, int] | None = (-1, -1, -1)
         self._users: dict[str, User] = {}
         self._policies: dict[str, Policy] = {}
+        self._kes: dict[str, str] = {}  # KES identity -> access key
         self._refresh()
 
     def __repr__(self) -> str:
@@ -147,8 +165,13 @@ class UserStore:
             for access, entry in stored.get("users", {}).items():
                 sealed = base64.b64decode(entry["secret"])
                 secret = aead.open_sealed(self._aead, sealed, _AAD + access.encode()).decode()
-                users[access] = User(access, secret, tuple(entry["policies"]), managed=True)
-        self._users, self._policies, self._stamp = users, policies, stamp
+                identities = tuple(entry.get("kes_identities", ()))
+                users[access] = User(
+                    access, secret, tuple(entry["policies"]), managed=True,
+                    kes_identities=identities,
+                )  # fmt: skip
+        kes = {i: u.access_key for u in users.values() for i in u.kes_identities}
+        self._users, self._policies, self._kes, self._stamp = users, policies, kes, stamp
 
     def secret_for(self, access_key: str) -> str | None:
         self._refresh()
@@ -161,6 +184,11 @@ class UserStore:
         if user is None:
             return []
         return [self._policies[name] for name in user.policies if name in self._policies]
+
+    def user_for_kes_identity(self, identity: str) -> str | None:
+        """The access key of the user a KES identity is attached to, or None."""
+        self._refresh()
+        return self._kes.get(identity)
 
     def list_users(self) -> list[User]:
         self._refresh()
@@ -185,6 +213,7 @@ class UserStore:
                         aead.seal(self._aead, u.secret_key.encode(), _AAD + u.access_key.encode())
                     ).decode(),
                     "policies": list(u.policies),
+                    **({"kes_identities": list(u.kes_identities)} if u.kes_identities else {}),
                 }
                 for u in users.values()
                 if u.managed
@@ -229,6 +258,38 @@ class UserStore:
         users = {k: u for k, u in self._users.items() if k != access_key}
         self._commit(users, self._policies)
 
+    def add_kes_identity(self, access_key: str, identity: str) -> User:
+        """Attach a KES identity to a user added through the API; an identity names one user."""
+        self._refresh()
+        _validate_kes_identity(identity)
+        user = self._users.get(access_key)
+        if user is None:
+            raise UserNotFound
+        if not user.managed:
+            raise InvalidRequest("this user comes from the users file; change it there")
+        owner = self._kes.get(identity)
+        if owner is not None:
+            raise KeyAlreadyExists(f"KES identity {identity} is already attached to user {owner}")
+        if len(user.kes_identities) >= MAX_KES_IDENTITIES:
+            raise InvalidRequest(f"a user has at most {MAX_KES_IDENTITIES} KES identities")
+        changed = replace(user, kes_identities=(*user.kes_identities, identity))
+        self._commit({**self._users, access_key: changed}, self._policies)
+        return changed
+
+    def remove_kes_identity(self, access_key: str, identity: str) -> User:
+        self._refresh()
+        user = self._users.get(access_key)
+        if user is None:
+            raise UserNotFound
+        if identity not in user.kes_identities:
+            raise InvalidRequest(f"KES identity {identity} is not attached to user {access_key}")
+        if not user.managed:
+            raise InvalidRequest("this user comes from the users file; change it there")
+        kept = tuple(i for i in user.kes_identities if i != identity)
+        changed = replace(user, kes_identities=kept)
+        self._commit({**self._users, access_key: changed}, self._policies)
+        return changed
+
     def set_policy(self, name: str, document: str | dict[str, Any]) -> Policy:
         self._refresh()
         _validate_policy_name(name)
@@ -269,7 +330,13 @@ def read_users_file(path: Path) -> tuple[dict[str, User], dict[str, Policy]]:
         access, secret = entry["access_key"], entry["secret_key"]
         _validate_access_key(access)
         _validate_encodable(secret, f"the secret_key of {access}")
-        users[access] = User(access, secret, tuple(entry.get("policies", [])), managed=False)
+        identities = tuple(str(i).lower() for i in entry.get("kes_identities", []))
+        for identity in identities:
+            _validate_kes_identity(identity)
+        users[access] = User(
+            access, secret, tuple(entry.get("policies", [])), managed=False,
+            kes_identities=identities,
+        )  # fmt: skip
     return users, policies
 
 

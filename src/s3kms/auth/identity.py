@@ -271,6 +271,30 @@ class Authenticator:
     def clock(self) -> Clock:
         return self._clock
 
+    def principal_for(
+        self, access_key: str | None, *, source_ip: str | None, secure: bool
+    ) -> Principal:
+        """The principal of a caller identified otherwise than by SigV4 (a KES client
+        certificate, auth/kes.py): `access_key` a user's, None for root. The rate limit and the
+        user's identity policies apply as they do to a signed request."""
+        access = self._root if access_key is None else access_key
+        if self._limiter is not None:
+            self._limiter.check(access)
+        is_root = access_key is None
+        policies = None
+        if not is_root and self.users is not None:
+            policies = self.users.policies_for(access)
+        return Principal(
+            access,
+            is_root,
+            policies,
+            self._region,
+            self._account,
+            source_ip=source_ip,
+            secure=secure,
+            request_time=self._clock.now(),
+        )
+
     def authenticate(
         self, req: RequestView, *, admin: bool, services: frozenset[str] | None = None
     ) -> Principal:

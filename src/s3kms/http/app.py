@@ -56,6 +56,14 @@ RESET_PATH = "/_s3kms/reset"
 RESET_ACTION = "s3kms:Reset"
 
 
+class Listener(Protocol):
+    """Another port this process serves while the application runs (the KES API, http/mtls.py)."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 class RequestIds:
     """Unique request ids: a random per-process prefix and a counter (no syscall per request)."""
 
@@ -127,8 +135,10 @@ class App:
         metrics: Metrics | None = None,
         scrape: Scrape | None = None,
         dev: bool = False,
+        kes: Listener | None = None,
     ):
         self.dev = dev  # serves POST /_s3kms/reset
+        self.kes = kes  # the KES API's listener, started and stopped with the application
         self.runtime = runtime
         self.metrics = metrics  # None with --metrics off: nothing is counted
         self.scrape = scrape
@@ -169,6 +179,14 @@ class App:
                     log.error("cannot start: %s", exc)
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
+                if self.kes is not None:
+                    try:
+                        await self.kes.start()
+                    except OSError as exc:
+                        log.error("cannot start the KES API (--kes-address): %s", exc)
+                        await self.runtime.close()
+                        await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                        return
                 tasks = [
                     asyncio.create_task(self.runtime.run_background(self._background_interval))
                 ]
@@ -183,6 +201,8 @@ class App:
             elif message["type"] == "lifespan.shutdown":
                 for task in tasks:
                     task.cancel()
+                if self.kes is not None:
+                    await self.kes.close()
                 await self.runtime.close()
                 if self.audit is not None:
                     self.audit.close()

@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl
 
 from s3kms.audit import AuditLog
 from s3kms.auth.identity import Authenticator, Principal
+from s3kms.auth.kes import normalize_identity
 from s3kms.clock import rfc3339
 from s3kms.config import parse_configure_body
 from s3kms.errors import (
@@ -162,6 +163,14 @@ class AdminAPI:
                 post, "admin:KMSManagePolicies", self.remove_policy, changes=True
             ),
             "policy/list": Route(get, "admin:KMSManagePolicies", self.list_policies),
+            # KES identities of users (docs/kes.md): managed as users are.
+            "kes/identity/add": Route(
+                post, "admin:KMSManageUsers", self.add_kes_identity, changes=True
+            ),
+            "kes/identity/remove": Route(
+                post, "admin:KMSManageUsers", self.remove_kes_identity, changes=True
+            ),
+            "kes/identity/list": Route(get, "admin:KMSManageUsers", self.list_kes_identities),
         }
 
     def route(self, path: str, method: str) -> BoundRoute:
@@ -428,6 +437,45 @@ class AdminAPI:
             "users": [
                 {"accessKey": u.access_key, "policies": list(u.policies), "managed": u.managed}
                 for u in self._user_store().list_users()
+            ]
+        }
+
+    def _kes_identity_params(self, req: RequestView, query: Query) -> tuple[str, str]:
+        body = _json_body(req) if req.body else {}
+        access_key = query.get("accessKey") or body.get("accessKey")
+        identity = query.get("identity") or body.get("identity")
+        if not isinstance(access_key, str) or not isinstance(identity, str):
+            raise InvalidRequest("accessKey and identity are required")
+        try:
+            return access_key, normalize_identity(identity)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
+
+    async def add_kes_identity(
+        self, req: RequestView, query: Query, key_id: str | None, principal: Principal
+    ) -> dict[str, Any]:
+        access_key, identity = self._kes_identity_params(req, query)
+        admin = self.runtime.settings.kes_admin_identity
+        if admin is not None and admin.strip().lower() == identity:
+            raise InvalidRequest("this identity is the KES admin identity (--kes-admin-identity)")
+        self._user_store().add_kes_identity(access_key, identity)
+        return {"accessKey": access_key, "identity": identity, "message": "KES identity added"}
+
+    async def remove_kes_identity(
+        self, req: RequestView, query: Query, key_id: str | None, principal: Principal
+    ) -> dict[str, Any]:
+        access_key, identity = self._kes_identity_params(req, query)
+        self._user_store().remove_kes_identity(access_key, identity)
+        return {"accessKey": access_key, "identity": identity, "message": "KES identity removed"}
+
+    async def list_kes_identities(
+        self, req: RequestView, query: Query, key_id: str | None, principal: Principal
+    ) -> dict[str, Any]:
+        return {
+            "identities": [
+                {"identity": identity, "accessKey": u.access_key, "managed": u.managed}
+                for u in self._user_store().list_users()
+                for identity in u.kes_identities
             ]
         }
 
