@@ -6,10 +6,11 @@ of both regions as one and calls Decrypt in its own region. Every region's KMS c
 makes reaches s3kms through `AWS_ENDPOINT_URL_KMS` (the Python SDK's "client supplier" is its
 botocore session), exactly as an application's would.
 
-The installed SDK (aws-encryption-sdk 4, without the Material Providers Library) offers the MRK
-keyrings as master key providers: `MRKAwareStrictAwsKmsMasterKeyProvider` (the MPL's
-`CreateAwsKmsMrkMultiKeyringInput`) and `MRKAwareDiscoveryAwsKmsMasterKeyProvider` (the MPL's
-MRK discovery keyring). Both backends: Local, and Vault transit on a real OpenBao.
+Both of the SDK's ways: its master key providers (`MRKAwareStrictAwsKmsMasterKeyProvider`,
+`MRKAwareDiscoveryAwsKmsMasterKeyProvider`), and the keyrings of the Material Providers Library
+(aws-cryptographic-material-providers: the MRK keyring, MRK multi-keyring and MRK discovery
+keyring), which the SDK's keyring API runs on. Both backends: Local, and Vault transit on a real
+OpenBao.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import boto3
 import botocore.session
 import pytest
 from aws_encryption_sdk import CommitmentPolicy, StrictAwsKmsMasterKeyProvider
-from aws_encryption_sdk.exceptions import DecryptKeyError
+from aws_encryption_sdk.exceptions import AWSEncryptionSDKClientError, DecryptKeyError
 from aws_encryption_sdk.key_providers.kms import (
     DiscoveryFilter,
     MRKAwareDiscoveryAwsKmsMasterKeyProvider,
@@ -165,3 +166,79 @@ def test_after_update_primary_region_and_rotation(key_id: str) -> None:
         for provider in (strict(arn(EU, key_id)), discovery(HOME)):
             plaintext, _ = sdk().decrypt(source=ciphertext, key_provider=provider)
             assert plaintext == MESSAGE
+
+
+# -- the Material Providers Library's MRK keyrings ---------------------------------------------
+#
+# The keyrings themselves (aws-cryptographic-material-providers, the library the SDK's keyring
+# API runs on): the MRK keyring of one region, the MRK multi-keyring, and the MRK discovery
+# keyring, each with a boto3 client of its region pointed at s3kms.
+
+
+def mpl() -> Any:
+    from aws_cryptographic_material_providers.mpl import AwsCryptographicMaterialProviders
+    from aws_cryptographic_material_providers.mpl.config import MaterialProvidersConfig
+
+    return AwsCryptographicMaterialProviders(config=MaterialProvidersConfig())
+
+
+def mrk_keyring(key_arn: str, region: str) -> Any:
+    from aws_cryptographic_material_providers.mpl.models import CreateAwsKmsMrkKeyringInput
+
+    return mpl().create_aws_kms_mrk_keyring(
+        input=CreateAwsKmsMrkKeyringInput(kms_key_id=key_arn, kms_client=client_in(region))
+    )
+
+
+def test_mrk_keyring_decrypts_in_the_replicas_region(key_id: str) -> None:
+    """Encrypt with the MRK keyring of the primary in us-east-1; the MRK keyring of the replica
+    in eu-west-1 decrypts (with the primary disabled, only eu-west-1 can have answered)."""
+    ciphertext, _ = sdk().encrypt(
+        source=MESSAGE, keyring=mrk_keyring(arn(HOME, key_id), HOME), encryption_context=CONTEXT
+    )
+    client_in(HOME).disable_key(KeyId=key_id)
+    plaintext, header = sdk().decrypt(
+        source=ciphertext, keyring=mrk_keyring(arn(EU, key_id), EU), encryption_context=CONTEXT
+    )
+    assert plaintext == MESSAGE
+    assert header.encryption_context["purpose"] == CONTEXT["purpose"]
+    # And back: what eu-west-1 encrypts, us-east-1 (enabled again) decrypts.
+    client_in(HOME).enable_key(KeyId=key_id)
+    ciphertext, _ = sdk().encrypt(source=MESSAGE, keyring=mrk_keyring(arn(EU, key_id), EU))
+    plaintext, _ = sdk().decrypt(source=ciphertext, keyring=mrk_keyring(arn(HOME, key_id), HOME))
+    assert plaintext == MESSAGE
+
+
+def test_mrk_multi_and_discovery_keyrings_across_regions(key_id: str) -> None:
+    from aws_cryptographic_material_providers.mpl.models import (
+        CreateAwsKmsMrkDiscoveryKeyringInput,
+        CreateAwsKmsMrkMultiKeyringInput,
+    )
+    from aws_cryptographic_material_providers.mpl.models import (
+        DiscoveryFilter as MplDiscoveryFilter,
+    )
+
+    multi = mpl().create_aws_kms_mrk_multi_keyring(
+        input=CreateAwsKmsMrkMultiKeyringInput(generator=arn(HOME, key_id))
+    )
+    ciphertext, _ = sdk().encrypt(source=MESSAGE, keyring=multi, encryption_context=CONTEXT)
+    discovery_eu = mpl().create_aws_kms_mrk_discovery_keyring(
+        input=CreateAwsKmsMrkDiscoveryKeyringInput(
+            kms_client=client_in(EU),
+            region=EU,
+            discovery_filter=MplDiscoveryFilter(account_ids=[ACCOUNT], partition="aws"),
+        )
+    )
+    client_in(HOME).disable_key(KeyId=key_id)  # only the replica can answer
+    plaintext, _ = sdk().decrypt(source=ciphertext, keyring=discovery_eu)
+    assert plaintext == MESSAGE
+    # A region the key has no replica in finds nothing to decrypt with.
+    discovery_ap = mpl().create_aws_kms_mrk_discovery_keyring(
+        input=CreateAwsKmsMrkDiscoveryKeyringInput(
+            kms_client=client_in(AP),
+            region=AP,
+            discovery_filter=MplDiscoveryFilter(account_ids=[ACCOUNT], partition="aws"),
+        )
+    )
+    with pytest.raises(AWSEncryptionSDKClientError, match="No Configured KMS Key was able"):
+        sdk().decrypt(source=ciphertext, keyring=discovery_ap)

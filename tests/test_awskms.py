@@ -195,8 +195,8 @@ def test_create_key_metadata_is_awss(kms: Any) -> None:
         ({"KeySpec": "RSA_2048"}, "ValidationException"),  # KeyUsage is required for it
         ({"CustomerMasterKeySpec": "HMAC_256"}, "ValidationException"),
         ({"KeySpec": "SM2", "KeyUsage": "SIGN_VERIFY"}, "UnsupportedOperationException"),
-        ({"Origin": "EXTERNAL"}, "UnsupportedOperationException"),
-        ({"MultiRegion": True}, "UnsupportedOperationException"),
+        ({"Origin": "AWS_CLOUDHSM"}, "UnsupportedOperationException"),  # a custom key store's
+        ({"MultiRegion": True, "Origin": "EXTERNAL"}, "UnsupportedOperationException"),
         ({"CustomKeyStoreId": "cks-1234567890abcdef0"}, "CustomKeyStoreNotFoundException"),
         ({"Tags": [{"TagKey": "aws:reserved", "TagValue": "x"}]}, "TagException"),
         ({"KeySpec": "AES_999"}, "ValidationException"),
@@ -970,7 +970,7 @@ def test_protocol_errors_are_client_errors(srv: KmsThread) -> None:
         (None, b"{}", "UnknownOperationException"),
         ("TrentService.NoSuchThing", b"{}", "UnknownOperationException"),
         ("Other.ListKeys", b"{}", "UnknownOperationException"),
-        ("TrentService.ImportKeyMaterial", b"{}", "UnsupportedOperationException"),
+        ("TrentService.ImportKeyMaterial", b"{}", "ValidationException"),  # (served: KeyId)
         ("TrentService.ListKeys", b"{not json", "SerializationException"),
         ("TrentService.ListKeys", b"[1, 2]", "SerializationException"),
         ("TrentService.ListKeys", b"\xff\xfe", "SerializationException"),

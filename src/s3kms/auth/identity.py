@@ -278,9 +278,22 @@ class Authenticator:
         certificate, auth/kes.py): `access_key` a user's, None for root. The rate limit and the
         user's identity policies apply as they do to a signed request."""
         access = self._root if access_key is None else access_key
+        return self._principal(
+            access, access_key is None, self._region, source_ip, secure, self._clock.now()
+        )
+
+    def _principal(
+        self,
+        access: str,
+        is_root: bool,
+        region: str,
+        source_ip: str | None,
+        secure: bool,
+        now: float,
+    ) -> Principal:
+        """An identified caller's principal, once its rate limit allows the request."""
         if self._limiter is not None:
             self._limiter.check(access)
-        is_root = access_key is None
         policies = None
         if not is_root and self.users is not None:
             policies = self.users.policies_for(access)
@@ -288,11 +301,11 @@ class Authenticator:
             access,
             is_root,
             policies,
-            self._region,
+            region,
             self._account,
             source_ip=source_ip,
             secure=secure,
-            request_time=self._clock.now(),
+            request_time=now,
         )
 
     def authenticate(
@@ -313,19 +326,7 @@ class Authenticator:
             regions=None if admin else self._regions,
         )
         access = verified.access_key
-        if self._limiter is not None:
-            self._limiter.check(access)
-        is_root = access == self._root
-        policies = None
-        if not is_root and self.users is not None:
-            policies = self.users.policies_for(access)
-        return Principal(
-            access,
-            is_root,
-            policies,
-            verified.region,  # the home region, or another the AWS KMS API serves
-            self._account,
-            source_ip=req.source_ip,
-            secure=req.secure,
-            request_time=now,
+        # (its region: the home region, or another the AWS KMS API serves)
+        return self._principal(
+            access, access == self._root, verified.region, req.source_ip, req.secure, now
         )
