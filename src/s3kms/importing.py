@@ -139,12 +139,18 @@ def expiration(model: str | None, valid_to: float | None, now: float) -> tuple[s
     return DOES_NOT_EXPIRE, None
 
 
+def all_imported(materials: tuple[KeyMaterial, ...]) -> bool:
+    """Whether every material the key holds for good (not one pending rotation) is imported:
+    the key has material to use."""
+    held = [m for m in materials if not m.pending]
+    return bool(held) and all(m.imported for m in held)
+
+
 def _usable_again(meta: KeyMetadata, materials: tuple[KeyMaterial, ...]) -> KeyState:
     """The key's state once every material it holds for good is imported."""
     if meta.state is KeyState.PENDING_DELETION:
         return meta.state
-    held = [m for m in materials if not m.pending]
-    if held and all(m.imported for m in held):
+    if all_imported(materials):
         return KeyState.ENABLED if meta.state is KeyState.PENDING_IMPORT else meta.state
     return KeyState.PENDING_IMPORT
 

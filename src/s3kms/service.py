@@ -718,10 +718,9 @@ class KeyService:
                     f"Key {meta.key_id} is not pending deletion", key_id=meta.key_id
                 )
             # A key whose material is gone waits for it again (imported keys).
-            held = [m for m in meta.materials if not m.pending]
             state = (
                 KeyState.PENDING_IMPORT
-                if meta.external and not (held and all(m.imported for m in held))
+                if meta.external and not importing.all_imported(meta.materials)
                 else KeyState.DISABLED
             )
             return replace(meta, state=state, deletion_date=None, pending_window_days=None)
@@ -1026,22 +1025,50 @@ class KeyService:
         material = await asyncio.to_thread(
             _unwrapped, info, content.private_key, content.algorithm, encrypted_material
         )
-        new_id = wrapping.material_id(key_id, material)
+        return await self._store_material(
+            meta,
+            material,
+            symmetric=info.symmetric,
+            import_type=import_type,
+            expected_id=material_id,
+            expiration_model=model,
+            valid_to=until,
+            description=description,
+            access=access,
+        )
+
+    async def _store_material(
+        self,
+        meta: KeyMetadata,
+        material: bytes,
+        *,
+        symmetric: bool,
+        import_type: str | None,
+        expected_id: str | None,
+        expiration_model: str,
+        valid_to: float | None,
+        description: str | None,
+        access: StateCheck | None,
+    ) -> tuple[KeyMetadata, KeyMaterial]:
+        """Plan the import of checked, unwrapped `material` (importing.plan_import) and write
+        it with the key's new metadata; a lost race re-reads, re-authorises and re-plans."""
+        key_id = meta.key_id
+        material_id = wrapping.material_id(key_id, material)
         for _ in range(20):
             new, record = importing.plan_import(
                 meta,
-                new_id,
-                symmetric=info.symmetric,
+                material_id,
+                symmetric=symmetric,
                 import_type=import_type,
-                expected_id=material_id,
-                expiration_model=model,
-                valid_to=until,
+                expected_id=expected_id,
+                expiration_model=expiration_model,
+                valid_to=valid_to,
                 description=description,
                 key_arn=self.key_arn(key_id),
             )
             try:
                 return await self.store.set_material(new, record.version, material), record
-            except WriteConflict:  # re-read, re-authorise, re-plan
+            except WriteConflict:
                 meta = await self.describe(key_id, access=access)
         raise ConcurrentChange(f"Key {key_id} is being changed by concurrent requests; retry")
 
@@ -1060,23 +1087,18 @@ class KeyService:
             meta = await self.store.get_key(key_id)
             if not (meta.external and not meta.materials and meta.key_spec == SYMMETRIC):
                 raise
-        new, record = importing.plan_import(
+        stored, _ = await self._store_material(
             meta,
-            wrapping.material_id(key_id, material),
+            material,
             symmetric=True,
             import_type=None,
             expected_id=None,
             expiration_model=DOES_NOT_EXPIRE,
             valid_to=None,
             description=None,
-            key_arn=self.key_arn(key_id),
+            access=None,
         )
-        try:
-            return await self.store.set_material(new, record.version, material)
-        except WriteConflict:
-            raise ConcurrentChange(
-                f"Key {key_id} is being changed by a concurrent request"
-            ) from None
+        return stored
 
     async def delete_material(
         self, ref: str, material_id: str | None = None, *, access: StateCheck | None = None

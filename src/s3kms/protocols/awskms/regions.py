@@ -50,13 +50,15 @@ async def replicate_key(ctx: Ctx, service: KeyService, p: Params, principal: Pri
     description = members.opt_str(p, "Description", 0, 8192) or ""
     tags = members.tags(p, required=False)
     key_id = await ctx.key(service, ref)
-    values: dict[str, str | tuple[str, ...]] = {"kms:replicaregion": region, **tag_values(tags)}
+    tagged = tag_values(tags)
+    values: dict[str, str | tuple[str, ...]] = {"kms:replicaregion": region, **tagged}
     # AWS: kms:CreateKey in an identity policy (in the replica's region), and kms:TagResource
     # when Tags are given, beside kms:ReplicateKey on the primary. (Checked first; the audit
     # line stays ReplicateKey's, the action the gate records last.)
-    principal.authorize("kms:CreateKey", None, request_facts(values=tag_values(tags)))
+    tag_facts = request_facts(values=tagged)
+    principal.authorize("kms:CreateKey", None, tag_facts)
     if tags:
-        principal.authorize("kms:TagResource", None, request_facts(values=tag_values(tags)))
+        principal.authorize("kms:TagResource", None, tag_facts)
     access = principal.gate("kms:ReplicateKey", key_id, request_facts(values=values))
     # The replica's own key policy, judged as CreateKey judges one (its ARN is the replica's).
     replica_arn = service.key_arn_in(region, key_id)
