@@ -30,7 +30,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from s3kms.auth.kes import APIKey, identity_of, spki_of
+from s3kms.auth.certificates import identity_of, spki_of
+from s3kms.auth.kes import APIKey
 from s3kms.client import Client
 from s3kms.crypto import blob
 from s3kms.errors import InvalidCiphertext

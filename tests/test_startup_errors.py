@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trustme
 
 from s3kms.startup import ExitCode
 
@@ -383,3 +384,123 @@ def test_an_unreachable_vault_from_the_saved_configuration(copy: Path) -> None:
         copy, ExitCode.BACKEND, (f"Vault is unavailable: {address}", "kms-config.json"), env=RIGHT
     )
     assert "a-token" not in line
+
+
+# -- the KMIP listener ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def kmip_tls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A server certificate, its key and the CA that signed it (also what a --kmip-ca-cert is)."""
+    directory = tmp_path_factory.mktemp("kmip-tls")
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1", "localhost")
+    paths = {name: directory / f"{name}.pem" for name in ("cert", "key", "ca")}
+    paths["cert"].write_bytes(b"".join(b.bytes() for b in issued.cert_chain_pems))
+    issued.private_key_pem.write_to_path(str(paths["key"]))
+    ca.cert_pem.write_to_path(str(paths["ca"]))
+    return {name: str(path) for name, path in paths.items()}
+
+
+def _kmip_cases(tls: dict[str, str]) -> list[tuple[list[str], dict[str, str], str]]:
+    address = f"127.0.0.1:{free_port()}"
+    files = ["--kmip-tls-cert", tls["cert"], "--kmip-tls-key", tls["key"]]
+    on = ["--kmip-address", address, *files]
+    return [
+        # off: none of its settings may be given, in any form
+        (files, {}, "--kmip-tls-cert is given but the KMIP API is off"),
+        (["--kmip-ca-cert", tls["ca"]], {}, "--kmip-ca-cert is given but the KMIP API is off"),
+        ([], {"S3KMS_KMIP_TLS_KEY": tls["key"], "S3KMS_KMIP_TLS_CERT": tls["cert"]},
+         "--kmip-tls-cert is given but the KMIP API is off"),
+        ([], {"S3KMS_KMIP_MAX_MESSAGE": "2048"},
+         "--kmip-max-message is given but the KMIP API is off"),
+        (["--kmip-address", address, "--kmip-tls-cert", tls["cert"]], {},
+         "--kmip-tls-cert and --kmip-tls-key go together"),
+        (["--kmip-address", "nowhere", *files], {}, "--kmip-address: 'nowhere' is not HOST:PORT"),
+        (["--kmip-address", address], {}, "the KMIP API serves TLS only and has no certificate"),
+        (["--kmip-address", address, "--kmip-tls-cert", tls["cert"], "--kmip-tls-key", tls["ca"]],
+         {}, "the KMIP certificate: cannot use"),
+        ([*on, "--kmip-ca-cert", "/no/such/ca.pem"], {},
+         "cannot read the CA file /no/such/ca.pem (--kmip-ca-cert): No such file or directory"),
+        ([*on, "--kmip-ca-cert", tls["key"]], {},
+         f"the CA file {tls['key']} (--kmip-ca-cert) holds no PEM certificate"),
+        # the main port's certificate serves when the KMIP one is not given
+        (["--kmip-address", address, "--tls-cert", tls["cert"], "--tls-key", tls["key"],
+          "--kmip-ca-cert", tls["key"]], {}, "(--kmip-ca-cert) holds no PEM certificate"),
+        ([*on, "--kmip-max-message", "1023"], {},
+         "--kmip-max-message 1023 is not a size from 1024 to 67108864 bytes"),
+        (on, {"S3KMS_KMIP_MAX_MESSAGE": str(64 * 1024 * 1024 + 1)},
+         "--kmip-max-message 67108865 is not a size from 1024 to 67108864 bytes"),
+        (on, {"S3KMS_KMIP_MAX_MESSAGE": "many"}, "kmip_max_message must be an integer, not 'many'"),
+    ]  # fmt: skip
+
+
+def test_bad_kmip_settings(copy: Path, kmip_tls: dict[str, str]) -> None:
+    for args, env, fragment in _kmip_cases(kmip_tls):
+        fails_unchanged(copy, ExitCode.USAGE, (fragment,), *args, env={**RIGHT, **env})
+
+
+def test_bad_kmip_settings_in_the_config_file(
+    copy: Path, tmp_path: Path, kmip_tls: dict[str, str]
+) -> None:
+    config = tmp_path / "s3kms.toml"
+    config.write_text(
+        f'kmip_address = "127.0.0.1:{free_port()}"\nkmip_tls_cert = "{kmip_tls["cert"]}"\n'
+        f'kmip_tls_key = "{kmip_tls["key"]}"\nkmip_ca_cert = "{kmip_tls["ca"]}"\n'
+        "kmip_max_message = 512\n"
+    )
+    fails_unchanged(
+        copy, ExitCode.USAGE, ("--kmip-max-message 512 is not a size from 1024",),
+        "--config", str(config), env=RIGHT,
+    )  # fmt: skip
+
+
+def test_kmip_addresses_taken(copy: Path, kmip_tls: dict[str, str], taken_port: int) -> None:
+    files = ["--kmip-tls-cert", kmip_tls["cert"], "--kmip-tls-key", kmip_tls["key"]]
+    main, kes = free_port(), free_port()
+    kes_files = ["--kes-tls-cert", kmip_tls["cert"], "--kes-tls-key", kmip_tls["key"]]
+    fails_unchanged(
+        copy, ExitCode.ADDRESS,
+        (f"--kmip-address 127.0.0.1:{main} is the main --address", "a port of its own", "5696"),
+        "--address", f"127.0.0.1:{main}", "--kmip-address", f"127.0.0.1:{main}", *files, env=RIGHT,
+    )  # fmt: skip
+    fails_unchanged(
+        copy, ExitCode.ADDRESS, (f"--kmip-address 127.0.0.1:{kes} is the --kes-address",),
+        "--kes-address", f"127.0.0.1:{kes}", *kes_files,
+        "--kmip-address", f"127.0.0.1:{kes}", *files, env=RIGHT,
+    )  # fmt: skip
+    fails_unchanged(
+        copy, ExitCode.ADDRESS,
+        (f"cannot listen on 127.0.0.1:{taken_port} (--kmip-address): Address already in use",
+         "choose another --kmip-address"),
+        "--kmip-address", f"127.0.0.1:{taken_port}", *files, env=RIGHT,
+    )  # fmt: skip
+
+
+def test_dev_mode_serves_kmip_on_loopback_only(copy: Path, kmip_tls: dict[str, str]) -> None:
+    address = f"0.0.0.0:{free_port()}"
+    fails_unchanged(
+        copy, ExitCode.NOT_LOOPBACK,
+        (f"--dev listens on loopback only, not on {address} (--kmip-address)",),
+        "--dev", "--kmip-address", address,
+        "--kmip-tls-cert", kmip_tls["cert"], "--kmip-tls-key", kmip_tls["key"], env=RIGHT,
+    )  # fmt: skip
+
+
+def test_kmip_settings_that_pass_the_checks(tmp_path: Path, kmip_tls: dict[str, str]) -> None:
+    """Every KMIP setting valid, from flags and variables: the server starts, its workers too
+    (the settings reach them through the environment, paths as paths)."""
+    server = KmsProcess(
+        tmp_path / "data",
+        args=[
+            "--workers", "2", "--kmip-address", f"127.0.0.1:{free_port()}",
+            "--kmip-tls-cert", kmip_tls["cert"], "--kmip-tls-key", kmip_tls["key"],
+        ],
+        env={"S3KMS_KMIP_CA_CERT": kmip_tls["ca"], "S3KMS_KMIP_MAX_MESSAGE": "65536"},
+    )  # fmt: skip
+    server.start()
+    try:
+        status = signed_admin(server.url, "GET", f"{ADMIN}/status")
+        assert status.status_code == 200, status.text
+    finally:
+        server.stop()

@@ -36,6 +36,7 @@ from s3kms.keystore.vault.settings import VaultSettings, checked_metadata_cache_
 
 if TYPE_CHECKING:
     from s3kms.startup import StartupError
+    from s3kms.users import IdentitySurface
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console()
@@ -94,7 +95,7 @@ def resolve_settings(flags: Mapping[str, Any], env: Mapping[str, str]) -> Settin
         raise click.UsageError(f"unknown setting(s): {', '.join(sorted(unknown))}")
     for name in (
         "data_dir", "master_key_file", "tls_cert", "tls_key", "kes_tls_cert", "kes_tls_key",
-        "users_file",
+        "users_file", "kmip_tls_cert", "kmip_tls_key", "kmip_ca_cert",
     ):  # fmt: skip
         if merged.get(name) is not None:
             merged[name] = Path(merged[name])
@@ -112,7 +113,12 @@ def resolve_settings(flags: Mapping[str, Any], env: Mapping[str, str]) -> Settin
     ):
         if name in merged:
             merged[name] = _number(float, name, merged[name])
-    for name in ("audit_max_bytes", "audit_keep_files", "audit_unauthenticated_burst"):
+    for name in (
+        "audit_max_bytes",
+        "audit_keep_files",
+        "audit_unauthenticated_burst",
+        "kmip_max_message",
+    ):
         if name in merged:
             merged[name] = _number(int, name, merged[name])
     if "dev" in merged:
@@ -244,6 +250,25 @@ def _startup_failed(exc: StartupError) -> NoReturn:
     "--kes-admin-identity", help="KES identity (hex SHA-256 of a public key) that acts as root."
 )
 @click.option(
+    "--kmip-address",
+    help="HOST:PORT: serve the KMIP API there (mutual TLS; KMIP's port is 5696; off).",
+)
+@click.option(
+    "--kmip-tls-cert", type=click.Path(path_type=Path), help="PEM certificate of the KMIP port."
+)
+@click.option(
+    "--kmip-tls-key", type=click.Path(path_type=Path), help="PEM private key for --kmip-tls-cert."
+)
+@click.option(
+    "--kmip-ca-cert",
+    type=click.Path(path_type=Path),
+    help="PEM CA bundle KMIP client certificates must chain to (none: any certificate; its "
+    "identity decides).",
+)
+@click.option(
+    "--kmip-max-message", type=int, help="Bytes of the largest KMIP request accepted (1048576)."
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     help="Lowest level of log lines on stderr; debug adds each Vault call (info).",
@@ -344,12 +369,16 @@ def server(**flags: Any) -> None:
             raise StartupError(
                 ExitCode.USAGE, "--tls-cert and --tls-key go together", "give both, or neither"
             )
-        if (settings.kes_tls_cert is None) != (settings.kes_tls_key is None):
-            raise StartupError(
-                ExitCode.USAGE,
-                "--kes-tls-cert and --kes-tls-key go together",
-                "give both, or neither",
-            )
+        for surface, cert, key in (
+            ("kes", settings.kes_tls_cert, settings.kes_tls_key),
+            ("kmip", settings.kmip_tls_cert, settings.kmip_tls_key),
+        ):
+            if (cert is None) != (key is None):
+                raise StartupError(
+                    ExitCode.USAGE,
+                    f"--{surface}-tls-cert and --{surface}-tls-key go together",
+                    "give both, or neither",
+                )
         temporary = settings.dev and not data_dir_given(flags, os.environ)
         serve(settings, temporary_data_dir=temporary)
     except StartupError as exc:
@@ -703,7 +732,7 @@ def _algorithms(usage: str) -> list[str]:
 @click.argument("name", required=False)
 @click.option(
     "--spec",
-    type=_choice(keyspecs.KEY_SPECS),
+    type=_choice([n for n, info in keyspecs.KEY_SPECS.items() if not info.kmip_only]),
     help="AWS KeySpec (default SYMMETRIC_DEFAULT: an AES-256 encryption key).",
 )
 @click.option(
@@ -1810,24 +1839,14 @@ def policy_list(**kw: Any) -> None:
     _emit(opts, {"policies": _run(opts, lambda kms: kms.list_policies())}, rows="policies")
 
 
-# -- the KES API (docs/kes.md) ----------------------------------------------------------------------
-
-
-@main.group("kes")
-def kes_group() -> None:
-    """The KES API: the identities of KES clients (MinIO and its forks)."""
-
-
-@kes_group.group("identity")
-def kes_identity() -> None:
-    """KES identities: the SHA-256 of a client certificate's public key, acting as a user."""
+# -- the KES and KMIP APIs (docs/kes.md, docs/kmip.md) -------------------------------------------
 
 
 def _certificate_identity(path: Path) -> str:
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    from s3kms.auth.kes import identity_of
+    from s3kms.auth.certificates import identity_of
 
     try:
         data = path.read_bytes()
@@ -1841,96 +1860,151 @@ def _certificate_identity(path: Path) -> str:
     return identity_of(cert.public_bytes(Encoding.DER))
 
 
-@kes_identity.command("add", cls=_ClientCommand)
-@click.argument("user_access_key", metavar="USER")
-@click.argument("identity", required=False)
-@click.option(
-    "--api-key",
-    "api_key",
-    is_flag=True,
-    help="Generate a KES API key (kes:v1:...) for the user and print it once.",
-)
-@click.option(
-    "--cert",
-    "cert",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="The client certificate (PEM or DER) whose identity to add.",
-)
-@client_options
-def kes_identity_add(
-    user_access_key: str, identity: str | None, api_key: bool, cert: Path | None, **kw: Any
-) -> None:
-    """Let a KES client act as USER: its IDENTITY (hex), a --cert's, or a new --api-key's.
-
-    With --api-key the key is made here and only its identity is sent to the server; the key
-    (MINIO_KMS_KES_API_KEY) is printed this once."""
-    from s3kms.auth.kes import APIKey, normalize_identity
-
-    if sum((identity is not None, api_key, cert is not None)) != 1:
-        raise click.UsageError("give exactly one of IDENTITY, --api-key or --cert")
-    opts = _opts(kw)
-    generated: APIKey | None = None
-    if api_key:
-        generated = APIKey.generate()
-        identity = generated.identity
-    elif cert is not None:
-        identity = _certificate_identity(cert)
-    assert identity is not None
-    try:
-        identity = normalize_identity(identity)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="IDENTITY") from None
-    added = _run(opts, lambda kms: kms.add_kes_identity(user_access_key, identity))
-    if generated is not None:
-        added["apiKey"] = generated.text()
-    _emit(opts, added)
-    if generated is not None and not opts.json:
-        err_console.print(
-            "the API key is shown only this once: store it now (MINIO_KMS_KES_API_KEY)",
-            highlight=False,
-            soft_wrap=True,
-        )
+def _when(condition: bool, decorator: Callable[[F], F]) -> Callable[[F], F]:
+    """`decorator` when `condition` holds, else a decorator that changes nothing."""
+    return decorator if condition else (lambda fn: fn)
 
 
-@kes_identity.command("remove", cls=_ClientCommand)
-@click.argument("user_access_key", metavar="USER")
-@click.argument("identity")
-@client_options
-def kes_identity_remove(user_access_key: str, identity: str, **kw: Any) -> None:
-    """Remove IDENTITY from USER."""
-    opts = _opts(kw)
-    _emit(opts, _run(opts, lambda kms: kms.remove_kes_identity(user_access_key, identity)))
+def _identity_commands(parent: click.Group, surface: IdentitySurface, *, api_keys: bool) -> None:
+    """`s3kms <surface> identity add|remove|list|of`: the certificate identities of users on one
+    mutual-TLS surface (the admin routes `<surface>/identity/...`). `api_keys`: KES's API keys
+    (`add --api-key`, `of --api-key`)."""
+    name = {"kes": "KES", "kmip": "KMIP"}[surface]
+    one_of = "IDENTITY, --api-key or --cert" if api_keys else "IDENTITY or --cert"
+
+    @parent.group(
+        "identity",
+        help=f"{name} identities: the SHA-256 of a client certificate's public key, acting as a "
+        "user.",
+    )
+    def group() -> None:
+        pass
+
+    @group.command(
+        "add",
+        cls=_ClientCommand,
+        help=(
+            f"Let a {name} client act as USER: its IDENTITY (hex), a --cert's, or a new "
+            "--api-key's.\n\nWith --api-key the key is made here and only its identity is sent "
+            "to the server; the key (MINIO_KMS_KES_API_KEY) is printed this once."
+            if api_keys
+            else f"Let a {name} client act as USER: its IDENTITY (hex) or a --cert's."
+        ),
+    )
+    @click.argument("user_access_key", metavar="USER")
+    @click.argument("identity", required=False)
+    @_when(
+        api_keys,
+        click.option(
+            "--api-key",
+            "api_key",
+            is_flag=True,
+            help="Generate a KES API key (kes:v1:...) for the user and print it once.",
+        ),
+    )
+    @click.option(
+        "--cert",
+        "cert",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="The client certificate (PEM or DER) whose identity to add.",
+    )
+    @client_options
+    def add(
+        user_access_key: str,
+        identity: str | None,
+        cert: Path | None,
+        api_key: bool = False,
+        **kw: Any,
+    ) -> None:
+        from s3kms.auth.certificates import normalize_identity
+        from s3kms.auth.kes import APIKey
+
+        if sum((identity is not None, api_key, cert is not None)) != 1:
+            raise click.UsageError(f"give exactly one of {one_of}")
+        opts = _opts(kw)
+        generated: APIKey | None = None
+        if api_key:
+            generated = APIKey.generate()
+            identity = generated.identity
+        elif cert is not None:
+            identity = _certificate_identity(cert)
+        assert identity is not None
+        try:
+            identity = normalize_identity(identity)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="IDENTITY") from None
+        added = _run(opts, lambda kms: kms.add_identity(surface, user_access_key, identity))
+        if generated is not None:
+            added["apiKey"] = generated.text()
+        _emit(opts, added)
+        if generated is not None and not opts.json:
+            err_console.print(
+                "the API key is shown only this once: store it now (MINIO_KMS_KES_API_KEY)",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+    @group.command("remove", cls=_ClientCommand, help="Remove IDENTITY from USER.")
+    @click.argument("user_access_key", metavar="USER")
+    @click.argument("identity")
+    @client_options
+    def remove(user_access_key: str, identity: str, **kw: Any) -> None:
+        opts = _opts(kw)
+        _emit(opts, _run(opts, lambda kms: kms.remove_identity(surface, user_access_key, identity)))
+
+    @group.command(
+        "list", cls=_ClientCommand, help=f"List the {name} identities and the users they act as."
+    )
+    @client_options
+    def list_(**kw: Any) -> None:
+        opts = _opts(kw)
+        found = _run(opts, lambda kms: kms.list_identities(surface))
+        _emit(opts, {"identities": found}, rows="identities")
+
+    @group.command(
+        "of",
+        help=(
+            f"Print the {name} identity of a certificate or an API key (for --kes-admin-identity)."
+            if api_keys
+            else f"Print the {name} identity of a certificate."
+        ),
+    )
+    @click.option(
+        "--cert",
+        "cert",
+        type=click.Path(path_type=Path, dir_okay=False),
+        required=not api_keys,
+        help="A certificate (PEM or DER).",
+    )
+    @_when(
+        api_keys,
+        click.option("--api-key", "api_key", help="A KES API key (kes:v1:...); prefer stdin: '-'."),
+    )
+    def of(cert: Path | None, api_key: str | None = None) -> None:
+        from s3kms.auth.kes import APIKey
+
+        if (cert is None) == (api_key is None):
+            raise click.UsageError("give one of --cert or --api-key")
+        if cert is not None:
+            click.echo(_certificate_identity(cert))
+            return
+        assert api_key is not None
+        text = sys.stdin.readline().strip() if api_key == "-" else api_key
+        try:
+            click.echo(APIKey.parse(text).identity)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--api-key") from None
 
 
-@kes_identity.command("list", cls=_ClientCommand)
-@client_options
-def kes_identity_list(**kw: Any) -> None:
-    """List the KES identities and the users they act as."""
-    opts = _opts(kw)
-    found = _run(opts, lambda kms: kms.list_kes_identities())
-    _emit(opts, {"identities": found}, rows="identities")
+@main.group("kes")
+def kes_group() -> None:
+    """The KES API: the identities of KES clients (MinIO and its forks)."""
 
 
-@kes_identity.command("of")
-@click.option(
-    "--cert",
-    "cert",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="A certificate (PEM or DER).",
-)
-@click.option("--api-key", "api_key", help="A KES API key (kes:v1:...); prefer stdin: '-'.")
-def kes_identity_of(cert: Path | None, api_key: str | None) -> None:
-    """Print the KES identity of a certificate or an API key (for --kes-admin-identity)."""
-    from s3kms.auth.kes import APIKey
+@main.group("kmip")
+def kmip_group() -> None:
+    """The KMIP API: the identities of KMIP clients (docs/kmip.md)."""
 
-    if (cert is None) == (api_key is None):
-        raise click.UsageError("give one of --cert or --api-key")
-    if cert is not None:
-        click.echo(_certificate_identity(cert))
-        return
-    assert api_key is not None
-    text = sys.stdin.readline().strip() if api_key == "-" else api_key
-    try:
-        click.echo(APIKey.parse(text).identity)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--api-key") from None
+
+_identity_commands(kes_group, "kes", api_keys=True)
+_identity_commands(kmip_group, "kmip", api_keys=False)

@@ -384,21 +384,43 @@ class Client:
         users: list[dict[str, Any]] = self._admin("GET", "user/list")["users"]
         return users
 
+    def add_identity(self, surface: str, access_key: str, identity: str) -> dict[str, Any]:
+        """Let the client of `identity` (hex SHA-256 of its certificate's public key) on
+        `surface` (`kes` or `kmip`) act as the user `access_key`."""
+        query = {"accessKey": access_key, "identity": identity}
+        result: dict[str, Any] = self._admin("POST", f"{surface}/identity/add", query)
+        return result
+
+    def remove_identity(self, surface: str, access_key: str, identity: str) -> dict[str, Any]:
+        query = {"accessKey": access_key, "identity": identity}
+        result: dict[str, Any] = self._admin("POST", f"{surface}/identity/remove", query)
+        return result
+
+    def list_identities(self, surface: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self._admin("GET", f"{surface}/identity/list")["identities"]
+        return found
+
     def add_kes_identity(self, access_key: str, identity: str) -> dict[str, Any]:
         """Let the KES client of `identity` (hex SHA-256 of its certificate's public key) act
         as the user `access_key` (docs/kes.md)."""
-        query = {"accessKey": access_key, "identity": identity}
-        result: dict[str, Any] = self._admin("POST", "kes/identity/add", query)
-        return result
+        return self.add_identity("kes", access_key, identity)
 
     def remove_kes_identity(self, access_key: str, identity: str) -> dict[str, Any]:
-        query = {"accessKey": access_key, "identity": identity}
-        result: dict[str, Any] = self._admin("POST", "kes/identity/remove", query)
-        return result
+        return self.remove_identity("kes", access_key, identity)
 
     def list_kes_identities(self) -> list[dict[str, Any]]:
-        identities: list[dict[str, Any]] = self._admin("GET", "kes/identity/list")["identities"]
-        return identities
+        return self.list_identities("kes")
+
+    def add_kmip_identity(self, access_key: str, identity: str) -> dict[str, Any]:
+        """Let the KMIP client of `identity` (hex SHA-256 of its certificate's public key) act
+        as the user `access_key` (docs/kmip.md)."""
+        return self.add_identity("kmip", access_key, identity)
+
+    def remove_kmip_identity(self, access_key: str, identity: str) -> dict[str, Any]:
+        return self.remove_identity("kmip", access_key, identity)
+
+    def list_kmip_identities(self) -> list[dict[str, Any]]:
+        return self.list_identities("kmip")
 
     def put_policy(self, name: str, document: Mapping[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = self._admin("POST", "policy/add", {"name": name}, document)

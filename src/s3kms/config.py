@@ -194,6 +194,10 @@ def parse_configure_body(body: Any) -> KMSConfig:
 
 # -- start-up settings ----------------------------------------------------------------------------
 
+KMIP_PORT = 5696  # KMIP's registered port (IANA), what --kmip-address commonly names
+KMIP_MAX_MESSAGE = 1024 * 1024  # the default largest TTLV request, in bytes
+KMIP_MAX_MESSAGE_RANGE = (1024, 64 * 1024 * 1024)  # what kmip_max_message may be (1 KiB..64 MiB)
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -221,6 +225,15 @@ class Settings:
     kes_tls_cert: Path | None = None
     kes_tls_key: Path | None = None
     kes_admin_identity: str | None = None
+    # The KMIP API (docs/kmip.md): HOST:PORT of its mutual-TLS listener (None: off), its
+    # certificate (else tls_cert/tls_key), the CA bundle client certificates must chain to (None:
+    # any client certificate, its identity decides, as on the KES API) and the largest TTLV
+    # request accepted, in bytes.
+    kmip_address: str | None = None
+    kmip_tls_cert: Path | None = None
+    kmip_tls_key: Path | None = None
+    kmip_ca_cert: Path | None = None
+    kmip_max_message: int = KMIP_MAX_MESSAGE
     log_level: str = "info"
     log_format: str = "text"  # text | json (s3kms.logs)
     default_key_id: str | None = None
@@ -303,8 +316,19 @@ def split_address(text: str) -> tuple[str, int]:
 
 def kes_tls_files(settings: Settings) -> tuple[Path, Path] | None:
     """The KES listener's certificate and key: its own, else the main port's."""
-    if settings.kes_tls_cert is not None and settings.kes_tls_key is not None:
-        return settings.kes_tls_cert, settings.kes_tls_key
+    return _listener_tls_files(settings, settings.kes_tls_cert, settings.kes_tls_key)
+
+
+def kmip_tls_files(settings: Settings) -> tuple[Path, Path] | None:
+    """The KMIP listener's certificate and key: its own, else the main port's."""
+    return _listener_tls_files(settings, settings.kmip_tls_cert, settings.kmip_tls_key)
+
+
+def _listener_tls_files(
+    settings: Settings, cert: Path | None, key: Path | None
+) -> tuple[Path, Path] | None:
+    if cert is not None and key is not None:
+        return cert, key
     if settings.tls_cert is not None and settings.tls_key is not None:
         return settings.tls_cert, settings.tls_key
     return None

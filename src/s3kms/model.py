@@ -124,6 +124,10 @@ class KeyMetadata:
     # a single-Region key. The regions share the key's material (keystore/regional.py).
     primary_region: str | None = None
     replica_regions: tuple[str, ...] = field(default=())
+    # A KMIP object's attributes (protocols/kmip/record.py's JSON text, opaque to the service
+    # and the keystores, which store it with the record); None: a key not made through KMIP.
+    # Only such a key's material may leave the keystore (KMIP Get: KeyService.export_material).
+    kmip: str | None = None
 
     @property
     def multi_region(self) -> bool:

@@ -27,16 +27,26 @@ from uvicorn.config import STARTUP_FAILURE
 
 from s3kms import __version__, credentials, logs, startup
 from s3kms.audit import AuditLog
+from s3kms.auth.certificates import normalize_identity
 from s3kms.auth.identity import Authenticator
-from s3kms.auth.kes import KesAuthenticator, normalize_identity
+from s3kms.auth.kes import KesAuthenticator
+from s3kms.auth.kmip import KmipAuthenticator
 from s3kms.clock import Clock, SystemClock
-from s3kms.config import KMSConfig, Settings, kes_tls_files, served_regions, split_address
+from s3kms.config import (
+    KMSConfig,
+    Settings,
+    kes_tls_files,
+    kmip_tls_files,
+    served_regions,
+    split_address,
+)
 from s3kms.crypto.masterkey import MasterKeyError
 from s3kms.errors import KMSError
 from s3kms.fsutil import ensure_private_dir
-from s3kms.http.app import App
+from s3kms.http.app import App, new_request_id
 from s3kms.http.connection import ConnectionLimits
 from s3kms.http.kes import KesApp
+from s3kms.http.kmip import KmipServer
 from s3kms.http.mtls import MtlsServer
 from s3kms.keystore.generation import Generation
 from s3kms.keystore.vault.settings import VaultSettings, redact_address
@@ -44,6 +54,7 @@ from s3kms.metrics import Metrics, exposition
 from s3kms.metrics.endpoint import Scrape
 from s3kms.metrics.shared import prepare_directory, remove_directory
 from s3kms.protocols.kes.api import KesAPI
+from s3kms.protocols.kmip.api import KmipAPI
 from s3kms.runtime import Runtime, initial_config
 from s3kms.startup import ExitCode, StartupError
 from s3kms.users import USERS_GENERATION_FILE, UserStore
@@ -103,6 +114,9 @@ def build_app(settings: Settings, clock: Clock | None = None) -> App:
     kes = None
     if settings.kes_address is not None:
         kes = kes_listener(settings, runtime, auth, audit, metrics, scrape)
+    kmip = None
+    if settings.kmip_address is not None:
+        kmip = kmip_listener(settings, runtime, auth, audit, metrics)
     return App(
         runtime,
         auth,
@@ -113,6 +127,7 @@ def build_app(settings: Settings, clock: Clock | None = None) -> App:
         scrape=scrape,
         dev=settings.dev,
         kes=kes,
+        kmip=kmip,
     )
 
 
@@ -150,6 +165,39 @@ def kes_listener(
         key=files[1],
         limits=connection_limits(settings),
         keep_alive_timeout=settings.keep_alive_timeout,
+        reuse_port=settings.workers > 1,
+    )
+
+
+def kmip_listener(
+    settings: Settings,
+    runtime: Runtime,
+    auth: Authenticator,
+    audit: AuditLog | None,
+    metrics: Metrics | None,
+) -> KmipServer:
+    """The KMIP listener of this process (docs/kmip.md); every worker binds it, as the KES one."""
+    assert settings.kmip_address is not None
+    host, port = split_address(settings.kmip_address)
+    files = kmip_tls_files(settings)
+    if files is None:
+        raise ValueError("KMIP needs --kmip-tls-cert/--kmip-tls-key or --tls-cert/--tls-key")
+    api = KmipAPI(
+        runtime,
+        KmipAuthenticator(auth),
+        audit=audit,
+        metrics=metrics,
+        new_request_id=new_request_id,
+    )
+    return KmipServer(
+        api,
+        host=host,
+        port=port,
+        cert=files[0],
+        key=files[1],
+        ca=settings.kmip_ca_cert,
+        limits=connection_limits(settings),
+        max_message=settings.kmip_max_message,
         reuse_port=settings.workers > 1,
     )
 
@@ -194,7 +242,7 @@ def _settings_from_env() -> Settings:
     data = json.loads(os.environ[_SETTINGS_ENV])
     for name in (
         "data_dir", "master_key_file", "tls_cert", "tls_key", "kes_tls_cert", "kes_tls_key",
-        "users_file",
+        "users_file", "kmip_tls_cert", "kmip_tls_key", "kmip_ca_cert",
     ):  # fmt: skip
         if data.get(name) is not None:
             data[name] = Path(data[name])

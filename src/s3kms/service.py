@@ -495,11 +495,16 @@ class KeyService:
         policy: str | None = None,
         origin: str = ORIGIN_AWS_KMS,
         multi_region: bool = False,
+        kmip: str | None = None,
+        state: KeyState = KeyState.ENABLED,
     ) -> KeyMetadata:
         """A new key of `key_spec` for `key_usage` (None: ENCRYPT_DECRYPT, which only a symmetric
         key may leave out, as in AWS); refused when the spec, usage or backend do not fit.
-        `policy`: its key policy, stored as given (the caller validated it); None: the default."""
-        info = self.spec_for_new_key(key_spec, key_usage)
+        `policy`: its key policy, stored as given (the caller validated it); None: the default.
+        `kmip`: a KMIP object's attributes (the KMIP API's record; its material may be
+        exported); `state`: the state of a key made with material (a KMIP object is made
+        Disabled while it is Pre-Active)."""
+        info = self.spec_for_new_key(key_spec, key_usage, kmip=kmip is not None)
         if origin == ORIGIN_EXTERNAL and info.family not in _IMPORTABLE_FAMILIES:
             raise UnsupportedOperation(f"KeySpec {info.name} does not support Origin EXTERNAL")
         if multi_region:
@@ -512,7 +517,7 @@ class KeyService:
         meta = KeyMetadata(
             key_id=key_id,
             # An EXTERNAL key has no material until ImportKeyMaterial.
-            state=KeyState.PENDING_IMPORT if origin == ORIGIN_EXTERNAL else KeyState.ENABLED,
+            state=KeyState.PENDING_IMPORT if origin == ORIGIN_EXTERNAL else state,
             origin=origin,
             primary_region=self.region if multi_region else None,
             created_at=float(int(self.clock.now())),
@@ -521,15 +526,28 @@ class KeyService:
             key_spec=info.name,
             key_usage=key_usage or keyspecs.ENCRYPT_DECRYPT,
             policy=policy,
+            kmip=kmip,
         )
         return await self.store.create_key(meta)
 
-    def spec_for_new_key(self, key_spec: str, key_usage: str | None) -> keyspecs.KeySpecInfo:
+    @staticmethod
+    def new_key_id() -> str:
+        """A fresh key id, as CreateKey makes them."""
+        return str(uuid.uuid4())
+
+    def spec_for_new_key(
+        self, key_spec: str, key_usage: str | None, *, kmip: bool = False
+    ) -> keyspecs.KeySpecInfo:
         """The spec's row, when a key of it for `key_usage` can be made here; AWS's member rules
-        first, then what the library and this backend can hold."""
+        first, then what the library and this backend can hold. `kmip`: a KMIP object, which
+        may also be of the KMIP-only specs and needs a backend whose material is exportable."""
         info = keyspecs.KEY_SPECS.get(key_spec)
-        if info is None:
+        if info is None or (info.kmip_only and not kmip):
             raise InvalidRequest(f"{key_spec} is not a key spec")
+        if kmip and info.name not in self.store.kmip_specs:
+            raise UnsupportedOperation(
+                f"the {self.store.kind} backend does not hold KMIP objects of key spec {info.name}"
+            )
         if key_usage is None and not info.symmetric:
             raise ValidationError(
                 "You must specify a KeyUsage value for all KMS keys except for symmetric "
@@ -1049,9 +1067,11 @@ class KeyService:
         valid_to: float | None,
         description: str | None,
         access: StateCheck | None,
+        state: KeyState | None = None,
     ) -> tuple[KeyMetadata, KeyMaterial]:
         """Plan the import of checked, unwrapped `material` (importing.plan_import) and write
-        it with the key's new metadata; a lost race re-reads, re-authorises and re-plans."""
+        it with the key's new metadata; a lost race re-reads, re-authorises and re-plans.
+        `state`: the key's state after it, in the same write (else the import's rule)."""
         key_id = meta.key_id
         material_id = wrapping.material_id(key_id, material)
         for _ in range(20):
@@ -1066,11 +1086,108 @@ class KeyService:
                 description=description,
                 key_arn=self.key_arn(key_id),
             )
+            if state is not None:
+                new = replace(new, state=state)
             try:
                 return await self.store.set_material(new, record.version, material), record
             except WriteConflict:
                 meta = await self.describe(key_id, access=access)
         raise ConcurrentChange(f"Key {key_id} is being changed by concurrent requests; retry")
+
+    async def create_with_material(
+        self,
+        key_id: str,
+        material: bytes,
+        *,
+        key_spec: str,
+        key_usage: str | None = None,
+        kmip: str | None = None,
+        state: KeyState = KeyState.ENABLED,
+    ) -> KeyMetadata:
+        """An EXTERNAL key of `key_spec` made with `material` at once, never expiring: a KMIP
+        Register (`kmip`: its record; `state`: Disabled while the object is Pre-Active). The
+        key exists without material for a moment: a crash there leaves a key in PendingImport,
+        never a key with half its material."""
+        info = self.spec_for_new_key(key_spec, key_usage, kmip=kmip is not None)
+        try:
+            material = wrapping.check_material(info, material)
+        except ValueError as exc:
+            raise IncorrectKeyMaterial(str(exc)) from None
+        if info.family not in _IMPORTABLE_FAMILIES | {"aes", "data", "public"}:
+            raise UnsupportedOperation(f"KeySpec {info.name} does not support Origin EXTERNAL")
+        meta = KeyMetadata(
+            key_id=validate_key_name(key_id),
+            state=KeyState.PENDING_IMPORT,
+            origin=ORIGIN_EXTERNAL,
+            created_at=float(int(self.clock.now())),
+            key_spec=info.name,
+            key_usage=key_usage or keyspecs.ENCRYPT_DECRYPT,
+            kmip=kmip,
+        )
+        meta = await self.store.create_key(meta)
+        stored, _ = await self._store_material(
+            meta,
+            material,
+            symmetric=info.symmetric,
+            import_type=None,
+            expected_id=None,
+            expiration_model=DOES_NOT_EXPIRE,
+            valid_to=None,
+            description=None,
+            access=None,
+            state=state,
+        )
+        return stored
+
+    async def export_material(
+        self, ref: str, *, access: StateCheck | None = None
+    ) -> tuple[KeyMetadata, bytes]:
+        """A KMIP object's current material (KMIP Get). Keys made through any other API are
+        never extractable: their material stays in the keystore whatever a policy says."""
+        meta = await self.describe(ref, access=access)
+        if meta.kmip is None:
+            raise UnsupportedOperation(
+                f"the material of key {meta.key_id} is not extractable: it was made through the "
+                "AWS or admin API",
+                key_id=meta.key_id,
+            )
+        return meta, await self.store.export_material(meta.key_id, meta.current_version)
+
+    async def modify(
+        self,
+        ref: str,
+        change: Callable[[KeyMetadata], KeyMetadata],
+        *,
+        access: StateCheck | None = None,
+    ) -> KeyMetadata:
+        """Apply `change` to a KMIP object's metadata (its record and the state it implies),
+        with compare-and-set; UnsupportedOperation for a key not made through KMIP."""
+
+        def kmip_change(meta: KeyMetadata) -> KeyMetadata:
+            if meta.kmip is None:
+                raise UnsupportedOperation(
+                    f"key {meta.key_id} was not made through KMIP: change it through the API "
+                    "that made it",
+                    key_id=meta.key_id,
+                )
+            new = change(meta)
+            # What a KMIP change may touch: its record, the key's state and description.
+            return replace(meta, kmip=new.kmip, state=new.state, description=new.description)
+
+        return await self._modify(ref, kmip_change, access)
+
+    async def destroy_now(self, ref: str, *, access: StateCheck | None = None) -> KeyMetadata:
+        """Delete a KMIP object and its material at once (KMIP Destroy, which has no waiting
+        period); UnsupportedOperation for a key made through another API (ScheduleKeyDeletion
+        is its way)."""
+        meta = await self.describe(ref, access=access)
+        if meta.kmip is None:
+            raise UnsupportedOperation(
+                f"key {meta.key_id} was not made through KMIP: schedule its deletion instead",
+                key_id=meta.key_id,
+            )
+        await self._destroy(meta)
+        return meta
 
     async def create_imported_key(self, key_id: str, material: bytes) -> KeyMetadata:
         """A symmetric EXTERNAL key made with `material` (32 bytes) at once, never expiring: the

@@ -88,6 +88,7 @@ def check(settings: Settings) -> None:
     _check_audit_log(settings)
     _check_address(settings.host, settings.port)
     _check_kes(settings)
+    _check_kmip(settings)
     if config.kms_type == "vault":
         _check_vault(config, source)
 
@@ -418,12 +419,14 @@ def check_dev(settings: Settings) -> None:
             "give 127.0.0.1:PORT, [::1]:PORT or localhost:PORT; without --dev s3kms serves any "
             "address, with its own root credentials",
         )
-    if settings.kes_address is not None:
-        kes_host = settings.kes_address.rpartition(":")[0].strip("[]")
-        if not is_loopback(kes_host):
+    for address, flag in (
+        (settings.kes_address, "--kes-address"),
+        (settings.kmip_address, "--kmip-address"),
+    ):
+        if address is not None and not is_loopback(address.rpartition(":")[0].strip("[]")):
             raise StartupError(
                 ExitCode.NOT_LOOPBACK,
-                f"--dev listens on loopback only, not on {settings.kes_address} (--kes-address)",
+                f"--dev listens on loopback only, not on {address} ({flag})",
                 "give 127.0.0.1:PORT, [::1]:PORT or localhost:PORT",
             )
     if settings.backend not in (None, "local"):
@@ -439,7 +442,7 @@ def check_dev(settings: Settings) -> None:
 
 def _check_kes(settings: Settings) -> None:
     """The KES listener (`--kes-address`): its address, certificate and admin identity."""
-    from s3kms.auth.kes import normalize_identity
+    from s3kms.auth.certificates import normalize_identity
     from s3kms.config import kes_tls_files, split_address
     from s3kms.http.mtls import TLSFilesError, server_context
 
@@ -490,6 +493,110 @@ def _check_kes(settings: Settings) -> None:
                 "give `s3kms kes identity of --cert FILE` of the admin's certificate",
             ) from None
     _check_address(host, port, "--kes-address")
+
+
+def _check_kmip(settings: Settings) -> None:
+    """The KMIP listener (`--kmip-address`): its address, certificate, client CA and the largest
+    request. Off, none of its settings may be given."""
+    from s3kms.config import (
+        KMIP_MAX_MESSAGE,
+        KMIP_MAX_MESSAGE_RANGE,
+        KMIP_PORT,
+        kmip_tls_files,
+        split_address,
+    )
+    from s3kms.http.mtls import TLSFilesError, server_context
+
+    if settings.kmip_address is None:
+        for given, flag in (
+            (settings.kmip_tls_cert is not None, "--kmip-tls-cert"),
+            (settings.kmip_tls_key is not None, "--kmip-tls-key"),
+            (settings.kmip_ca_cert is not None, "--kmip-ca-cert"),
+            (settings.kmip_max_message != KMIP_MAX_MESSAGE, "--kmip-max-message"),
+        ):
+            if given:
+                raise StartupError(
+                    ExitCode.USAGE,
+                    f"{flag} is given but the KMIP API is off",
+                    "give --kmip-address HOST:PORT too, or leave the KMIP settings out",
+                )
+        return
+    own_port = f"give the KMIP API a port of its own (KMIP's registered port is {KMIP_PORT})"
+    try:
+        host, port = split_address(settings.kmip_address)
+    except ValueError as exc:
+        raise StartupError(
+            ExitCode.USAGE, f"--kmip-address: {exc}", f"give HOST:PORT, e.g. 0.0.0.0:{KMIP_PORT}"
+        ) from None
+    if (host, port) == (settings.host, settings.port):
+        raise StartupError(
+            ExitCode.ADDRESS,
+            f"--kmip-address {settings.kmip_address} is the main --address",
+            own_port,
+        )
+    if settings.kes_address is not None and _address_or_none(settings.kes_address) == (host, port):
+        raise StartupError(
+            ExitCode.ADDRESS,
+            f"--kmip-address {settings.kmip_address} is the --kes-address",
+            own_port,
+        )
+    low, high = KMIP_MAX_MESSAGE_RANGE
+    limit = settings.kmip_max_message
+    if isinstance(limit, bool) or not isinstance(limit, int) or not low <= limit <= high:
+        raise StartupError(
+            ExitCode.USAGE,
+            f"--kmip-max-message {limit!r} is not a size from {low} to {high} bytes "
+            "(1 KiB to 64 MiB)",
+            f"give a number of bytes in that range (default {KMIP_MAX_MESSAGE})",
+        )
+    files = kmip_tls_files(settings)
+    if files is None:
+        raise StartupError(
+            ExitCode.USAGE,
+            "the KMIP API serves TLS only and has no certificate",
+            "give --kmip-tls-cert/--kmip-tls-key (or --tls-cert/--tls-key)",
+        )
+    try:
+        server_context(*files)
+    except TLSFilesError as exc:
+        raise StartupError(
+            ExitCode.USAGE,
+            f"the KMIP certificate: {exc}",
+            "give a PEM certificate (leaf first) and its matching private key, unencrypted",
+        ) from None
+    if settings.kmip_ca_cert is not None:
+        _check_ca_bundle(settings.kmip_ca_cert, "--kmip-ca-cert")
+    _check_address(host, port, "--kmip-address")
+
+
+def _address_or_none(text: str) -> tuple[str, int] | None:
+    from s3kms.config import split_address
+
+    try:
+        return split_address(text)
+    except ValueError:
+        return None
+
+
+def _check_ca_bundle(path: Path, flag: str) -> None:
+    """A PEM bundle of one or more certificates that client certificates must chain to."""
+    from cryptography import x509
+
+    remedy = f"give {flag} a PEM file of the CA certificate(s) that issue the clients' certificates"
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise StartupError(
+            ExitCode.USAGE, f"cannot read the CA file {path} ({flag}): {reason(exc)}", remedy
+        ) from None
+    try:
+        x509.load_pem_x509_certificates(data)
+    except ValueError as exc:
+        raise StartupError(
+            ExitCode.USAGE,
+            f"the CA file {path} ({flag}) holds no PEM certificate that can be read: {exc}",
+            remedy,
+        ) from None
 
 
 def _check_address(host: str, port: int, flag: str = "--address") -> None:

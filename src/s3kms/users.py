@@ -19,11 +19,15 @@ replaced by other means; a store without a counter compares it on every request.
 A change is written to `users.json` first and only then made in memory: when the write fails
 (disk full, read-only), the OSError reaches the caller and the store is as it was.
 
-A user may also have KES identities (`kes_identities`: hex SHA-256 of a client certificate's
-public key, auth/kes.py): a KES client presenting such a certificate acts as that user, with its
-policies (`.../kms/kes/identity/add`, `s3kms kes identity add`; in the operator's file, a user's
-`"kes_identities": [...]`). An identity names at most one user. They live in the same file and
-reach every worker through the same counter as users and policies.
+A user may also have client-certificate identities (hex SHA-256 of a certificate's public key,
+auth/certificates.py) on each mutual-TLS surface: `kes_identities` (the KES API, auth/kes.py) and
+`kmip_identities` (the KMIP API, auth/kmip.py). A client presenting such a certificate on that
+surface acts as that user, with its policies (`.../kms/kes/identity/add`,
+`.../kms/kmip/identity/add`, `s3kms kes|kmip identity add`; in the operator's file, a user's
+`"kes_identities": [...]`, `"kmip_identities": [...]`). On each surface an identity names at most
+one user; the surfaces are independent: one certificate may be a KES identity of one user and a
+KMIP identity of another, or of the same. They live in the same file and reach every worker
+through the same counter as users and policies.
 """
 
 from __future__ import annotations
@@ -36,13 +40,14 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from s3kms.access.documents import Policy, parse_policy
+from s3kms.auth.certificates import IDENTITY_RE
 from s3kms.config import read_toml
 from s3kms.crypto import aead
 from s3kms.errors import InvalidRequest, KeyAlreadyExists, KMSError
@@ -56,9 +61,12 @@ _AAD = b"s3kms-user-secret\x00"
 # ASCII only: str.isalnum would also take letters and digits of other scripts (ü, ٣).
 _ACCESS_KEY_RE = re.compile(r"[A-Za-z0-9._-]{3,128}")
 _POLICY_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
-# A KES identity: the lower-case hex SHA-256 of a certificate's SubjectPublicKeyInfo.
-KES_IDENTITY_RE = re.compile(r"[0-9a-f]{64}")
-MAX_KES_IDENTITIES = 100  # per user
+# The surfaces whose clients are named by a certificate identity (the lower-case hex SHA-256 of a
+# certificate's SubjectPublicKeyInfo, auth/certificates.py), each with its own identities.
+IdentitySurface = Literal["kes", "kmip"]
+IDENTITY_SURFACES: tuple[IdentitySurface, ...] = ("kes", "kmip")
+SURFACE_NAMES: dict[IdentitySurface, str] = {"kes": "KES", "kmip": "KMIP"}
+MAX_IDENTITIES = 100  # per user and surface
 
 
 class UserNotFound(KMSError):
@@ -75,6 +83,20 @@ class User:
     policies: tuple[str, ...]
     managed: bool  # True: added through the API (removable); False: from the operator's file
     kes_identities: tuple[str, ...] = ()  # KES client identities acting as this user
+    kmip_identities: tuple[str, ...] = ()  # KMIP client identities acting as this user
+
+    def identities(self, surface: IdentitySurface) -> tuple[str, ...]:
+        """The client-certificate identities acting as this user on `surface`."""
+        return self.kmip_identities if surface == "kmip" else self.kes_identities
+
+    def with_identities(self, surface: IdentitySurface, identities: tuple[str, ...]) -> User:
+        if surface == "kmip":
+            return replace(self, kmip_identities=identities)
+        return replace(self, kes_identities=identities)
+
+
+# The users.json and users-file field of each surface's identities (and the User field).
+_FIELDS: dict[IdentitySurface, str] = {"kes": "kes_identities", "kmip": "kmip_identities"}
 
 
 def _validate_access_key(access_key: str) -> None:
@@ -94,8 +116,8 @@ def _validate_encodable(value: str, what: str) -> None:
         raise InvalidRequest(f"{what} must be valid Unicode (no lone surrogates)") from None
 
 
-def _validate_kes_identity(identity: str) -> None:
-    if KES_IDENTITY_RE.fullmatch(identity) is None:
+def _validate_identity(identity: str) -> None:
+    if IDENTITY_RE.fullmatch(identity) is None:
         raise InvalidRequest(
             "identity must be 64 lower-case hexadecimal digits (the SHA-256 of a public key)"
         )
@@ -129,7 +151,8 @@ class UserStore:
         self._stamp: tuple[int, int, int] | None = (-1, -1, -1)
         self._users: dict[str, User] = {}
         self._policies: dict[str, Policy] = {}
-        self._kes: dict[str, str] = {}  # KES identity -> access key
+        # Per surface: identity -> access key.
+        self._identities: dict[IdentitySurface, dict[str, str]] = {s: {} for s in IDENTITY_SURFACES}
         self._refresh()
 
     def __repr__(self) -> str:
@@ -165,13 +188,14 @@ class UserStore:
             for access, entry in stored.get("users", {}).items():
                 sealed = base64.b64decode(entry["secret"])
                 secret = aead.open_sealed(self._aead, sealed, _AAD + access.encode()).decode()
-                identities = tuple(entry.get("kes_identities", ()))
                 users[access] = User(
                     access, secret, tuple(entry["policies"]), managed=True,
-                    kes_identities=identities,
+                    kes_identities=tuple(entry.get("kes_identities", ())),
+                    kmip_identities=tuple(entry.get("kmip_identities", ())),
                 )  # fmt: skip
-        kes = {i: u.access_key for u in users.values() for i in u.kes_identities}
-        self._users, self._policies, self._kes, self._stamp = users, policies, kes, stamp
+        owners = {s: {i: u.access_key for u in users.values() for i in u.identities(s)}
+                  for s in IDENTITY_SURFACES}  # fmt: skip
+        self._users, self._policies, self._identities, self._stamp = users, policies, owners, stamp
 
     def secret_for(self, access_key: str) -> str | None:
         self._refresh()
@@ -185,10 +209,10 @@ class UserStore:
             return []
         return [self._policies[name] for name in user.policies if name in self._policies]
 
-    def user_for_kes_identity(self, identity: str) -> str | None:
-        """The access key of the user a KES identity is attached to, or None."""
+    def user_for_identity(self, surface: IdentitySurface, identity: str) -> str | None:
+        """The access key of the user an identity is attached to on `surface`, or None."""
         self._refresh()
-        return self._kes.get(identity)
+        return self._identities[surface].get(identity)
 
     def list_users(self) -> list[User]:
         self._refresh()
@@ -213,7 +237,7 @@ class UserStore:
                         aead.seal(self._aead, u.secret_key.encode(), _AAD + u.access_key.encode())
                     ).decode(),
                     "policies": list(u.policies),
-                    **({"kes_identities": list(u.kes_identities)} if u.kes_identities else {}),
+                    **{f: list(u.identities(s)) for s, f in _FIELDS.items() if u.identities(s)},
                 }
                 for u in users.values()
                 if u.managed
@@ -258,35 +282,42 @@ class UserStore:
         users = {k: u for k, u in self._users.items() if k != access_key}
         self._commit(users, self._policies)
 
-    def add_kes_identity(self, access_key: str, identity: str) -> User:
-        """Attach a KES identity to a user added through the API; an identity names one user."""
+    def add_identity(self, surface: IdentitySurface, access_key: str, identity: str) -> User:
+        """Attach an identity on `surface` to a user added through the API; on each surface an
+        identity names one user (the surfaces are independent of each other)."""
         self._refresh()
-        _validate_kes_identity(identity)
+        _validate_identity(identity)
+        name = SURFACE_NAMES[surface]
         user = self._users.get(access_key)
         if user is None:
             raise UserNotFound
         if not user.managed:
             raise InvalidRequest("this user comes from the users file; change it there")
-        owner = self._kes.get(identity)
+        owner = self._identities[surface].get(identity)
         if owner is not None:
-            raise KeyAlreadyExists(f"KES identity {identity} is already attached to user {owner}")
-        if len(user.kes_identities) >= MAX_KES_IDENTITIES:
-            raise InvalidRequest(f"a user has at most {MAX_KES_IDENTITIES} KES identities")
-        changed = replace(user, kes_identities=(*user.kes_identities, identity))
+            raise KeyAlreadyExists(
+                f"{name} identity {identity} is already attached to user {owner}"
+            )
+        held = user.identities(surface)
+        if len(held) >= MAX_IDENTITIES:
+            raise InvalidRequest(f"a user has at most {MAX_IDENTITIES} {name} identities")
+        changed = user.with_identities(surface, (*held, identity))
         self._commit({**self._users, access_key: changed}, self._policies)
         return changed
 
-    def remove_kes_identity(self, access_key: str, identity: str) -> User:
+    def remove_identity(self, surface: IdentitySurface, access_key: str, identity: str) -> User:
         self._refresh()
         user = self._users.get(access_key)
         if user is None:
             raise UserNotFound
-        if identity not in user.kes_identities:
-            raise InvalidRequest(f"KES identity {identity} is not attached to user {access_key}")
+        held = user.identities(surface)
+        if identity not in held:
+            raise InvalidRequest(
+                f"{SURFACE_NAMES[surface]} identity {identity} is not attached to user {access_key}"
+            )
         if not user.managed:
             raise InvalidRequest("this user comes from the users file; change it there")
-        kept = tuple(i for i in user.kes_identities if i != identity)
-        changed = replace(user, kes_identities=kept)
+        changed = user.with_identities(surface, tuple(i for i in held if i != identity))
         self._commit({**self._users, access_key: changed}, self._policies)
         return changed
 
@@ -324,20 +355,38 @@ def read_users_file(path: Path) -> tuple[dict[str, User], dict[str, Policy]]:
     doc: Mapping[str, Any] = read_toml(path) if path.suffix == ".toml" else json.loads(text)
     policies: dict[str, Policy] = {}
     users: dict[str, User] = {}
+    owners: dict[IdentitySurface, dict[str, str]] = {s: {} for s in IDENTITY_SURFACES}
     for name, document in dict(doc.get("policies", {})).items():
         policies[name] = parse_policy(name, document)
     for entry in doc.get("users", []):
         access, secret = entry["access_key"], entry["secret_key"]
         _validate_access_key(access)
         _validate_encodable(secret, f"the secret_key of {access}")
-        identities = tuple(str(i).lower() for i in entry.get("kes_identities", []))
-        for identity in identities:
-            _validate_kes_identity(identity)
         users[access] = User(
             access, secret, tuple(entry.get("policies", [])), managed=False,
-            kes_identities=identities,
+            kes_identities=_file_identities(entry, "kes", access, owners["kes"]),
+            kmip_identities=_file_identities(entry, "kmip", access, owners["kmip"]),
         )  # fmt: skip
     return users, policies
+
+
+def _file_identities(
+    entry: Mapping[str, Any], surface: IdentitySurface, access: str, owners: dict[str, str]
+) -> tuple[str, ...]:
+    """A users-file user's identities on `surface` (lower-cased); InvalidRequest for a bad one,
+    too many, or one another user of the file has on that surface. Records them in `owners`."""
+    identities = tuple(dict.fromkeys(str(i).lower() for i in entry.get(_FIELDS[surface], [])))
+    name = SURFACE_NAMES[surface]
+    if len(identities) > MAX_IDENTITIES:
+        raise InvalidRequest(f"user {access} has more than {MAX_IDENTITIES} {name} identities")
+    for identity in identities:
+        _validate_identity(identity)
+        owner = owners.setdefault(identity, access)
+        if owner != access:
+            raise InvalidRequest(
+                f"{name} identity {identity} is given to users {owner} and {access}: it names one"
+            )
+    return identities
 
 
 def generate_secret() -> str:

@@ -252,6 +252,12 @@ def _unseen_grant(meta: KeyMetadata, facts: Facts) -> bool:
     return False
 
 
+# The actions the default key policy delegates to the account's identity policies: AWS's
+# `kms:*`, and s3kms's KMIP actions (`kmip:*`), which AWS's default document cannot name. A key
+# policy of the caller's own must name `kmip:` actions to allow them.
+DELEGATED = ("kms:", "kmip:")
+
+
 def authorize_key(
     caller: Caller,
     action: str,
@@ -265,7 +271,11 @@ def authorize_key(
     the identity-policy decision when the caller has taken it already (policies without
     conditions do not need the key), else UNDECIDED."""
     folded = action.lower()
-    if meta.policy is None and folded.startswith("kms:") and (caller.is_root or identity is True):
+    if (
+        meta.policy is None
+        and folded.startswith(DELEGATED)
+        and (caller.is_root or identity is True)
+    ):
         return  # the default key policy delegates to the account, and the account allows
     lookup = RequestContext(caller, action, facts, meta)
     if isinstance(identity, _Undecided):

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 from s3kms.access.context import RequestContext
 from s3kms.access.decision import (
+    DELEGATED,
     IDENTITY_DENY,
     UNDECIDED,
     Identity,
@@ -51,7 +52,7 @@ from s3kms.clock import Clock
 from s3kms.errors import SlowDown
 from s3kms.model import KeyMetadata
 from s3kms.request import RequestView
-from s3kms.users import UserStore
+from s3kms.users import IdentitySurface, UserStore
 
 # The check a service method runs on the key's current metadata before it returns anything:
 # raises AccessDenied (or GrantNotVisible: re-read the metadata once and run it again).
@@ -147,7 +148,7 @@ class Principal:
             if identity is False:
                 raise denied(self, action, resources[0], IDENTITY_DENY)
 
-        if (identity is True or self.is_root) and action.startswith("kms:"):
+        if (identity is True or self.is_root) and action.startswith(DELEGATED):
             # Allowed already when the key has the default key policy: the hot path, no call.
             def allowed_unless_key_policy(meta: KeyMetadata) -> None:
                 if meta.policy is not None:
@@ -274,13 +275,25 @@ class Authenticator:
     def principal_for(
         self, access_key: str | None, *, source_ip: str | None, secure: bool
     ) -> Principal:
-        """The principal of a caller identified otherwise than by SigV4 (a KES client
-        certificate, auth/kes.py): `access_key` a user's, None for root. The rate limit and the
-        user's identity policies apply as they do to a signed request."""
+        """The principal of a caller identified otherwise than by SigV4 (a KES or KMIP client
+        certificate, auth/kes.py, auth/kmip.py): `access_key` a user's, None for root. The rate
+        limit and the user's identity policies apply as they do to a signed request."""
         access = self._root if access_key is None else access_key
         return self._principal(
             access, access_key is None, self._region, source_ip, secure, self._clock.now()
         )
+
+    def principal_for_identity(
+        self, surface: IdentitySurface, identity: str, *, source_ip: str | None
+    ) -> Principal | None:
+        """The principal of the user a client-certificate identity is attached to on `surface`
+        (auth/certificates.py; `kes_identities`, `kmip_identities`), or None when it names no
+        user there. Raises SlowDown when the user is over its rate limit."""
+        users = self.users
+        access = users.user_for_identity(surface, identity) if users is not None else None
+        if access is None:
+            return None
+        return self.principal_for(access, source_ip=source_ip, secure=True)
 
     def _principal(
         self,

@@ -62,8 +62,8 @@ def _hash_of(algorithm: str) -> hashes.HashAlgorithm:
 
 
 def generate(info: KeySpecInfo) -> bytes:
-    """Fresh material for a key of this spec: PKCS#8 DER, or the HMAC key itself."""
-    if info.family == "hmac":
+    """Fresh material for a key of this spec: PKCS#8 DER, or the HMAC or AES key itself."""
+    if info.family in ("hmac", "aes"):
         return os.urandom(info.size // 8)
     return generate_pair(info)[0]
 

@@ -21,6 +21,12 @@ Facts are AWS KMS's (Developer Guide, "Key spec reference"); the names are botoc
 
 `available` is False where the `cryptography` library has no implementation (SM2, ML_KEM_512):
 such a spec is refused with the reason in `unavailable_reason`, on every backend.
+
+Seven rows are s3kms's own, for the KMIP objects AWS has no spec for (`kmip_only`: neither the
+AWS API nor the admin API makes them, and no AWS operation uses them): AES_128 and AES_192
+(KMIP symmetric keys of those lengths); SECRET_DATA, OPAQUE_DATA, CERTIFICATE and SPLIT_KEY
+(KMIP Secret Data, Opaque Object, Certificate and Split Key: bytes stored and handed back);
+PUBLIC_KEY (a KMIP Public Key: its SubjectPublicKeyInfo).
 """
 
 from __future__ import annotations
@@ -77,6 +83,7 @@ class KeySpecInfo:
     unavailable_reason: str = ""
     # The pre-2022 `CustomerMasterKeySpec` that DescribeKey still reports (None: not reported).
     legacy_name: str | None = field(default=None)
+    kmip_only: bool = False  # no AWS KeySpec: made through the KMIP API only
 
     @property
     def symmetric(self) -> bool:
@@ -151,6 +158,15 @@ _SPECS = (
     *(KeySpecInfo(f"ML_KEM_{n}", "ml_kem", {ENCAPSULATE_DECAPSULATE: ("ML_KEM",)}, size=n)
       for n in (768, 1024)),
     _hmac(224), _hmac(256), _hmac(384), _hmac(512),
+    # KMIP-only (kmip_only): usage ENCRYPT_DECRYPT with no AWS algorithm, so AWS operations
+    # refuse them as incompatible; DescribeKey lists no algorithm.
+    *(KeySpecInfo(f"AES_{n}", "aes", {ENCRYPT_DECRYPT: ()}, size=n, kmip_only=True)
+      for n in (128, 192)),
+    *(KeySpecInfo(name, "data", {ENCRYPT_DECRYPT: ()}, kmip_only=True)
+      for name in ("SECRET_DATA", "OPAQUE_DATA", "CERTIFICATE", "SPLIT_KEY")),
+    # A KMIP Public Key object (the public half of a key pair, or one registered alone): its
+    # SubjectPublicKeyInfo DER.
+    KeySpecInfo("PUBLIC_KEY", "public", {ENCRYPT_DECRYPT: ()}, kmip_only=True),
     KeySpecInfo(
         "SM2", "sm2",
         {SIGN_VERIFY: ("SM2DSA",), ENCRYPT_DECRYPT: ("SM2PKE",), KEY_AGREEMENT: ("ECDH",)},

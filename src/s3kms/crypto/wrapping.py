@@ -38,6 +38,8 @@ WRAPPING_KEY_SIZES = {"RSA_2048": 2048, "RSA_3072": 3072, "RSA_4096": 4096}
 # HMAC key material AWS accepts, in bytes, by key spec (Importing key material, "Requirements
 # for imported key material"): at least the hash's output, at most its block size.
 HMAC_MATERIAL_BYTES = {224: (28, 64), 256: (32, 64), 384: (48, 128), 512: (64, 128)}
+# The largest KMIP Secret Data or Opaque Object s3kms stores (keyspecs' "data" family).
+MAX_DATA_BYTES = 65536
 
 
 def _oaep(algorithm: str) -> padding.OAEP:
@@ -123,6 +125,20 @@ def check_material(info: KeySpecInfo, material: bytes) -> bytes:
             raise ValueError(
                 f"{info.name} key material must be {low} to {high} bytes, not {len(material)}"
             )
+        return material
+    if info.family == "aes":
+        if len(material) != info.size // 8:
+            raise ValueError(f"{info.name} key material must be {info.size // 8} bytes")
+        return material
+    if info.family == "public":
+        try:
+            serialization.load_der_public_key(material)
+        except (ValueError, TypeError):
+            raise ValueError("a public key must be a SubjectPublicKeyInfo DER") from None
+        return material
+    if info.family == "data":
+        if not 1 <= len(material) <= MAX_DATA_BYTES:
+            raise ValueError(f"{info.name} must be 1 to {MAX_DATA_BYTES} bytes")
         return material
     try:
         key = serialization.load_der_private_key(material, password=None)

@@ -136,9 +136,12 @@ class App:
         scrape: Scrape | None = None,
         dev: bool = False,
         kes: Listener | None = None,
+        kmip: Listener | None = None,
     ):
         self.dev = dev  # serves POST /_s3kms/reset
-        self.kes = kes  # the KES API's listener, started and stopped with the application
+        # The listeners of the other doors, started and stopped with the application.
+        self.kes = kes  # the KES API's (--kes-address)
+        self.kmip = kmip  # KMIP's (--kmip-address)
         self.runtime = runtime
         self.metrics = metrics  # None with --metrics off: nothing is counted
         self.scrape = scrape
@@ -179,14 +182,21 @@ class App:
                     log.error("cannot start: %s", exc)
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
-                if self.kes is not None:
+                started: list[Listener] = []
+                for listener, name in ((self.kes, "the KES API (--kes-address)"),
+                                       (self.kmip, "KMIP (--kmip-address)")):  # fmt: skip
+                    if listener is None:
+                        continue
                     try:
-                        await self.kes.start()
+                        await listener.start()
                     except OSError as exc:
-                        log.error("cannot start the KES API (--kes-address): %s", exc)
+                        log.error("cannot start %s: %s", name, exc)
+                        for other in started:
+                            await other.close()
                         await self.runtime.close()
                         await send({"type": "lifespan.startup.failed", "message": str(exc)})
                         return
+                    started.append(listener)
                 tasks = [
                     asyncio.create_task(self.runtime.run_background(self._background_interval))
                 ]
@@ -201,8 +211,9 @@ class App:
             elif message["type"] == "lifespan.shutdown":
                 for task in tasks:
                     task.cancel()
-                if self.kes is not None:
-                    await self.kes.close()
+                for listener in (self.kes, self.kmip):
+                    if listener is not None:
+                        await listener.close()
                 await self.runtime.close()
                 if self.audit is not None:
                     self.audit.close()

@@ -19,7 +19,7 @@ pyOpenSSL (pyca's binding of the same OpenSSL) can:
   TLS 1.2 is the least version, ALPN selects `http/1.1` (Go offers `h2` first; HTTP/1.1 is what
   this server speaks).
 
-The TLS runs over memory BIOs inside an asyncio protocol (`_TlsProtocol`), which presents a
+The TLS runs over memory BIOs inside an asyncio protocol (`TlsProtocol`), which presents a
 plaintext transport (`_TlsTransport`) to the HTTP protocol of the main port: uvicorn's httptools
 protocol with s3kms's connection limits (http/connection.py: head and body sizes and deadlines,
 pipelining, the connection cap). Handshakes have their own deadline (the head's,
@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
 from uvicorn.server import ServerState
 
-from s3kms.auth.kes import identity_of
+from s3kms.auth.certificates import identity_of
 from s3kms.http.connection import ConnectionLimits, LimitedHttpProtocol
 
 log = logging.getLogger("s3kms.kes")
@@ -67,8 +67,24 @@ def _select_alpn(conn: SSL.Connection, offered: list[bytes]) -> Any:
     return b"http/1.1" if b"http/1.1" in offered else SSL.NO_OVERLAPPING_PROTOCOLS
 
 
-def server_context(cert: Path, key: Path) -> SSL.Context:
-    """The listener's TLS context; TLSFilesError when the files do not make one."""
+def _keep_openssl_verdict(
+    conn: SSL.Connection, cert: Any, errnum: int, depth: int, ok: int
+) -> bool:
+    return bool(ok)  # a CA is given: the chain must verify to it
+
+
+def server_context(
+    cert: Path,
+    key: Path,
+    *,
+    ca: Path | None = None,
+    alpn: bool = True,
+    session_id: bytes = b"s3kms-kes",
+) -> SSL.Context:
+    """The listener's TLS context; TLSFilesError when the files do not make one. `ca`: client
+    certificates must chain to these CA certificates (the KMIP port's --kmip-ca-cert); without
+    it any issuer is accepted and the public key identifies the client. `alpn`: select
+    http/1.1 (the KES port; KMIP has no ALPN name)."""
     context = SSL.Context(SSL.TLS_SERVER_METHOD)
     try:
         context.set_min_proto_version(SSL.TLS1_2_VERSION)
@@ -81,13 +97,21 @@ def server_context(cert: Path, key: Path) -> SSL.Context:
         context.check_privatekey()
     except (SSL.Error, OSError, ValueError, TypeError) as exc:
         raise TLSFilesError(f"cannot use {cert} with {key}: {exc}") from None
-    context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _accept_any_issuer)
-    context.set_session_id(b"s3kms-kes")  # resumption with client certificates needs one
-    context.set_alpn_select_callback(_select_alpn)
+    verify = _accept_any_issuer
+    if ca is not None:
+        try:
+            context.load_verify_locations(str(ca))
+        except (SSL.Error, OSError) as exc:
+            raise TLSFilesError(f"cannot use the CA certificates of {ca}: {exc}") from None
+        verify = _keep_openssl_verdict
+    context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, verify)
+    context.set_session_id(session_id)  # resumption with client certificates needs one
+    if alpn:
+        context.set_alpn_select_callback(_select_alpn)
     return context
 
 
-class _Handshakes:
+class Handshakes:
     """Connections of one listener that have not finished their handshake, against a cap."""
 
     def __init__(self, cap: int) -> None:
@@ -98,7 +122,7 @@ class _Handshakes:
 class _TlsTransport(asyncio.Transport):
     """What the HTTP protocol writes to and closes: plaintext, through the TLS connection."""
 
-    def __init__(self, tls: _TlsProtocol, identity: str) -> None:
+    def __init__(self, tls: TlsProtocol, identity: str) -> None:
         super().__init__()
         self._tls = tls
         self._extensions = {"s3kms.kes": {"identity": identity}}
@@ -106,7 +130,7 @@ class _TlsTransport(asyncio.Transport):
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "sslcontext":
             return self._tls.context  # uvicorn's is_ssl: the scheme is https
-        if name == "s3kms.kes.identity":
+        if name in ("s3kms.kes.identity", "s3kms.identity"):
             return self._extensions["s3kms.kes"]["identity"]
         if name == "ssl_object":
             return self._tls.conn
@@ -150,14 +174,14 @@ class _TlsTransport(asyncio.Transport):
         return False
 
 
-class _TlsProtocol(asyncio.Protocol):
+class TlsProtocol(asyncio.Protocol):
     """One connection: the handshake, then TLS records <-> the HTTP protocol's bytes."""
 
     def __init__(
         self,
         context: SSL.Context,
         http: Callable[[], asyncio.Protocol],
-        handshakes: _Handshakes,
+        handshakes: Handshakes,
         timeout: float,
     ) -> None:
         self.context = context
@@ -236,7 +260,7 @@ class _TlsProtocol(asyncio.Protocol):
             self._flush()
             return False
         except SSL.Error as exc:
-            log.debug("KES TLS handshake refused: %s", exc)
+            log.debug("TLS handshake refused: %s", exc)
             self._flush()  # the alert, if OpenSSL made one
             self.abort()
             return False
@@ -358,13 +382,13 @@ class MtlsServer:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         config, state, limits = self._config, self._state, self._limits
-        handshakes = _Handshakes(limits.max_connections)
+        handshakes = Handshakes(limits.max_connections)
 
         def http() -> asyncio.Protocol:
             return KesHttpProtocol(config, state, {}, loop, limits=limits)
 
         def connection() -> asyncio.Protocol:
-            return _TlsProtocol(self._context, http, handshakes, limits.header_timeout)
+            return TlsProtocol(self._context, http, handshakes, limits.header_timeout)
 
         self._server = await loop.create_server(
             connection, self.host, self.port, reuse_port=self._reuse_port or None, backlog=2048

@@ -49,6 +49,9 @@ class KeyStore(Protocol):
     material_exportable: bool
     # The key specs (crypto/keyspecs.py) this backend can hold; CreateKey of another is refused.
     supported_specs: frozenset[str]
+    # The key specs of which this backend holds KMIP objects (keys with `meta.kmip`), whose
+    # material `export_material` releases; empty: the KMIP API cannot store objects here.
+    kmip_specs: frozenset[str]
     # Algorithms of those specs that this backend cannot compute, each with the reason: an
     # operation asking for one is refused with it, after the key's state and usage checks
     # (DescribeKey still lists it, as AWS does), and CreateKey refuses a key usage none of whose
@@ -126,6 +129,14 @@ class KeyStore(Protocol):
         """Destroy the key material, its metadata and its aliases. Idempotent. `keep_material`:
         leave the material, which other regions' replicas of a multi-Region key still use
         (keystore/regional.py: material is stored under the bare key id)."""
+        ...
+
+    async def export_material(self, key_id: str, version: int) -> bytes:
+        """The material of a KMIP object's key version (KMIP Get), as `set_material` took it or
+        `create_key` made it. Only a key whose metadata has `kmip` is ever asked: `create_key`
+        and `set_material` store such a key's material so that it can be released (Vault:
+        an exportable transit key, or KV where transit has no such key type). KeyNotFound
+        when the key or version does not exist."""
         ...
 
     async def export_versions(self, key_id: str) -> Sequence[tuple[KeyVersion, bytes | None]]:

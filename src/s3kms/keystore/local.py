@@ -73,7 +73,8 @@ CREATE TABLE IF NOT EXISTS keys (
     grants TEXT NOT NULL DEFAULT '[]',
     origin TEXT NOT NULL DEFAULT 'AWS_KMS',
     materials TEXT NOT NULL DEFAULT '[]',
-    multi_region TEXT
+    multi_region TEXT,
+    kmip TEXT
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS key_versions (
     key_id TEXT NOT NULL,
@@ -100,9 +101,9 @@ CREATE TABLE IF NOT EXISTS key_last_use (
 _KEY_COLUMNS = (
     "key_id, state, created_at, description, current_version, deletion_date, pending_window_days,"
     " rotation_enabled, rotation_period_days, next_rotation, tags, revision, key_spec, key_usage,"
-    " policy, grants, origin, materials, multi_region"
+    " policy, grants, origin, materials, multi_region, kmip"
 )
-_KEY_PLACEHOLDERS = ",".join("?" * 19)
+_KEY_PLACEHOLDERS = ",".join("?" * 20)
 # Columns added after the first release: (name, definition) for ALTER TABLE on an older database.
 # A key of a release before key policies and grants reads as: the default key policy (NULL), no
 # grants ('[]'), exactly what the model means by those defaults.
@@ -116,6 +117,7 @@ _ADDED_KEY_COLUMNS = (
     ("materials", "TEXT NOT NULL DEFAULT '[]'"),  # codec.py's JSON list of KeyMaterial
     # NULL: a single-Region key; else {"primary": region, "replicas": [region, ...]}.
     ("multi_region", "TEXT"),
+    ("kmip", "TEXT"),  # NULL: not a KMIP object; else protocols/kmip/record.py's JSON
 )
 
 
@@ -142,6 +144,7 @@ def _row_to_meta(
         origin=row[16],
         materials=load_materials(row[17]),
         **_regions_of(row[18]),
+        kmip=row[19],
     )
 
 
@@ -179,6 +182,7 @@ def _meta_values(meta: KeyMetadata) -> tuple[Any, ...]:
         meta.origin,
         dump_materials(meta.materials),
         _regions_text(meta),
+        meta.kmip,
     )
 
 
@@ -261,6 +265,7 @@ class LocalKeyStore:
     kind = "local"
     material_exportable = True
     supported_specs = frozenset(n for n, info in keyspecs.KEY_SPECS.items() if info.available)
+    kmip_specs = supported_specs  # all material is wrapped alike, and can be unwrapped
     unsupported_algorithms: Mapping[str, str] = MappingProxyType({})
 
     def __init__(self, data_dir: Path, master_key: MasterKey) -> None:
@@ -524,7 +529,7 @@ class LocalKeyStore:
             cursor = conn.execute(
                 "UPDATE keys SET state=?, description=?, deletion_date=?, pending_window_days=?,"
                 " rotation_enabled=?, rotation_period_days=?, next_rotation=?, tags=?, revision=?,"
-                " policy=?, grants=?, current_version=?, materials=?, multi_region=?"
+                " policy=?, grants=?, current_version=?, materials=?, multi_region=?, kmip=?"
                 " WHERE key_id=? AND revision=?",
                 (
                     new.state.value,
@@ -541,6 +546,7 @@ class LocalKeyStore:
                     new.current_version,
                     dump_materials(new.materials),
                     _regions_text(new),
+                    new.kmip,
                     meta.key_id,
                     meta.revision,
                 ),
@@ -662,6 +668,12 @@ class LocalKeyStore:
             ]
 
         return await self._run(select)
+
+    async def export_material(self, key_id: str, version: int) -> bytes:
+        material = await self._run(self._load_material, key_id, version)
+        if material is None:
+            raise KeyNotFound(key_id=key_id)
+        return material
 
     async def import_key(
         self, meta: KeyMetadata, versions: Sequence[tuple[KeyVersion, bytes]], *, overwrite: bool

@@ -87,6 +87,7 @@ class RegionalKeyStore:
         self.endpoint = store.endpoint
         self.material_exportable = store.material_exportable
         self.supported_specs = store.supported_specs
+        self.kmip_specs = store.kmip_specs
         self.unsupported_algorithms: Mapping[str, str] = store.unsupported_algorithms
 
     # -- ids ------------------------------------------------------------------------------------
@@ -211,6 +212,10 @@ class RegionalKeyStore:
     @_bare_errors
     async def export_versions(self, key_id: str) -> Sequence[tuple[KeyVersion, bytes | None]]:
         return await self.store.export_versions(self._in(key_id))
+
+    @_bare_errors
+    async def export_material(self, key_id: str, version: int) -> bytes:
+        return await self.store.export_material(self._in(key_id), version)
 
     @_bare_errors
     async def import_key(

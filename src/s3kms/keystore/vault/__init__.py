@@ -10,6 +10,8 @@ One module per concept, each depending only on those above it in this list:
     kv.py         KV v2 records written with check-and-set
     imports.py    imported key material (BYOK): transit's key wrapping, the probes that tell
                   whether a transit version holds a material, and the sealing key (pure)
+    exports.py    KMIP objects' material: transit's export forms, the KV-held sealed materials
+                  and the material key (pure)
     store.py      VaultKeyStore, the KeyStore protocol on transit and KV v2
 """
 

@@ -5,8 +5,10 @@ metadata as this node read it at most `metadata_cache_seconds` (default 1 s) ago
 a key disabled through one node is refused by that node at once and by every other node within
 that window; 0 makes every request read it. The layout:
 
-    <mount_path>/keys/<key_id>                      transit key (never exportable) of the type
-                                                    TRANSIT_TYPES gives for the key spec
+    <mount_path>/keys/<key_id>                      transit key (never exportable, but a KMIP
+                                                    object's) of the type TRANSIT_TYPES gives
+                                                    for the key spec (exports.KMIP_TRANSIT_TYPES
+                                                    for the KMIP-only AES_128)
     <kv_mount>/data/<kv_prefix>/keys/<key_id>       KeyMetadata + rotation history, with the key
                                                     policy ("policy": the text as given, or null
                                                     for the default one), the grants ("grants":
@@ -20,7 +22,13 @@ that window; 0 makes every request read it. The layout:
                                                     one without origin and materials (older) is
                                                     AWS_KMS with none, one whose versions are a
                                                     list (older) is read, and converted by its
-                                                    next write
+                                                    next write; a KMIP object's has "kmip", its
+                                                    KMIP record's text (no other record has it)
+    <kv_mount>/data/<kv_prefix>/material/<bare id>  a KV-held KMIP object's material (the specs
+                                                    transit has no key type for, SEALED_SPECS):
+                                                    each version sealed under the material key
+    <mount_path>/keys/<exports.MATERIAL_KEY>        the material key, made on first use, longer
+                                                    than any key id too
     <mount_path>/keys/<imports.SEALING_KEY>         the sealing key (seal, unseal), made on first
                                                     use; its name is longer than any key id
     <kv_mount>/data/<kv_prefix>/aliases/<name>      an alias ("alias/" stripped from the name)
@@ -66,6 +74,14 @@ AWS's byte for byte (the transit parameters are in `_sign_body`, `generate_mac`,
 `decrypt_asymmetric`; a signature verifies offline with the public key, an RSA ciphertext made
 offline decrypts). What transit cannot compute is in `UNSUPPORTED_ALGORITHMS`; the specs it cannot
 hold at all are missing from TRANSIT_TYPES (see docs/vault.md for the matrix).
+
+A KMIP object (`meta.kmip`; exports.py) has material that `export_material` releases (KMIP Get):
+its transit key is made, or its material imported, with `exportable: true` (an HMAC_224 one is
+made of 28 bytes by s3kms and imported, so that it is released as it is on Local), and transit's
+`export` gives it back; where transit has no key type for its spec, the material is a KV entry of
+its own, sealed by transit (`_put_sealed`), written before the record names it and deleted with
+the key. Any other key's transit key stays non-exportable, and `export_material` refuses a key
+whose record has no `kmip`, whatever transit would answer.
 """
 
 from __future__ import annotations
@@ -77,9 +93,10 @@ import contextlib
 import hmac
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -110,7 +127,7 @@ from s3kms.keystore.codec import (
     load_materials,
 )
 from s3kms.keystore.regional import material_name
-from s3kms.keystore.vault import imports
+from s3kms.keystore.vault import exports, imports
 from s3kms.keystore.vault.auth import VaultAuth
 from s3kms.keystore.vault.batch import TransitBatcher
 from s3kms.keystore.vault.cache import MetadataCache
@@ -145,9 +162,15 @@ TRANSIT_TYPES: Mapping[str, str] = MappingProxyType(
         "HMAC_224": "hmac", "HMAC_256": "hmac", "HMAC_384": "hmac", "HMAC_512": "hmac",
     }
 )  # fmt: skip
+# The specs of which KMIP objects are held (KeyStore.kmip_specs): every transit key type, as an
+# exportable transit key (exports.py), AES_128 too, and the KMIP-only specs transit has no key
+# type for (AES_192, Secret Data, Opaque Objects, ...), sealed in KV (exports.sealed_spec).
+SEALED_SPECS = exports.sealed_specs()
+KMIP_SPECS = frozenset(TRANSIT_TYPES) | frozenset(exports.KMIP_TRANSIT_TYPES) | SEALED_SPECS
 # Transit's smallest HMAC key (bytes): an HMAC_224 key is 32 bytes instead of AWS's 28. The MAC
 # is HMAC-SHA-224 all the same (any key up to the 64-byte block is padded alike); the key's length
-# is never visible, as the key never leaves transit.
+# is never visible, as the key never leaves transit. (An HMAC_224 KMIP object, whose material is
+# released, is made of 28 bytes by s3kms and imported padded: see `_create_transit_key`.)
 _HMAC_MIN_KEY_BYTES = 32
 # Algorithms of those specs that transit cannot compute (the service refuses them).
 UNSUPPORTED_ALGORITHMS: Mapping[str, str] = MappingProxyType(
@@ -202,7 +225,10 @@ MAX_RECORD_BYTES = 1_000_000
 #       versions, origin, materials and multi_region (grants, versions, materials and a
 #       multi-Region key's regions are one string each, however many there are; a
 #       single-Region key's multi_region is null: no string);
-#   2   per tag (a [key, value] pair).
+#   2   per tag (a [key, value] pair);
+#   2   a KMIP object's "kmip" and its text (one string, however many attributes; the field is
+#       absent from any other key's record). A KMIP object is never multi-Region (a null
+#       multi_region): at most 37 + 2 per tag, 481 tags.
 # So 36 + 2 per tag: 136 with AWS's 50 tags per key. Nothing else in the record grows, so a
 # rotation or an import never adds a string, and at most 482 tags fit; a create or update over
 # the limit is refused with LimitExceeded before anything is sent. (Versions as a list of objects, as the
@@ -210,6 +236,24 @@ MAX_RECORD_BYTES = 1_000_000
 # versions, 243 with 2 tags, and every rotation after that failed once transit had rotated.)
 MAX_REQUEST_STRINGS = 1_000
 _KV_WRITE_STRINGS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class _OwnKey:
+    """One of s3kms's own transit keys: no KMS key's, made on first use (`_own_key`)."""
+
+    name: str
+    key_type: str
+    label: str
+
+
+_SEALING = _OwnKey(imports.SEALING_KEY, imports.SEALING_TYPE, "the transit sealing key")
+_MATERIAL = _OwnKey(exports.MATERIAL_KEY, exports.MATERIAL_TYPE, "the transit material key")
+
+
+def _transit_type(spec: str) -> str | None:
+    """The transit key type of a key spec (a KMIP-only one included), or None: none."""
+    return TRANSIT_TYPES.get(spec) or exports.KMIP_TRANSIT_TYPES.get(spec)
 
 
 def _b64(raw: bytes) -> str:
@@ -224,7 +268,7 @@ def _meta_to_record(
     meta: KeyMetadata, versions: Sequence[KeyVersion], grants: str | None = None
 ) -> dict[str, Any]:
     """The KV record of `meta`; `grants`: its grants' text when known (GrantsMemo.dump)."""
-    return {
+    record: dict[str, Any] = {
         "format": RECORD_FORMAT,
         "key_id": meta.key_id,
         "state": meta.state.value,
@@ -254,6 +298,12 @@ def _meta_to_record(
         # A multi-Region key's regions, one string too (null: a single-Region key).
         "multi_region": _dump_regions(meta),
     }
+    if meta.kmip is not None:
+        # A KMIP object's record (protocols/kmip/record.py's JSON text, as given): one string.
+        # Only a KMIP object's record has the field, so any other key's record is what it was
+        # (its strings too: MAX_REQUEST_STRINGS).
+        record["kmip"] = meta.kmip
+    return record
 
 
 def _dump_regions(meta: KeyMetadata) -> str | None:
@@ -337,6 +387,15 @@ def _record_materials(value: Any) -> tuple[KeyMaterial, ...]:
     return load_materials(value)
 
 
+def _record_kmip(value: Any) -> str | None:
+    """A record's KMIP object record (its text as stored); None: not a KMIP object."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError("a key record's kmip must be a string")
+    return value
+
+
 def _opt_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
@@ -369,6 +428,8 @@ def _record_to_meta(record: Record, memo: GrantsMemo | None = None) -> KeyMetada
             origin=str(d.get("origin") or ORIGIN_AWS_KMS),
             materials=_record_materials(d.get("materials")),
             **_record_regions(d.get("multi_region")),
+            # Records written before KMIP, and every other key's: not a KMIP object.
+            kmip=_record_kmip(d.get("kmip")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise InternalError(f"malformed key metadata in Vault for key {d.get('key_id')!r}") from exc
@@ -538,9 +599,13 @@ class VaultKeyStore:
     """The KeyStore protocol on HashiCorp Vault / OpenBao (transit + KV v2). Build with connect()."""
 
     kind = "vault"
-    material_exportable = False  # transit keys are created non-exportable
-    # The specs transit has a key type for; CreateKey of another spec is refused by the service.
-    supported_specs = frozenset(TRANSIT_TYPES)
+    # For backups: no, a backup holds no material on this backend (transit keys are created
+    # non-exportable; a KMIP object's material is released by `export_material` only).
+    material_exportable = False
+    # The specs transit has a key type for, and the KMIP-only ones this backend holds (which the
+    # service lets only the KMIP API make); CreateKey of another spec is refused by the service.
+    supported_specs = KMIP_SPECS
+    kmip_specs = KMIP_SPECS
     unsupported_algorithms = UNSUPPORTED_ALGORITHMS
 
     def __init__(self, settings: VaultSettings, transport: VaultTransport, auth: VaultAuth) -> None:
@@ -557,7 +622,7 @@ class VaultKeyStore:
         self._grants = GrantsMemo()  # the parse of a key's many grants, for its next read
         self._batches = TransitBatcher(self._transit_batch)
         self._wrapping_key: rsa.RSAPublicKey | None = None  # transit's, for imports (cached)
-        self._sealing_ready = False  # the sealing key is known to exist
+        self._own_keys_ready: set[str] = set()  # s3kms's own transit keys known to exist
         # set_material of one key on this node, one at a time (key id -> lock, its users).
         self._material_locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
@@ -669,13 +734,24 @@ class VaultKeyStore:
 
     async def create_key(self, meta: KeyMetadata, *, replica: bool = False) -> KeyMetadata:
         """`replica`: a multi-Region key's replica, whose transit key (named by the bare id)
-        its primary made: the record only."""
+        its primary made: the record only. A KMIP object (`meta.kmip`) gets material that
+        `export_material` releases: an exportable transit key, or a KV-held sealed material
+        for a spec transit has no key type for (exports.py)."""
         self._cache.invalidate(meta.key_id)  # (nothing is cached of a missing key; to be sure)
         path = self._key_path(meta.key_id)
         info = keyspecs.spec(meta.key_spec)
-        key_type = TRANSIT_TYPES.get(info.name)
-        if key_type is None:  # the service refuses it first (supported_specs)
+        kmip = meta.kmip is not None
+        key_type = _transit_type(info.name)
+        sealed = info.name in SEALED_SPECS
+        if (key_type is None and not sealed) or (info.kmip_only and not kmip):
+            # The service refuses it first (supported_specs; a KMIP-only spec through KMIP only)
             raise UnsupportedOperation(f"KeySpec {info.name} is not supported by the vault backend")
+        if kmip and (replica or meta.multi_region):  # the service makes no such key
+            raise UnsupportedOperation(
+                f"Key {meta.key_id}: a KMIP object cannot be a multi-Region key on the vault "
+                "backend",
+                key_id=meta.key_id,
+            )
         if meta.external:  # no material (no transit key) until set_material imports it
             revision = await self._kv.write(path, _checked_record(_meta_to_record(meta, [])), cas=0)
             if revision is None:
@@ -685,14 +761,67 @@ class VaultKeyStore:
         _checked_record(_meta_to_record(meta, [KeyVersion(1, meta.created_at, None)]))
         if await self._kv.read(path) is not None:
             raise KeyAlreadyExists(key_id=meta.key_id)
-        body: dict[str, Any] = {"type": key_type, "exportable": False}
+        if key_type is None:  # a KV-held KMIP object: its material first, the record after it
+            if info.family != "aes":
+                raise UnsupportedOperation(
+                    f"a {info.name} object is registered with its material, never made by s3kms",
+                    key_id=meta.key_id,
+                )
+            await self._put_sealed(meta.key_id, 1, os.urandom(info.size // 8), fresh=True)
+            new, versions = replace(meta, current_version=1), [KeyVersion(1, meta.created_at, None)]
+        else:
+            key = await self._create_transit_key(meta, info, key_type, replica=replica)
+            latest = int(key.get("latest_version") or 1)
+            times = key.get("keys") or {}
+
+            def created(version: int) -> float:  # symmetric keys: unix time; others: a record
+                value = times.get(str(version))
+                return float(value) if isinstance(value, int | float) else meta.created_at
+
+            versions = [KeyVersion(1, meta.created_at, None)] + [
+                KeyVersion(v, created(v), RotationType.ON_DEMAND) for v in range(2, latest + 1)
+            ]
+            new = replace(meta, current_version=latest)
+        revision = await self._kv.write(
+            path, _checked_record(_meta_to_record(new, versions)), cas=0
+        )
+        if revision is None:
+            raise KeyAlreadyExists(key_id=meta.key_id)
+        return replace(new, revision=revision)
+
+    async def _create_transit_key(
+        self, meta: KeyMetadata, info: keyspecs.KeySpecInfo, key_type: str, *, replica: bool
+    ) -> dict[str, Any]:
+        """Make the key's transit key (`replica`: read its primary's), exportable for a KMIP
+        object; its `GET keys/<name>` answer. Creating a transit key that exists answers 200
+        with the existing key, so a retry after a half-done create (transit key made, metadata
+        write failed) completes it; an existing key of another type, size or exportability is
+        refused (InternalError).
+
+        An HMAC_224 KMIP object is made of 28 random bytes (the spec's size, as on Local: KMIP
+        Get releases it, with the Cryptographic Length its record says) imported with zero
+        padding to transit's 32-byte minimum (the same MACs); export_material drops the
+        padding again (exports.unpadded_hmac)."""
+        kmip = meta.kmip is not None
+        size = info.size // 8
+        body: dict[str, Any] = {"type": key_type, "exportable": kmip}
         if info.family == "hmac":
-            body["key_size"] = max(info.size // 8, _HMAC_MIN_KEY_BYTES)
+            body["key_size"] = max(size, _HMAC_MIN_KEY_BYTES)
         if replica:
             key = await self._transit_key(meta.key_id)
+        elif kmip and info.family == "hmac" and size < _HMAC_MIN_KEY_BYTES:
+            material = os.urandom(size)
+            payload = imports.transit_material(info, material)
+            if not await self._import_material(meta.key_id, info, 1, payload, exportable=True):
+                # Version 1 holds another material: a create of this id that did not complete
+                # (its padding tells that it was made so), or something else.
+                left = await self._export_transit(meta.key_id, info, key_type, 1)
+                if any(left[size:]):
+                    raise InternalError(
+                        f"transit key {meta.key_id} already exists with other key material"
+                    )
+            key = await self._transit_key(meta.key_id)
         else:
-            # Creating a transit key that exists answers 200 with the existing key, so a retry
-            # after a half-done create (transit key made, metadata write failed) completes it.
             resp = await self._auth.call(
                 "POST", f"{self._transit}/keys/{_transit_name(meta.key_id)}", json=body
             )
@@ -705,23 +834,12 @@ class VaultKeyStore:
                 f"transit key {meta.key_id} already exists with type {found[0]}"
                 + (f" and key_size {found[1]}" if found[0] == key_type else "")
             )
-        latest = int(key.get("latest_version") or 1)
-        times = key.get("keys") or {}
-
-        def created(version: int) -> float:  # symmetric keys: unix time; others: a record
-            value = times.get(str(version))
-            return float(value) if isinstance(value, int | float) else meta.created_at
-
-        versions = [KeyVersion(1, meta.created_at, None)] + [
-            KeyVersion(v, created(v), RotationType.ON_DEMAND) for v in range(2, latest + 1)
-        ]
-        new = replace(meta, current_version=latest)
-        revision = await self._kv.write(
-            path, _checked_record(_meta_to_record(new, versions)), cas=0
-        )
-        if revision is None:
-            raise KeyAlreadyExists(key_id=meta.key_id)
-        return replace(new, revision=revision)
+        if bool(key.get("exportable", kmip)) != kmip:
+            raise InternalError(
+                f"transit key {meta.key_id} already exists and is "
+                + ("not exportable, as a KMIP object's must be" if kmip else "exportable")
+            )
+        return key
 
     async def _transit_key(self, key_id: str) -> dict[str, Any]:
         resp = await self._auth.call("GET", f"{self._transit}/keys/{_transit_name(key_id)}")
@@ -875,13 +993,19 @@ class VaultKeyStore:
             )
         if version < 1:
             raise InvalidRequest(f"Key {meta.key_id} has no key version {version}")
+        info = keyspecs.spec(stored.key_spec)
+        if info.name in SEALED_SPECS:  # a KV-held KMIP object (exports.py)
+            return await self._set_sealed_material(meta, record, version, material)
         if material is None:
             return await self._destroy_material(meta, record, version)
         # The record is made (and checked against the limits) before anything is sent.
         new, data, grants = self._record_update(meta, record, imported=version)
-        info = keyspecs.spec(stored.key_spec)
         payload = imports.transit_material(info, material)
-        if not await self._import_material(meta.key_id, info, version, payload):
+        # A KMIP object's material is imported exportable (KMIP Get releases it), any other not.
+        exportable = stored.kmip is not None
+        if not await self._import_material(
+            meta.key_id, info, version, payload, exportable=exportable
+        ):
             await self._current_record(meta)  # a concurrent import got there first: a conflict
             raise UnsupportedOperation(
                 f"Key {meta.key_id}: Vault transit already holds other key material as version "
@@ -891,19 +1015,43 @@ class VaultKeyStore:
             )
         return await self._commit(meta, new, data, grants)
 
+    async def _set_sealed_material(
+        self, meta: KeyMetadata, record: Record, version: int, material: bytes | None
+    ) -> KeyMetadata:
+        """set_material of a KV-held KMIP object: the sealed material written before the record
+        names it, or (None) removed after the record stopped naming it. Unlike transit, KV
+        replaces or removes any one version."""
+        if material is None:
+            written = await self._commit(meta, *self._record_update(meta, record))
+            await self._drop_sealed(meta.key_id, version)
+            return written
+        new, data, grants = self._record_update(meta, record, imported=version)
+        await self._put_sealed(meta.key_id, version, material, fresh=False)
+        return await self._commit(meta, new, data, grants)
+
     async def _import_material(
-        self, key_id: str, info: keyspecs.KeySpecInfo, version: int, material: bytes
+        self,
+        key_id: str,
+        info: keyspecs.KeySpecInfo,
+        version: int,
+        material: bytes,
+        *,
+        exportable: bool = False,
     ) -> bool:
         """Make transit's version `version` of the key hold `material`: `import` (version 1 of
         a key transit lacks) or `import_version` (version N of a key at N-1), unless transit
         holds that version already (an import repeated after its record write failed). True
         when the version holds `material`, False when it holds another one; UnsupportedOperation
-        for a version transit cannot add (it adds only the next one)."""
+        for a version transit cannot add (it adds only the next one). `exportable`: the key is
+        imported exportable (a KMIP object's; OpenBao takes `exportable` on `import`, and its
+        later versions are exportable with it), and a key already there must be so."""
         name = _transit_name(key_id)
         for _ in range(4):
             key = await self._transit_key_if_any(key_id)
             latest = 0 if key is None else int(key.get("latest_version") or 0)
             if key is not None and version <= latest:
+                if bool(key.get("exportable")) != exportable:
+                    return False  # not this import's key, whatever it holds
                 return await self._transit_holds(key_id, info, key, version, material)
             if version != latest + 1:
                 held = f"versions 1 to {latest}" if latest else "no version (it was deleted)"
@@ -919,7 +1067,7 @@ class VaultKeyStore:
             }
             if latest == 0:
                 path = f"{self._transit}/keys/{name}/import"
-                body.update(type=TRANSIT_TYPES[info.name], exportable=False)
+                body.update(type=_transit_type(info.name), exportable=exportable)
             else:
                 path = f"{self._transit}/keys/{name}/import_version"
             try:  # not resent: a second import_version would add a second version
@@ -948,10 +1096,10 @@ class VaultKeyStore:
         """Whether transit's `version` of the key holds `material`, by imports.py's probes (the
         material does not leave this process): a symmetric key decrypts a probe made with it,
         an HMAC key's MAC of a probe is the material's, an asymmetric key's public key too."""
-        if key.get("type") != TRANSIT_TYPES[info.name]:
+        if key.get("type") != _transit_type(info.name):
             return False
         name = _transit_name(key_id)
-        if info.symmetric:
+        if info.family in ("symmetric", "aes"):  # (AES_128: a KMIP object's)
             probe, ciphertext = imports.aes_probe(material, version)
             resp = await self._auth.call(
                 "POST", f"{self._transit}/decrypt/{name}", json={"ciphertext": ciphertext}
@@ -1018,25 +1166,8 @@ class VaultKeyStore:
     async def seal(self, purpose: str, data: bytes) -> bytes:
         """Transit's `encrypt` with the sealing key, `purpose` and the KV prefix bound as
         associated data: transit's `vault:v1:...` text, which every node of this Vault opens."""
-        path = f"{self._transit}/encrypt/{imports.SEALING_KEY}"
-        body = {
-            "plaintext": _b64(data),
-            "associated_data": imports.sealing_aad(self._prefix, purpose),
-        }
-        for _ in range(2):
-            await self._sealing_key()
-            resp = await self._auth.call("POST", path, json=body)
-            if resp.not_found_400:  # deleted since: made again
-                self._sealing_ready = False
-                continue
-            if resp.status != 200:
-                raise resp.unexpected("seal with the transit sealing key")
-            text = resp.data.get("ciphertext")
-            sealed = text.encode("utf-8") if isinstance(text, str) else b""
-            if imports.sealed_text(sealed) is None:
-                raise InternalError("Vault transit returned a malformed ciphertext")
-            return sealed
-        raise BackendUnavailable("the transit sealing key disappeared while in use")
+        text = await self._own_seal(_SEALING, imports.sealing_aad(self._prefix, purpose), data)
+        return text.encode("utf-8")
 
     async def unseal(self, purpose: str, sealed: bytes) -> bytes:
         """What `seal` sealed; InvalidCiphertext for anything else (damaged, of another purpose
@@ -1044,38 +1175,130 @@ class VaultKeyStore:
         text = imports.sealed_text(sealed)
         if text is None:
             raise InvalidCiphertext
+        return await self._own_unseal(_SEALING, imports.sealing_aad(self._prefix, purpose), text)
+
+    async def _own_seal(self, key: _OwnKey, aad: str, data: bytes) -> str:
+        """`data` encrypted by transit under one of s3kms's own keys, `aad` bound: transit's
+        `vault:vN:...` text. The key is made on first use, and again if it was deleted."""
+        path = f"{self._transit}/encrypt/{key.name}"
+        body = {"plaintext": _b64(data), "associated_data": aad}
+        for _ in range(2):
+            await self._own_key(key)
+            resp = await self._auth.call("POST", path, json=body)
+            if resp.not_found_400:  # deleted since: made again
+                self._own_keys_ready.discard(key.name)
+                continue
+            if resp.status != 200:
+                raise resp.unexpected(f"seal with {key.label}")
+            text = resp.data.get("ciphertext")
+            if not isinstance(text, str) or imports.sealed_text(text.encode("utf-8")) is None:
+                raise InternalError("Vault transit returned a malformed ciphertext")
+            return text
+        raise BackendUnavailable(f"{key.label} disappeared while in use")
+
+    async def _own_unseal(self, key: _OwnKey, aad: str, text: str) -> bytes:
+        """What `_own_seal` sealed with `aad`; InvalidCiphertext when it does not open (damaged,
+        other associated data, no such key)."""
         resp = await self._auth.call(
             "POST",
-            f"{self._transit}/decrypt/{imports.SEALING_KEY}",
-            json={
-                "ciphertext": text,
-                "associated_data": imports.sealing_aad(self._prefix, purpose),
-            },
+            f"{self._transit}/decrypt/{key.name}",
+            json={"ciphertext": text, "associated_data": aad},
         )
         if resp.status == 400:  # does not open, or not found: one error, without detail
             raise InvalidCiphertext
         if resp.status != 200:
-            raise resp.unexpected("unseal with the transit sealing key")
+            raise resp.unexpected(f"unseal with {key.label}")
         return _plaintext_of(resp)
 
-    async def _sealing_key(self) -> None:
-        """Make the sealing key unless known to exist: creating an existing transit key answers
-        it unchanged, so nodes racing to make it all succeed, with the same key."""
-        if self._sealing_ready:
+    async def _own_key(self, key: _OwnKey) -> None:
+        """Make one of s3kms's own transit keys unless known to exist: creating an existing
+        transit key answers it unchanged, so nodes racing to make it all succeed, with the same
+        key. Never exportable."""
+        if key.name in self._own_keys_ready:
             return
         resp = await self._auth.call(
             "POST",
-            f"{self._transit}/keys/{imports.SEALING_KEY}",
-            json={"type": imports.SEALING_TYPE, "exportable": False},
+            f"{self._transit}/keys/{key.name}",
+            json={"type": key.key_type, "exportable": False},
         )
         if resp.status not in (200, 204):
-            raise resp.unexpected("create the transit sealing key")
-        key = resp.data or await self._transit_key(imports.SEALING_KEY)
-        if key.get("type", imports.SEALING_TYPE) != imports.SEALING_TYPE:
+            raise resp.unexpected(f"create {key.label}")
+        found = resp.data or await self._transit_key(key.name)
+        if found.get("type", key.key_type) != key.key_type:
+            raise InternalError(f"{key.label} is a {found.get('type')} key, not {key.key_type}")
+        self._own_keys_ready.add(key.name)
+
+    # -- KV-held material: KMIP objects of the specs transit has no key type for (exports.py) --
+
+    def _material_path(self, key_id: str) -> str:
+        return f"{self._prefix}/material/{quote(material_name(key_id), safe='')}"
+
+    def _material_aad(self, key_id: str, version: int) -> str:
+        return exports.material_aad(self._prefix, material_name(key_id), version)
+
+    @staticmethod
+    def _sealed_versions(key_id: str, record: Record) -> dict[int, str]:
+        try:
+            return exports.entry_versions(record.data)
+        except (TypeError, ValueError):
             raise InternalError(
-                f"the transit sealing key is a {key.get('type')} key, not {imports.SEALING_TYPE}"
-            )
-        self._sealing_ready = True
+                f"malformed key material entry in Vault for key {key_id!r}"
+            ) from None
+
+    async def _put_sealed(self, key_id: str, version: int, material: bytes, *, fresh: bool) -> None:
+        """Seal `material` (the material key, exports.material_aad) and store it as version
+        `version` in the key's material entry, replacing what that version held. `fresh`: a
+        create's, replacing a whole entry that a create of this id left without completing,
+        but KeyAlreadyExists when the key exists."""
+        sealed = await self._own_seal(_MATERIAL, self._material_aad(key_id, version), material)
+        path = self._material_path(key_id)
+        for _ in range(_CAS_RETRIES):
+            current = await self._kv.read(path)
+            exists = current is not None and fresh
+            if exists and await self._kv.read(self._key_path(key_id)) is not None:
+                raise KeyAlreadyExists(key_id=key_id)
+            held = {} if current is None or fresh else self._sealed_versions(key_id, current)
+            held[version] = sealed
+            data = exports.entry(held)
+            size = len(json.dumps(data, separators=(",", ":")))
+            if size > MAX_RECORD_BYTES:
+                raise LimitExceeded(
+                    f"Key {key_id}: its key materials would take {size} bytes, more than the "
+                    f"{MAX_RECORD_BYTES} one Vault storage entry holds"
+                )
+            cas = 0 if current is None else current.version
+            if await self._kv.write(path, data, cas=cas) is not None:
+                return
+        raise BackendUnavailable(f"could not store the key material of {key_id}: contention")
+
+    async def _drop_sealed(self, key_id: str, version: int) -> None:
+        """Remove version `version` from the key's material entry (an entry without versions
+        stays until the key is deleted: a removal never races a concurrent write)."""
+        path = self._material_path(key_id)
+        for _ in range(_CAS_RETRIES):
+            current = await self._kv.read(path)
+            if current is None:
+                return
+            held = self._sealed_versions(key_id, current)
+            if held.pop(version, None) is None:
+                return
+            if await self._kv.write(path, exports.entry(held), cas=current.version) is not None:
+                return
+        raise BackendUnavailable(f"could not destroy the key material of {key_id}: contention")
+
+    async def _read_sealed(self, key_id: str, version: int) -> bytes:
+        """Version `version`'s KV-held material, unsealed; KeyNotFound when there is none."""
+        current = await self._kv.read(self._material_path(key_id))
+        sealed = None if current is None else self._sealed_versions(key_id, current).get(version)
+        if sealed is None:
+            raise KeyNotFound(key_id=key_id)
+        try:
+            return await self._own_unseal(_MATERIAL, self._material_aad(key_id, version), sealed)
+        except InvalidCiphertext:
+            raise InternalError(
+                f"the key material of {key_id} in Vault KV does not open with {_MATERIAL.label}"
+                " (damaged, moved from another key or deployment, or that key was deleted)"
+            ) from None
 
     async def _transit_rotate(self, key_id: str) -> int:
         """Add a transit key version; returns the latest version afterwards.
@@ -1163,6 +1386,67 @@ class VaultKeyStore:
             versions = [v for v in versions if v.version in held]
         return versions
 
+    async def export_material(self, key_id: str, version: int) -> bytes:
+        """A KMIP object's version: transit's export of its exportable key (`GET
+        <mount>/export/<kind>/<name>/<version>`, converted by exports.from_export), or its
+        KV-held material unsealed. The record is read first: a key that is no KMIP object is
+        refused whatever transit would answer (UnsupportedOperation), and a version the record
+        does not name as held (never made, or an imported material destroyed) is KeyNotFound."""
+        record = await self._read_key(key_id)
+        meta = _record_to_meta(record, self._grants)
+        if meta.kmip is None:  # the service refuses it first
+            raise UnsupportedOperation(
+                f"the material of key {key_id} is not extractable: it is no KMIP object",
+                key_id=key_id,
+            )
+        imported = next((m for m in meta.materials if m.version == version and m.imported), None)
+        if meta.external:
+            held = imported is not None
+        else:
+            held = any(v.version == version for v in _record_versions(record.data))
+        if not held:
+            raise KeyNotFound(f"Key {key_id} has no key material of version {version}")
+        info = keyspecs.spec(meta.key_spec)
+        key_type = _transit_type(info.name)
+        if key_type is None:
+            return await self._read_sealed(key_id, version)
+        raw = await self._export_transit(key_id, info, key_type, version)
+        return exports.unpadded_hmac(
+            info,
+            raw,
+            (key_id, material_name(key_id)),
+            None if imported is None else imported.material_id,
+        )
+
+    async def _export_transit(
+        self, key_id: str, info: keyspecs.KeySpecInfo, key_type: str, version: int
+    ) -> bytes:
+        """Transit's export of version `version` of the key, in the keystore's form."""
+        kind = exports.EXPORT_KINDS[key_type]
+        resp = await self._auth.call(
+            "GET", f"{self._transit}/export/{kind}/{_transit_name(key_id)}/{version}"
+        )
+        if (
+            resp.not_found
+            or resp.not_found_400
+            or (resp.status == 400 and "version does not exist" in resp.errors)
+        ):
+            raise KeyNotFound(f"Key {key_id} has no key material of version {version}")
+        if resp.status == 400 and "not exportable" in resp.errors:
+            raise InternalError(f"transit key {key_id} is not exportable: {resp.errors}")
+        if resp.status != 200:
+            raise resp.unexpected(f"export transit key {key_id}")
+        if resp.data.get("type", key_type) != key_type:
+            raise InternalError(
+                f"transit key {key_id} is a {resp.data.get('type')} key, not {key_type}"
+            )
+        try:
+            return exports.from_export(
+                info, key_type, (resp.data.get("keys") or {}).get(str(version))
+            )
+        except (TypeError, ValueError, UnicodeError) as exc:
+            raise InternalError(f"Vault transit exported a malformed key {key_id}: {exc}") from None
+
     async def export_versions(self, key_id: str) -> Sequence[tuple[KeyVersion, bytes | None]]:
         """The versions only: the material never leaves Vault (Vault snapshots back it up)."""
         return [(v, None) for v in await self.list_versions(key_id)]
@@ -1195,9 +1479,13 @@ class VaultKeyStore:
             raise config.unexpected(f"allow deletion of transit key {key_id}")
 
     async def _delete_key(self, key_id: str, keep_material: bool) -> None:
+        """The material first (the transit key, and a KMIP object's KV-held material, asked
+        of every key: a deletion is idempotent and needs no read), then the record: a failure
+        half way leaves a key whose next deletion completes, never material no record names."""
         self._grants.drop(key_id)
         if not keep_material:  # (another region's replica of a multi-Region key still uses it)
             await self._delete_transit_key(key_id)
+            await self._kv.delete(self._material_path(key_id))
         await self._kv.delete(self._key_path(key_id))
         await self._kv.delete(self._use_path(key_id))
         aliases = [a for a in await self.list_aliases() if a.key_id == key_id]

@@ -18,12 +18,13 @@ import re
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
 from s3kms.audit import AuditLog
+from s3kms.auth.certificates import normalize_identity
 from s3kms.auth.identity import Authenticator, Principal
-from s3kms.auth.kes import normalize_identity
 from s3kms.clock import rfc3339
 from s3kms.config import parse_configure_body
 from s3kms.errors import (
@@ -40,7 +41,7 @@ from s3kms.model import ORIGIN_AWS_KMS, ORIGIN_EXTERNAL, KeyMetadata, KeyState
 from s3kms.request import RequestView
 from s3kms.runtime import Runtime
 from s3kms.service import DEFAULT_PENDING_DAYS, SYMMETRIC, KeyService, validate_key_name
-from s3kms.users import UserStore, generate_secret
+from s3kms.users import SURFACE_NAMES, IdentitySurface, UserStore, generate_secret
 
 log = logging.getLogger("s3kms.http")
 
@@ -163,14 +164,24 @@ class AdminAPI:
                 post, "admin:KMSManagePolicies", self.remove_policy, changes=True
             ),
             "policy/list": Route(get, "admin:KMSManagePolicies", self.list_policies),
-            # KES identities of users (docs/kes.md): managed as users are.
-            "kes/identity/add": Route(
-                post, "admin:KMSManageUsers", self.add_kes_identity, changes=True
+            # The certificate identities of users (docs/kes.md, docs/kmip.md): managed as users
+            # are, the same routes for each surface.
+            **self._identity_routes("kes"),
+            **self._identity_routes("kmip"),
+        }
+
+    def _identity_routes(self, surface: IdentitySurface) -> dict[str, Route]:
+        """`<surface>/identity/add`, `remove` and `list`."""
+        post, get = frozenset({"POST"}), frozenset({"GET"})
+        manage = "admin:KMSManageUsers"
+        return {
+            f"{surface}/identity/add": Route(
+                post, manage, partial(self.add_identity, surface), changes=True
             ),
-            "kes/identity/remove": Route(
-                post, "admin:KMSManageUsers", self.remove_kes_identity, changes=True
+            f"{surface}/identity/remove": Route(
+                post, manage, partial(self.remove_identity, surface), changes=True
             ),
-            "kes/identity/list": Route(get, "admin:KMSManageUsers", self.list_kes_identities),
+            f"{surface}/identity/list": Route(get, manage, partial(self.list_identities, surface)),
         }
 
     def route(self, path: str, method: str) -> BoundRoute:
@@ -440,7 +451,7 @@ class AdminAPI:
             ]
         }
 
-    def _kes_identity_params(self, req: RequestView, query: Query) -> tuple[str, str]:
+    def _identity_params(self, req: RequestView, query: Query) -> tuple[str, str]:
         body = _json_body(req) if req.body else {}
         access_key = query.get("accessKey") or body.get("accessKey")
         identity = query.get("identity") or body.get("identity")
@@ -451,31 +462,48 @@ class AdminAPI:
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
 
-    async def add_kes_identity(
-        self, req: RequestView, query: Query, key_id: str | None, principal: Principal
+    async def add_identity(
+        self,
+        surface: IdentitySurface,
+        req: RequestView,
+        query: Query,
+        key_id: str | None,
+        principal: Principal,
     ) -> dict[str, Any]:
-        access_key, identity = self._kes_identity_params(req, query)
+        access_key, identity = self._identity_params(req, query)
         admin = self.runtime.settings.kes_admin_identity
-        if admin is not None and admin.strip().lower() == identity:
+        if surface == "kes" and admin is not None and admin.strip().lower() == identity:
             raise InvalidRequest("this identity is the KES admin identity (--kes-admin-identity)")
-        self._user_store().add_kes_identity(access_key, identity)
-        return {"accessKey": access_key, "identity": identity, "message": "KES identity added"}
+        self._user_store().add_identity(surface, access_key, identity)
+        message = f"{SURFACE_NAMES[surface]} identity added"
+        return {"accessKey": access_key, "identity": identity, "message": message}
 
-    async def remove_kes_identity(
-        self, req: RequestView, query: Query, key_id: str | None, principal: Principal
+    async def remove_identity(
+        self,
+        surface: IdentitySurface,
+        req: RequestView,
+        query: Query,
+        key_id: str | None,
+        principal: Principal,
     ) -> dict[str, Any]:
-        access_key, identity = self._kes_identity_params(req, query)
-        self._user_store().remove_kes_identity(access_key, identity)
-        return {"accessKey": access_key, "identity": identity, "message": "KES identity removed"}
+        access_key, identity = self._identity_params(req, query)
+        self._user_store().remove_identity(surface, access_key, identity)
+        message = f"{SURFACE_NAMES[surface]} identity removed"
+        return {"accessKey": access_key, "identity": identity, "message": message}
 
-    async def list_kes_identities(
-        self, req: RequestView, query: Query, key_id: str | None, principal: Principal
+    async def list_identities(
+        self,
+        surface: IdentitySurface,
+        req: RequestView,
+        query: Query,
+        key_id: str | None,
+        principal: Principal,
     ) -> dict[str, Any]:
         return {
             "identities": [
                 {"identity": identity, "accessKey": u.access_key, "managed": u.managed}
                 for u in self._user_store().list_users()
-                for identity in u.kes_identities
+                for identity in u.identities(surface)
             ]
         }
 
