@@ -29,13 +29,11 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
-import fcntl
 import json
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -45,8 +43,8 @@ from pathlib import Path
 from typing import IO
 
 import httpx
-import pytest
 
+from debian import ensure_packages
 from openbao import free_ports, log_tail, wait_until
 
 __all__ = [
@@ -69,8 +67,6 @@ ENV_REQUIRE_CEPH = "S3KMS_REQUIRE_CEPH"
 CEPH_PACKAGES = ("ceph-mon", "ceph-mgr", "ceph-osd", "radosgw", "ceph-common")
 CEPH_BINARIES = ("ceph-mon", "ceph-osd", "ceph-mgr", "radosgw", "ceph", "rados", "radosgw-admin")
 #: Serialises installs of parallel pytest processes (pytest-xdist, several checkouts).
-INSTALL_LOCK = Path(tempfile.gettempdir()) / "s3kms-ceph-install.lock"
-INSTALL_TIMEOUT = 900.0
 
 #: The S3 user every cluster gets (``radosgw-admin user create``).
 S3_USER = "s3kms-test"
@@ -118,78 +114,16 @@ def _missing_binaries() -> list[str]:
     return [name for name in CEPH_BINARIES if shutil.which(name) is None]
 
 
-def _cannot_install(reason: str) -> None:
-    """Skip, or fail when ``$S3KMS_REQUIRE_CEPH=1`` (CI must not silently skip Ceph)."""
-    message = f"Ceph is not available: {reason}"
-    if os.environ.get(ENV_REQUIRE_CEPH) == "1":
-        pytest.fail(f"{message} (and ${ENV_REQUIRE_CEPH}=1 requires it)", pytrace=False)
-    pytest.skip(message)
-
-
 def ensure_ceph_installed() -> float:
-    """Make sure the Ceph binaries are on PATH; return the seconds spent installing them.
-
-    When some are missing and we are root with apt-get, run ``apt-get update`` and
-    ``apt-get install --no-install-recommends`` of :data:`CEPH_PACKAGES` (under a file lock,
-    so parallel pytest processes install once); otherwise skip the test - or fail it when
-    ``$S3KMS_REQUIRE_CEPH=1``. Returns 0.0 when nothing had to be installed (in this
-    process: the first call's result is remembered).
-    """
+    """Make sure the Ceph binaries are on PATH; return the seconds spent installing them
+    (tests/debian.py: apt-get as root, else a skip, or a failure with
+    ``$S3KMS_REQUIRE_CEPH=1``). The first call's result is remembered in this process."""
     global _install_seconds
-    if _install_seconds is not None:
-        return _install_seconds
-    missing = _missing_binaries()
-    if not missing:
-        _install_seconds = 0.0
-        return 0.0
-    what = f"missing {', '.join(missing)} (Debian packages: {' '.join(CEPH_PACKAGES)})"
-    apt_get = shutil.which("apt-get")
-    if apt_get is None:
-        _cannot_install(f"{what}, and there is no apt-get to install them")
-    if os.geteuid() != 0:
-        _cannot_install(f"{what}; installing them needs root (run apt-get install as root)")
-    assert apt_get is not None
-    began = time.monotonic()
-    with INSTALL_LOCK.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be installing: wait for it
-        try:
-            if _missing_binaries():
-                print(f"[ceph] {what}: installing them", file=sys.stderr, flush=True)
-                _apt_install(apt_get)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    still = _missing_binaries()
-    if still:
-        pytest.fail(f"apt-get installed {CEPH_PACKAGES} but {still} are still not on PATH")
-    _install_seconds = time.monotonic() - began
-    print(f"[ceph] installed in {_install_seconds:.1f}s", file=sys.stderr, flush=True)
+    if _install_seconds is None:
+        _install_seconds = ensure_packages(
+            "ceph", CEPH_PACKAGES, lambda: _missing_binaries(), ENV_REQUIRE_CEPH
+        )
     return _install_seconds
-
-
-def _apt_install(apt_get: str) -> None:
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for args in (
-        [apt_get, "update"],
-        [apt_get, "install", "-y", "--no-install-recommends", *CEPH_PACKAGES],
-    ):
-        print(f"[ceph]   running {' '.join(args)}", file=sys.stderr, flush=True)
-        step = time.monotonic()
-        try:
-            done = subprocess.run(
-                args,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                env=env,
-                timeout=INSTALL_TIMEOUT,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"{' '.join(args)} did not finish in {INSTALL_TIMEOUT:.0f}s")
-        output = (done.stdout + done.stderr).decode(errors="replace")
-        if done.returncode != 0:
-            tail = "\n".join(output.splitlines()[-30:])
-            pytest.fail(f"{' '.join(args)} exited {done.returncode}:\n{tail}", pytrace=False)
-        print(f"[ceph]   ... done in {time.monotonic() - step:.1f}s", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- processes
