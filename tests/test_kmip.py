@@ -401,7 +401,6 @@ def test_get_in_raw_key_format_returns_the_key(client: ProxyKmipClient) -> None:
 @pytest.mark.parametrize(
     ("kind", "key_format"),
     [
-        ("symmetric", enums.KeyFormatType.TRANSPARENT_SYMMETRIC_KEY),
         ("symmetric", enums.KeyFormatType.PKCS_8),
         ("symmetric", enums.KeyFormatType.X_509),
         ("secret", enums.KeyFormatType.PKCS_8),
@@ -417,6 +416,33 @@ def test_get_in_a_key_format_the_object_has_not_is_refused(
         uid = client.register(pie.SecretData(b"s3cr3t", enums.SecretDataType.PASSWORD))
     with refused(R.KEY_FORMAT_TYPE_NOT_SUPPORTED):
         ok(client.proxy.get(uid, key_format_type=misc.KeyFormatType(key_format)))
+
+
+def test_get_in_transparent_symmetric_key_format(
+    kmip: KmipTestServer, alice: KmipIdentity, client: ProxyKmipClient
+) -> None:
+    """Key Format Type Transparent Symmetric Key: the Key Material is a structure holding the
+    Key (read raw: PyKMIP's reader knows only Raw key material)."""
+    uid = client.create(Alg.AES, 192)
+    raw_key = client.get(uid).value
+    item = batch_item(
+        Op.GET,
+        payloads.GetRequestPayload(
+            unique_identifier=uid,
+            key_format_type=enums.KeyFormatType.TRANSPARENT_SYMMETRIC_KEY,
+        ),
+    )
+    data = kmip.raw(alice).request(encode_request(V.KMIP_1_2, [item]))
+    assert ttlv_values(data, enums.Tags.RESULT_STATUS) == [enums.ResultStatus.SUCCESS.value]
+    assert ttlv_values(data, enums.Tags.KEY_FORMAT_TYPE) == [
+        enums.KeyFormatType.TRANSPARENT_SYMMETRIC_KEY.value
+    ]
+    items = ttlv_items(data)
+    material = [i for i, (tag, _, _) in enumerate(items) if tag == enums.Tags.KEY_MATERIAL.value]
+    assert len(material) == 1
+    assert items[material[0]][1] == 0x01  # a structure
+    assert items[material[0] + 1][:2] == (enums.Tags.KEY.value, 0x08)
+    assert items[material[0] + 1][2] == raw_key
 
 
 def test_get_of_an_unknown_object_is_item_not_found(client: ProxyKmipClient) -> None:

@@ -52,6 +52,7 @@ _KMIP_VERSIONS = {
 }
 _OPERATION_TAG = b"\x42\x00\x5c\x05\x00\x00\x00\x04"
 _DENIALS = frozenset({R.PERMISSION_DENIED, R.AUTHENTICATION_NOT_SUCCESSFUL})
+MAX_BATCH_ITEMS = 256  # per request message: each is an operation with its own audit line
 # The least a Maximum Response Size must leave: a Response Too Large answer fits in it.
 _SMALLEST_ANSWER = 256
 
@@ -160,6 +161,8 @@ class KmipAPI:
             return R.INVALID_MESSAGE, "Undo option for batch handling is not supported"
         if header.batch_count is None or header.batch_count.value != len(items) or not items:
             return R.INVALID_MESSAGE, "Batch Count does not match the batch items"
+        if len(items) > MAX_BATCH_ITEMS:
+            return R.INVALID_MESSAGE, f"A request has at most {MAX_BATCH_ITEMS} batch items"
         if len(items) > 1 and any(i.unique_batch_item_id is None for i in items):
             return R.INVALID_MESSAGE, "Batch item ID is undefined"
         return None

@@ -19,7 +19,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from kmip.core import enums
+from kmip.core import enums, misc, primitives, utils
+from kmip.core import objects as cobjects
 from kmip.pie import objects as pie
 from kmip.pie.factory import ObjectFactory
 
@@ -136,6 +137,19 @@ def registered(managed: Any) -> tuple[str, str, bytes, dict[str, Any]]:
     )
 
 
+TRANSPARENT = enums.KeyFormatType.TRANSPARENT_SYMMETRIC_KEY
+
+
+def _transparent_symmetric(material: bytes) -> Any:
+    """A Transparent Symmetric Key's Key Material: a structure holding the Key (byte string)."""
+    struct = cobjects.KeyMaterialStruct()
+    key = primitives.ByteString(material, enums.Tags.KEY)
+    stream = utils.BytearrayStream()
+    key.write(stream)
+    struct.data = utils.BytearrayStream(bytes(stream.buffer))
+    return struct
+
+
 def _refuse_format(key_format: Any) -> KmipFailure:
     return KmipFailure(
         R.KEY_FORMAT_TYPE_NOT_SUPPORTED, f"Key Format Type {key_format.name} is not supported"
@@ -182,14 +196,15 @@ def core_object(record: KmipRecord, material: bytes, key_format: Any) -> Any:
         )
         return _FACTORY.convert(split)
     if kind is OT.SYMMETRIC_KEY:
-        if key_format not in (None, enums.KeyFormatType.RAW):
-            raise KmipFailure(
-                R.KEY_FORMAT_TYPE_NOT_SUPPORTED,
-                f"Key Format Type {key_format.name} is not supported",
-            )
+        if key_format not in (None, enums.KeyFormatType.RAW, TRANSPARENT):
+            raise _refuse_format(key_format)
         algorithm = Alg(record.algorithm)
-        key = pie.SymmetricKey(algorithm, len(material) * 8, material)
-        return _FACTORY.convert(key)
+        key = _FACTORY.convert(pie.SymmetricKey(algorithm, len(material) * 8, material))
+        if key_format is TRANSPARENT:
+            key.key_block.key_format_type = misc.KeyFormatType(TRANSPARENT)
+            # (set after construction: KeyValue's check knows only Raw key material)
+            key.key_block.key_value.key_material = _transparent_symmetric(material)
+        return key
     if kind is OT.SECRET_DATA:
         if key_format not in (None, enums.KeyFormatType.OPAQUE):
             raise KmipFailure(

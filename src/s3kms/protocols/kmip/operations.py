@@ -56,8 +56,15 @@ class Call:
 
 
 def action(operation: enums.Operation) -> str:
-    """`kmip:GetAttributes`: the policy action of a KMIP operation."""
-    return "kmip:" + "".join(word.capitalize() for word in operation.name.split("_"))
+    """`kmip:GetAttributes`: the policy action of a KMIP operation, as the specification names
+    it without spaces (policy actions match case-insensitively)."""
+    name = _SPELLED.get(operation)
+    if name is None:
+        name = "".join(word.capitalize() for word in operation.name.split("_"))
+    return "kmip:" + name
+
+
+_SPELLED = {enums.Operation.MAC: "MAC", enums.Operation.REKEY: "ReKey"}
 
 
 class Operations:

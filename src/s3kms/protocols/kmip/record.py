@@ -13,6 +13,7 @@ is Active.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -92,4 +93,9 @@ _FOLLOWS = frozenset({KeyState.ENABLED, KeyState.DISABLED})
 
 def record_of(meta: KeyMetadata) -> KmipRecord | None:
     """The KMIP record of a key, or None for a key made through another API."""
-    return KmipRecord.load(meta.kmip) if meta.kmip is not None else None
+    return _parsed(meta.kmip) if meta.kmip is not None else None
+
+
+# Records are immutable and their text is their identity: Locate and every request parse the
+# same few texts again and again (a frozen record is safe to share).
+_parsed = functools.lru_cache(maxsize=16384)(KmipRecord.load)
