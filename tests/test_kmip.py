@@ -1056,6 +1056,33 @@ def test_an_aes_256_object_is_an_aws_key_usable_while_active(
     assert again.value.response["Error"]["Code"] == "DisabledException"
 
 
+def test_another_apis_disable_and_deletion_hold_a_kmip_object(
+    client: ProxyKmipClient, kms: Any
+) -> None:
+    """The AWS API's DisableKey of an Active object stops KMIP Get, and a KMIP change of its
+    names does not enable it again; EnableKey lets Get through; ScheduleKeyDeletion stops Get
+    and survives a KMIP Revoke."""
+    name = unique("held")
+    uid = client.create(Alg.AES, 256, name=name)
+    client.activate(uid)
+    assert len(client.get(uid).value) == 32
+    kms.disable_key(KeyId=uid)
+    with refused(R.WRONG_KEY_LIFECYCLE_STATE):
+        client.get(uid)
+    client.modify_attribute(uid, attribute=attr(A.NAME, unique("renamed"), 0))
+    assert kms.describe_key(KeyId=uid)["KeyMetadata"]["KeyState"] == "Disabled"
+    assert attributes_of(client, uid)["State"] == [State.ACTIVE]  # KMIP's own state
+    kms.enable_key(KeyId=uid)
+    assert len(client.get(uid).value) == 32
+    kms.schedule_key_deletion(KeyId=uid, PendingWindowInDays=7)
+    with refused(R.WRONG_KEY_LIFECYCLE_STATE):
+        client.get(uid)
+    client.revoke(enums.RevocationReasonCode.CESSATION_OF_OPERATION, uid)
+    assert kms.describe_key(KeyId=uid)["KeyMetadata"]["KeyState"] == "PendingDeletion"
+    with refused(R.WRONG_KEY_LIFECYCLE_STATE):
+        client.get(uid)
+
+
 def test_an_aws_key_is_seen_by_kmip_but_not_exported_nor_destroyed(
     client: ProxyKmipClient, kms: Any
 ) -> None:

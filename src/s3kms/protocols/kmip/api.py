@@ -108,9 +108,10 @@ class KmipAPI:
             return self._error(version, *failure)
         ip = source[0] if source else None
         source_text = f"{source[0]}:{source[1]}" if source else None
-        # A principal per batch item (it records the item's action and object for the audit
-        # line); the first one decides whether the caller is known at all.
-        principal = self.authenticator.principal(identity, source_ip=ip)
+        try:  # (the rate limit counts a request message once, whatever its batch)
+            principal = self.authenticator.principal(identity, source_ip=ip)
+        except KMSError as exc:  # SlowDown
+            return self._error(version, reason_of(exc), exc.message)
         if principal is None or not self._credential_ok(header, principal):
             self._audit_refusal(request_id, source_text, started)
             return self._error(
@@ -123,12 +124,11 @@ class KmipAPI:
         )
         items = []
         placeholder: str | None = None
-        for number, item in enumerate(request.batch_items):
-            caller = (
-                principal if number == 0 else self.authenticator.principal(identity, source_ip=ip)
-            )
+        for item in request.batch_items:
+            # The principal records the item's action and object for its audit line.
+            principal.action = principal.key_id = None
             answer, placeholder, failed = await self._item(
-                item, caller or principal, version, placeholder, request_id, source_text
+                item, principal, version, placeholder, request_id, source_text
             )
             items.append(answer)
             if failed and stop:

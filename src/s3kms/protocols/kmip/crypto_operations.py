@@ -129,6 +129,9 @@ class CryptoOperations(Operations):
                     R.PERMISSION_DENIED,
                     f"Object {uid} was made through the AWS or admin API: use that API for it",
                 )
+            held = record.held_elsewhere(meta)
+            if held is not None:
+                raise KmipFailure(R.WRONG_KEY_LIFECYCLE_STATE, f"Object {uid} is {held}")
             if record.state not in states:
                 raise KmipFailure(
                     R.WRONG_KEY_LIFECYCLE_STATE,

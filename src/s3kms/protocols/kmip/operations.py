@@ -138,7 +138,7 @@ class Operations:
                 )
             new = change(record)
             result[:] = [replace(new, last_change_date=now)]
-            return new.apply(meta, now)
+            return new.apply(meta, record, now)
 
         try:
             await self.service.modify(uid, apply, access=self._owner_check(call, uid, gate))
@@ -245,13 +245,16 @@ class Operations:
             raise KmipFailure(
                 R.KEY_COMPRESSION_TYPE_NOT_SUPPORTED, "Key compression is not supported"
             )
-        uid, _, record, kmip = await self._object(call, Op.GET, payload.unique_identifier)
+        uid, meta, record, kmip = await self._object(call, Op.GET, payload.unique_identifier)
         if not kmip or not record.extractable:
             raise KmipFailure(
                 R.PERMISSION_DENIED,
                 f"The material of object {uid} is not extractable"
                 + ("" if kmip else ": it was made through the AWS or admin API"),
             )
+        held = record.held_elsewhere(meta)
+        if held is not None:
+            raise KmipFailure(R.WRONG_KEY_LIFECYCLE_STATE, f"Object {uid} is {held}")
         _, material = await self.service.export_material(uid)
         secret = kobjects.core_object(record, material, payload.key_format_type)
         answer = payloads.GetResponsePayload(

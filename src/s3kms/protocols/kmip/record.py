@@ -79,12 +79,24 @@ class KmipRecord:
         """The s3kms state of the key this object is: usable while Active only."""
         return KeyState.ENABLED if self.state == ACTIVE else KeyState.DISABLED
 
-    def apply(self, meta: KeyMetadata, now: int) -> KeyMetadata:
-        """`meta` carrying this record (with its Last Change Date now) and the state it implies;
-        a key the AWS API scheduled for deletion stays so."""
+    def apply(self, meta: KeyMetadata, before: KmipRecord, now: int) -> KeyMetadata:
+        """`meta` carrying this record (with its Last Change Date now). The key's state follows
+        a change of the KMIP state only: a key another API disabled stays disabled while KMIP
+        changes its names, and a key scheduled for deletion stays so whatever KMIP does."""
         record = replace(self, last_change_date=now)
-        state = meta.state if meta.state not in _FOLLOWS else record.key_state()
+        state = meta.state
+        if record.state != before.state and meta.state in _FOLLOWS:
+            state = record.key_state()
         return replace(meta, kmip=record.dump(), state=state)
+
+    def held_elsewhere(self, meta: KeyMetadata) -> str | None:
+        """Why the key may not serve KMIP now although its KMIP state would let it: another API
+        scheduled its deletion, or disabled it while it is Active; None when nothing stops it."""
+        if meta.state not in _FOLLOWS and meta.state is not KeyState.PENDING_IMPORT:
+            return "pending deletion"
+        if self.state == ACTIVE and meta.state is not KeyState.ENABLED:
+            return "disabled through another API"
+        return None
 
 
 # The key states a KMIP state decides (others, PendingDeletion, are the AWS API's).
