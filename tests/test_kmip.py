@@ -445,6 +445,26 @@ def test_get_in_transparent_symmetric_key_format(
     assert items[material[0] + 1][2] == raw_key
 
 
+def test_a_key_pairs_objects_link_to_each_other(
+    kmip: KmipTestServer, alice: KmipIdentity, client: ProxyKmipClient
+) -> None:
+    """GetAttributes by name Link (1.x) answers Link Type and Linked Object Identifier (read
+    raw: PyKMIP 0.11 cannot decode a Link)."""
+    public, private = client.create_key_pair(Alg.RSA, 2048)
+    for uid, link_type, other in (
+        (private, enums.LinkType.PUBLIC_KEY_LINK, public),
+        (public, enums.LinkType.PRIVATE_KEY_LINK, private),
+    ):
+        item = batch_item(
+            Op.GET_ATTRIBUTES,
+            payloads.GetAttributesRequestPayload(unique_identifier=uid, attribute_names=["Link"]),
+        )
+        data = kmip.raw(alice).request(encode_request(V.KMIP_1_2, [item]))
+        assert ttlv_values(data, enums.Tags.RESULT_STATUS) == [enums.ResultStatus.SUCCESS.value]
+        assert ttlv_values(data, enums.Tags.LINK_TYPE) == [link_type.value]
+        assert ttlv_values(data, enums.Tags.LINKED_OBJECT_IDENTIFIER) == [other]
+
+
 def test_get_of_an_unknown_object_is_item_not_found(client: ProxyKmipClient) -> None:
     with refused(R.ITEM_NOT_FOUND):
         client.get(str(uuid.uuid4()))

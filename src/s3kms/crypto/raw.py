@@ -180,7 +180,7 @@ def public_of(private_der: bytes) -> bytes:
 
 
 def _rsa_padding(params: CipherParams) -> padding.AsymmetricPadding:
-    algorithm = _hash(params.hash, "SHA1" if params.padding == "OAEP" else "SHA256")
+    algorithm = _hash(params.hash, "SHA1" if params.padding in (None, "OAEP") else "SHA256")
     if params.padding in (None, "OAEP"):
         return padding.OAEP(mgf=padding.MGF1(algorithm), algorithm=algorithm, label=None)
     if params.padding == "PKCS1v15":

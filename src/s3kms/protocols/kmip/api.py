@@ -34,7 +34,7 @@ from s3kms.errors import AuditUnavailable, KMSError
 from s3kms.metrics import Metrics
 from s3kms.protocols.kmip.crypto_operations import CryptoOperations
 from s3kms.protocols.kmip.errors import KmipFailure, reason_of
-from s3kms.protocols.kmip.handlers import CHANGES, HANDLERS
+from s3kms.protocols.kmip.handlers import CHANGES, HANDLERS, served
 from s3kms.protocols.kmip.operations import Call, action
 from s3kms.request import current_request_id
 from s3kms.runtime import Runtime
@@ -200,7 +200,8 @@ class KmipAPI:
         started = time.perf_counter()
         operation = item.operation.value
         caller = principal
-        handler = HANDLERS.get(operation)
+        # An operation of a later protocol version than the request's is not served in it.
+        handler = HANDLERS.get(operation) if operation in served(version) else None
         payload: Any = None
         reason: Any = None
         message = ""

@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 from kmip.core import attributes as core_attributes
-from kmip.core import enums, objects
+from kmip.core import enums, objects, primitives, utils
 from kmip.core.factories.attributes import AttributeFactory
 
 from s3kms.protocols.kmip.errors import KmipFailure
@@ -201,6 +201,7 @@ def values_of(uid: str, record: KmipRecord) -> list[tuple[str, Any]]:
     out.append((A.LAST_CHANGE_DATE.value, record.last_change_date))
     out.append((A.SENSITIVE.value, record.sensitive))
     out.append((A.EXTRACTABLE.value, record.extractable))
+    out += [(A.LINK.value, link) for link in record.links]
     out += list(record.custom)
     return out
 
@@ -215,7 +216,8 @@ def names_of(uid: str, record: KmipRecord) -> list[str]:
 
 # Answered only when asked for by name: clients written against KMIP 1.0-1.2 (PyKMIP's among
 # them) cannot decode them in an answer to "every attribute".
-_ON_REQUEST = frozenset({A.REVOCATION_REASON.value, A.EXTRACTABLE.value})
+_ON_REQUEST = frozenset({A.REVOCATION_REASON.value, A.EXTRACTABLE.value, A.LINK.value})
+_INDEXED = MULTI_VALUED | {A.LINK.value}
 
 
 def to_attributes(
@@ -232,17 +234,45 @@ def to_attributes(
             continue
         if chosen is not None and name not in chosen:
             continue
-        if version >= (2, 0) and is_custom(name):
-            continue
+        if version >= (2, 0) and (is_custom(name) or name == A.LINK.value):
+            continue  # (PyKMIP's 2.0 encoder knows neither)
         position = None
-        if name in MULTI_VALUED:
+        if name in _INDEXED:
             position = index.get(name, 0)
             index[name] = position + 1
         out.append(make_attribute(name, value, position))
     return out
 
 
+class _Link(primitives.Struct):  # type: ignore[misc]
+    """A Link attribute's value (Link Type, Linked Object Identifier): PyKMIP 0.11 has no class
+    for it, so this writes the structure itself (in the Attribute Value tag of KMIP 1.x)."""
+
+    def __init__(self, link_type: int, linked: str) -> None:
+        super().__init__(enums.Tags.ATTRIBUTE_VALUE)
+        self._type = primitives.Enumeration(
+            enums.LinkType, enums.LinkType(link_type), enums.Tags.LINK_TYPE
+        )
+        self._linked = primitives.TextString(linked, enums.Tags.LINKED_OBJECT_IDENTIFIER)
+
+    def write(self, ostream: Any, kmip_version: Any = enums.KMIPVersion.KMIP_1_0) -> None:
+        inner = utils.BytearrayStream()
+        self._type.write(inner, kmip_version=kmip_version)
+        self._linked.write(inner, kmip_version=kmip_version)
+        self.length = inner.length()
+        super().write(ostream, kmip_version=kmip_version)
+        ostream.write(inner.buffer)
+
+
 def make_attribute(name: str, value: Any, index: int | None = None) -> Any:
+    if name == A.LINK.value:
+        attribute_name = objects.Attribute.AttributeName(name)
+        attribute_index = objects.Attribute.AttributeIndex(index) if index is not None else None
+        return objects.Attribute(
+            attribute_name=attribute_name,
+            attribute_index=attribute_index,
+            attribute_value=_Link(*value),
+        )
     if name == A.REVOCATION_REASON.value:
         code, message = value
         built = objects.RevocationReason(code=enums.RevocationReasonCode(code), message=message)

@@ -163,6 +163,9 @@ class CryptoOperations(Operations):
         params = cipher_params(payload.cryptographic_parameters)
         if payload.data is None:
             raise KmipFailure(R.INVALID_FIELD, "Encrypt needs Data")
+        if params.mode == "GCM" and call.version < (1, 4):
+            # Its tag would be lost: the Authenticated Encryption Tag exists from KMIP 1.4 on.
+            raise KmipFailure(R.INVALID_FIELD, "GCM needs KMIP 1.4 or later (its tag)")
         data, made_iv, tag = await self._run(
             self._crypto().encrypt(
                 uid, params, payload.data, payload.iv_counter_nonce,
@@ -180,6 +183,8 @@ class CryptoOperations(Operations):
         params = cipher_params(payload.cryptographic_parameters)
         if payload.data is None:
             raise KmipFailure(R.INVALID_FIELD, "Decrypt needs Data")
+        if params.mode == "GCM" and call.version < (1, 4):
+            raise KmipFailure(R.INVALID_FIELD, "GCM needs KMIP 1.4 or later (its tag)")
         data = await self._run(
             self._crypto().decrypt(
                 uid, params, payload.data, payload.iv_counter_nonce,
@@ -352,6 +357,11 @@ class CryptoOperations(Operations):
             if algorithm is None:
                 raise KmipFailure(R.INVALID_FIELD, "Cryptographic Algorithm is missing")
             spec, usage = kobjects.symmetric_spec(algorithm, bits)
+            # As Create: a usable key unless the template says otherwise.
+            found.setdefault(
+                "Cryptographic Usage Mask",
+                kobjects.ENCRYPT_DECRYPT if usage == "ENCRYPT_DECRYPT" else kobjects.MAC,
+            )
             fields: dict[str, Any] = {
                 "object_type": OT.SYMMETRIC_KEY.value, "algorithm": algorithm.value, "length": bits,
             }  # fmt: skip

@@ -12,6 +12,7 @@ from s3kms.errors import (
     ConcurrentChange,
     IncorrectKeyMaterial,
     InvalidCiphertext,
+    InvalidKeyUsage,
     InvalidRequest,
     KeyAlreadyExists,
     KeyDisabled,
@@ -42,6 +43,7 @@ _REASONS: tuple[tuple[type[KMSError], enums.ResultReason], ...] = (
     (IncorrectKeyMaterial, R.INVALID_FIELD),
     (KeyAlreadyExists, R.INVALID_FIELD),
     (InvalidCiphertext, R.CRYPTOGRAPHIC_FAILURE),
+    (InvalidKeyUsage, R.INVALID_FIELD),  # an object of the wrong kind for the operation
     (KeyDisabled, R.WRONG_KEY_LIFECYCLE_STATE),
     (KeyInvalidState, R.WRONG_KEY_LIFECYCLE_STATE),
     (InvalidRequest, R.INVALID_FIELD),

@@ -3,6 +3,7 @@ change state (their audit intent is written first)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -47,13 +48,15 @@ CHANGES = frozenset(
     }
 )  # fmt: skip
 # Operations by the protocol version that introduced them (served from there on).
+# DiscoverVersions (1.1) is served in every version: a client negotiates with it.
 _SINCE = {
-    Op.DISCOVER_VERSIONS: (1, 1),
     Op.ENCRYPT: (1, 2), Op.DECRYPT: (1, 2), Op.SIGN: (1, 2), Op.SIGNATURE_VERIFY: (1, 2),
     Op.MAC: (1, 2),
     Op.SET_ATTRIBUTE: (2, 0),
 }  # fmt: skip
 
 
-def served(version: tuple[int, int]) -> tuple[enums.Operation, ...]:
-    return tuple(op for op in HANDLERS if version >= _SINCE.get(op, (1, 0)))
+@functools.cache
+def served(version: tuple[int, int]) -> frozenset[enums.Operation]:
+    """The operations served in a protocol version."""
+    return frozenset(op for op in HANDLERS if version >= _SINCE.get(op, (1, 0)))

@@ -19,7 +19,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from kmip.core import enums, misc, primitives, utils
+from kmip.core import attributes as core_attributes
+from kmip.core import enums, misc, primitives, secrets, utils
 from kmip.core import objects as cobjects
 from kmip.pie import objects as pie
 from kmip.pie.factory import ObjectFactory
@@ -73,6 +74,19 @@ def registered(managed: Any) -> tuple[str, str, bytes, dict[str, Any]]:
     """(key spec, key usage, material, record fields) of a Register's object."""
     if managed is None:
         raise KmipFailure(R.INVALID_FIELD, "Register needs a managed object")
+    if isinstance(managed, secrets.PrivateKey):  # (pie's class knows only 3 key formats)
+        block = managed.key_block
+        if block.key_wrapping_data is not None:
+            raise KmipFailure(R.FEATURE_NOT_SUPPORTED, "Wrapped key material is not supported")
+        key_format = block.key_format_type.value
+        spec, der = private_key_spec(bytes(block.key_value.key_material.value), key_format)
+        fields = {
+            "object_type": OT.PRIVATE_KEY.value,
+            "algorithm": block.cryptographic_algorithm.value.value,
+            "length": block.cryptographic_length.value,
+            "key_format": enums.KeyFormatType.PKCS_8.value,  # Get's default, whatever came in
+        }
+        return spec, usage_of_private(spec), der, fields
     try:
         obj = _FACTORY.convert(managed)
     except (TypeError, ValueError, AttributeError):
@@ -93,22 +107,13 @@ def registered(managed: Any) -> tuple[str, str, bytes, dict[str, Any]]:
         return spec, usage, bytes(obj.value), fields
     if getattr(obj, "key_wrapping_data", None):
         raise KmipFailure(R.FEATURE_NOT_SUPPORTED, "Wrapped key material is not supported")
-    if isinstance(obj, pie.PrivateKey):
-        spec, der = private_key_spec(obj.value, obj.key_format_type)
-        fields = {
-            "object_type": OT.PRIVATE_KEY.value,
-            "algorithm": obj.cryptographic_algorithm.value,
-            "length": obj.cryptographic_length,
-            "key_format": obj.key_format_type.value,
-        }
-        return spec, usage_of_private(spec), der, fields
     if isinstance(obj, pie.PublicKey):
         der = public_key_der(obj.value, obj.key_format_type)
         fields = {
             "object_type": OT.PUBLIC_KEY.value,
             "algorithm": obj.cryptographic_algorithm.value,
             "length": obj.cryptographic_length,
-            "key_format": obj.key_format_type.value,
+            "key_format": enums.KeyFormatType.X_509.value,  # Get's default, whatever came in
         }
         return "PUBLIC_KEY", "ENCRYPT_DECRYPT", der, fields
     if isinstance(obj, pie.Certificate):
@@ -166,8 +171,19 @@ def core_object(record: KmipRecord, material: bytes, key_format: Any) -> Any:
             record.key_format or enums.KeyFormatType.PKCS_8.value
         )
         value = private_key_in(material, chosen)
-        key = pie.PrivateKey(Alg(record.algorithm), record.length, value, chosen)
-        return _FACTORY.convert(key)
+        # (built as a core object: pie's PrivateKey refuses the EC Private Key format)
+        return secrets.PrivateKey(
+            cobjects.KeyBlock(
+                key_format_type=misc.KeyFormatType(chosen),
+                key_compression_type=None,
+                key_value=cobjects.KeyValue(cobjects.KeyMaterial(value)),
+                cryptographic_algorithm=core_attributes.CryptographicAlgorithm(
+                    Alg(record.algorithm)
+                ),
+                cryptographic_length=core_attributes.CryptographicLength(record.length),
+                key_wrapping_data=None,
+            )
+        )
     if kind is OT.PUBLIC_KEY:
         chosen = key_format or enums.KeyFormatType(
             record.key_format or enums.KeyFormatType.X_509.value

@@ -404,7 +404,7 @@ class Operations:
     # -- the server -------------------------------------------------------------------------
 
     @staticmethod
-    def served(version: tuple[int, int]) -> tuple[enums.Operation, ...]:
+    def served(version: tuple[int, int]) -> frozenset[enums.Operation]:
         """The operations served in a protocol version (Query's answer): the handlers'."""
         from s3kms.protocols.kmip.handlers import served
 
@@ -415,9 +415,12 @@ class Operations:
         asked = set(payload.query_functions or ())
         answer = payloads.QueryResponsePayload()
         if enums.QueryFunction.QUERY_OPERATIONS in asked:
-            answer.operations = list(self.served(call.version))
+            answer.operations = sorted(self.served(call.version), key=lambda op: op.value)
         if enums.QueryFunction.QUERY_OBJECTS in asked:
-            answer.object_types = [OT.SYMMETRIC_KEY, OT.SECRET_DATA, OT.OPAQUE_DATA]
+            answer.object_types = [
+                OT.SYMMETRIC_KEY, OT.PRIVATE_KEY, OT.PUBLIC_KEY, OT.CERTIFICATE,
+                OT.SECRET_DATA, OT.OPAQUE_DATA, OT.SPLIT_KEY,
+            ]  # fmt: skip
         if enums.QueryFunction.QUERY_SERVER_INFORMATION in asked:
             answer.vendor_identification = "s3kms"
             answer.server_information = misc.ServerInformation()
