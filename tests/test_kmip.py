@@ -786,6 +786,46 @@ def test_read_only_attributes_are_not_changed(client: ProxyKmipClient) -> None:
     assert one(client, uid, "Cryptographic Length") == 256
 
 
+def test_add_attribute_in_1_x_and_2_0(
+    kmip: KmipTestServer, alice: KmipIdentity, client: ProxyKmipClient
+) -> None:
+    """Add Attribute (sent raw: PyKMIP's client has no method for it): a second Name gets index
+    1 and is located; a custom attribute is added once; a read-only one is refused."""
+    from kmip.core import primitives
+
+    from s3kms.protocols.kmip.payloads import AddAttributeRequestPayload
+
+    first, second = unique("add-a"), unique("add-b")
+    uid = client.create(Alg.AES, 256, name=first)
+    raw = kmip.raw(alice)
+
+    def add(version: Any, **fields: Any) -> Any:
+        item = batch_item(
+            Op.ADD_ATTRIBUTE, AddAttributeRequestPayload(unique_identifier=uid, **fields)
+        )
+        return decode_response(raw.request(encode_request(version, [item])), version).batch_items[0]
+
+    answer = add(V.KMIP_1_2, attribute=attr(A.NAME, second))
+    assert answer.result_status.value is enums.ResultStatus.SUCCESS
+    assert client.get_attributes(uid, ["Name"])[1][1].attribute_index.value == 1
+    assert client.locate(attributes=[attr(A.NAME, second)]) == [uid]
+    assert add(V.KMIP_1_2, attribute=attr("x-team", "storage")).result_status.value is (
+        enums.ResultStatus.SUCCESS
+    )
+    assert add(V.KMIP_1_2, attribute=attr("x-team", "again")).result_reason.value is R.INVALID_FIELD
+    refused_answer = add(V.KMIP_1_2, attribute=attr(A.CRYPTOGRAPHIC_LENGTH, 128))
+    assert refused_answer.result_reason.value is R.PERMISSION_DENIED
+    group = unique("group")
+    answer = add(
+        V.KMIP_2_0,
+        new_attribute=cobjects.NewAttribute(
+            attribute=primitives.TextString(group, tag=enums.Tags.OBJECT_GROUP)
+        ),
+    )
+    assert answer.result_status.value is enums.ResultStatus.SUCCESS
+    assert client.locate(attributes=[attr(A.OBJECT_GROUP, group)]) == [uid]
+
+
 def test_set_attribute_in_2_0(client20: ProxyKmipClient) -> None:
     uid = client20.create(Alg.AES, 256, name=unique("set"))
     assert (

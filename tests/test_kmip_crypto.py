@@ -1856,3 +1856,45 @@ def test_signatures_verify_across_versions(
         PSS_AUTO,
         hashes.SHA256(),
     )
+
+
+# -- MAC Verify (PyKMIP's client has no method for it: sent raw) ------------------------------
+
+
+def test_mac_verify_checks_a_mac(
+    kmip: KmipTestServer, alice: KmipIdentity, client: ProxyKmipClient
+) -> None:
+    from kmip.core.messages import messages
+
+    from s3kms.protocols.kmip.payloads import MACVerifyRequestPayload, MACVerifyResponsePayload
+
+    from kmipserver import batch_item, decode_response, encode_request
+
+    uid = active(client, create(client, Alg.HMAC_SHA256, 256, [Mask.MAC_GENERATE, Mask.MAC_VERIFY]))
+    data = b"the data to authenticate"
+    _, mac = client.mac(data, uid=uid)
+    raw = kmip.raw(alice)
+    for candidate, valid in (
+        (mac, True),
+        (bytes(32), False),
+        (mac[:-1] + bytes([mac[-1] ^ 1]), False),
+    ):
+        item = batch_item(
+            enums.Operation.MAC_VERIFY,
+            MACVerifyRequestPayload(unique_identifier=uid, data=data, mac_data=candidate),
+        )
+        answer = raw.request(encode_request(enums.KMIPVersion.KMIP_1_2, [item]))
+        decoded = decode_response(answer, enums.KMIPVersion.KMIP_1_2)
+        batch: messages.ResponseBatchItem = decoded.batch_items[0]
+        assert batch.result_status.value is enums.ResultStatus.SUCCESS
+        payload = batch.response_payload
+        assert isinstance(payload, MACVerifyResponsePayload)
+        assert (payload.unique_identifier, payload.valid) == (uid, valid)
+    # A key whose usage mask lacks MAC Verify: refused.
+    other = active(client, create(client, Alg.HMAC_SHA256, 256, [Mask.MAC_GENERATE]))
+    item = batch_item(
+        enums.Operation.MAC_VERIFY,
+        MACVerifyRequestPayload(unique_identifier=other, data=data, mac_data=mac),
+    )
+    decoded = decode_response(raw.request(encode_request(enums.KMIPVersion.KMIP_1_2, [item])))
+    assert decoded.batch_items[0].result_reason.value is R.PERMISSION_DENIED

@@ -11,3 +11,7 @@ import warnings
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import kmip  # noqa: F401
+
+from s3kms.protocols.kmip import payloads as _payloads
+
+_payloads.install()  # Add Attribute and MAC Verify, which PyKMIP 0.11 has no classes for

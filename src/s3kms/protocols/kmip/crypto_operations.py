@@ -10,6 +10,7 @@ objects, as KMIP allows) and its Cryptographic Usage Mask.
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import replace
 from typing import Any
 
@@ -27,6 +28,7 @@ from s3kms.protocols.kmip import attributes as attrs
 from s3kms.protocols.kmip import objects as kobjects
 from s3kms.protocols.kmip.errors import KmipFailure
 from s3kms.protocols.kmip.operations import Call, Operations, action, template_attributes
+from s3kms.protocols.kmip.payloads import MACVerifyResponsePayload
 from s3kms.protocols.kmip.record import ACTIVE, COMPROMISED, DEACTIVATED, KmipRecord, record_of
 
 R = enums.ResultReason
@@ -225,19 +227,33 @@ class CryptoOperations(Operations):
         if payload.data is None:
             raise KmipFailure(R.INVALID_FIELD, "MAC needs Data")
         data = payload.data.value  # (this payload holds objects, not values)
-        params = cipher_params(payload.cryptographic_parameters)
-        hash_name = params.hash
-        if hash_name is None:  # the key's own algorithm decides (HMAC-SHA256, ...)
-            _, _, record, _ = await self._object(call, Op.MAC, uid)
-            algorithm = enums.CryptographicAlgorithm(record.algorithm) if record.algorithm else None
-            hash_name = _MAC_HASHES.get(algorithm) if algorithm is not None else None
-            if hash_name is None:
-                raise KmipFailure(R.INVALID_FIELD, "The MAC algorithm is missing")
+        hash_name = await self._mac_hash(call, uid, payload.cryptographic_parameters)
         digest = await self._run(self._crypto().mac(uid, hash_name, data, access=check))
         answer = payloads.MACResponsePayload(
             unique_identifier=UniqueIdentifier(uid), mac_data=MACData(digest)
         )
         return answer, uid
+
+    async def mac_verify(self, call: Call, payload: Any) -> tuple[Any, str | None]:
+        uid = self._uid(call, payload.unique_identifier)
+        check = self._usable(call, Op.MAC_VERIFY, uid, M.MAC_VERIFY.value, _PROCESS)
+        if payload.data is None or payload.mac_data is None:
+            raise KmipFailure(R.INVALID_FIELD, "MAC Verify needs Data and MAC Data")
+        hash_name = await self._mac_hash(call, uid, payload.cryptographic_parameters)
+        digest = await self._run(self._crypto().mac(uid, hash_name, payload.data, access=check))
+        valid = hmac.compare_digest(digest, payload.mac_data)
+        return MACVerifyResponsePayload(unique_identifier=uid, valid=valid), uid
+
+    async def _mac_hash(self, call: Call, uid: str, parameters: Any) -> str:
+        """The hash of a MAC: the parameters', else the key's own algorithm (HMAC-SHA256...)."""
+        hash_name = cipher_params(parameters).hash
+        if hash_name is None:
+            _, _, record, _ = await self._object(call, Op.MAC, uid)
+            algorithm = enums.CryptographicAlgorithm(record.algorithm) if record.algorithm else None
+            hash_name = _MAC_HASHES.get(algorithm) if algorithm is not None else None
+            if hash_name is None:
+                raise KmipFailure(R.INVALID_FIELD, "The MAC algorithm is missing")
+        return hash_name
 
     # -- CreateKeyPair, ReKey, DeriveKey ----------------------------------------------------
 

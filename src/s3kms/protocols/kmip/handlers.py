@@ -38,12 +38,14 @@ HANDLERS: dict[enums.Operation, Handler] = {
     Op.SIGN: KmipOperations.sign,
     Op.SIGNATURE_VERIFY: KmipOperations.signature_verify,
     Op.MAC: KmipOperations.mac,
+    Op.MAC_VERIFY: KmipOperations.mac_verify,
+    Op.ADD_ATTRIBUTE: KmipOperations.add_attribute,
 }
 # What changes state: its intent is on the audit record before it runs.
 CHANGES = frozenset(
     {
         Op.CREATE, Op.CREATE_KEY_PAIR, Op.REGISTER, Op.REKEY, Op.DERIVE_KEY,
-        Op.MODIFY_ATTRIBUTE, Op.SET_ATTRIBUTE, Op.DELETE_ATTRIBUTE, Op.ACTIVATE, Op.REVOKE,
+        Op.ADD_ATTRIBUTE, Op.MODIFY_ATTRIBUTE, Op.SET_ATTRIBUTE, Op.DELETE_ATTRIBUTE, Op.ACTIVATE, Op.REVOKE,
         Op.DESTROY,
     }
 )  # fmt: skip
@@ -51,7 +53,7 @@ CHANGES = frozenset(
 # DiscoverVersions (1.1) is served in every version: a client negotiates with it.
 _SINCE = {
     Op.ENCRYPT: (1, 2), Op.DECRYPT: (1, 2), Op.SIGN: (1, 2), Op.SIGNATURE_VERIFY: (1, 2),
-    Op.MAC: (1, 2),
+    Op.MAC: (1, 2), Op.MAC_VERIFY: (1, 2),
     Op.SET_ATTRIBUTE: (2, 0),
 }  # fmt: skip
 

@@ -26,6 +26,7 @@ from s3kms.model import KEY_NAME_RE, KeyMetadata
 from s3kms.protocols.kmip import attributes as attrs
 from s3kms.protocols.kmip import objects as kobjects
 from s3kms.protocols.kmip.errors import KmipFailure
+from s3kms.protocols.kmip.payloads import AddAttributeResponsePayload
 from s3kms.protocols.kmip.record import (
     ACTIVE,
     COMPROMISED,
@@ -295,6 +296,27 @@ class Operations:
             index = attribute.attribute_index.value if attribute.attribute_index else None
             echoed = attrs.make_attribute(name, attrs.plain_value(attribute), index)
         answer = payloads.ModifyAttributeResponsePayload(unique_identifier=uid, attribute=echoed)
+        return answer, uid
+
+    async def add_attribute(self, call: Call, payload: Any) -> tuple[Any, str | None]:
+        if call.version >= (2, 0):
+            attribute = _attribute_of_2_0(payload.new_attribute)
+        elif payload.attribute is not None:
+            attribute = payload.attribute
+        else:
+            raise KmipFailure(R.INVALID_FIELD, "Add Attribute needs an attribute")
+        name = attribute.attribute_name.value
+        added: list[Any] = []
+
+        def change(record: KmipRecord) -> KmipRecord:
+            new, index = attrs.add(record, attribute)
+            added[:] = [attrs.make_attribute(name, attrs.plain_value(attribute), index)]
+            return new
+
+        uid, _ = await self._change(call, Op.ADD_ATTRIBUTE, payload.unique_identifier, change)
+        answer = AddAttributeResponsePayload(
+            unique_identifier=uid, attribute=added[0] if call.version < (2, 0) else None
+        )
         return answer, uid
 
     async def set_attribute(self, call: Call, payload: Any) -> tuple[Any, str | None]:
