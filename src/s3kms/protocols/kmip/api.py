@@ -22,6 +22,7 @@ import hmac
 import logging
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 from kmip.core import enums, utils
@@ -65,7 +66,7 @@ class KmipAPI:
         *,
         audit: AuditLog | None,
         metrics: Metrics | None = None,
-        new_request_id: Any = None,
+        new_request_id: Callable[[], str] | None = None,
     ) -> None:
         self.runtime = runtime
         self.authenticator = authenticator
@@ -112,13 +113,16 @@ class KmipAPI:
             principal = self.authenticator.principal(identity, source_ip=ip)
         except KMSError as exc:  # SlowDown
             return self._error(version, reason_of(exc), exc.message)
-        if principal is None or not self._credential_ok(header, principal):
-            self._audit_refusal(request_id, source_text, started)
-            return self._error(
-                version,
-                R.AUTHENTICATION_NOT_SUCCESSFUL,
-                "The client certificate is not an identity of this server",
+        refusal = None
+        if principal is None:
+            refusal = "The client certificate is not an identity of this server"
+        elif not self._credential_ok(header, principal):
+            refusal = (
+                "The credential is not the access key and secret key of the certificate's user"
             )
+        if refusal is not None or principal is None:
+            self._audit_refusal(request_id, source_text, started)
+            return self._error(version, R.AUTHENTICATION_NOT_SUCCESSFUL, refusal or "")
         stop = header.batch_error_cont_option is None or (
             header.batch_error_cont_option.value is enums.BatchErrorContinuationOption.STOP
         )

@@ -195,6 +195,8 @@ class Operations:
         ), uid
 
     async def register(self, call: Call, payload: Any) -> tuple[Any, str | None]:
+        uid = self.service.new_key_id()
+        call.principal.authorize(action(Op.REGISTER), uid)  # before any material is read
         spec, usage, material, fields = kobjects.registered(payload.managed_object)
         if payload.object_type is not None and payload.object_type.value != fields["object_type"]:
             raise KmipFailure(R.INVALID_FIELD, "Object Type does not match the managed object")
@@ -202,8 +204,6 @@ class Operations:
         found.pop("Cryptographic Algorithm", None)
         found.pop("Cryptographic Length", None)
         record = replace(self._new_record(call, fields["object_type"], found), **fields)
-        uid = self.service.new_key_id()
-        call.principal.authorize(action(Op.REGISTER), uid)
         await self.service.create_with_material(
             uid,
             material,
