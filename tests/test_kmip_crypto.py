@@ -1597,9 +1597,14 @@ def test_register_split_key_round_trips_every_split_attribute(
     assert one(client, uid, "Object Type") is OT.SPLIT_KEY
 
 
-def test_register_of_a_wrapped_key_is_feature_not_supported(client: ProxyKmipClient) -> None:
+def test_register_of_a_wrapped_key_keeps_it_wrapped(client: ProxyKmipClient) -> None:
+    """As PyKMIP's own test_register_wrapped_get_destroy: a key registered wrapped (under a key
+    s3kms need not hold) is kept as given, and Get returns it with its Key Wrapping Data; it
+    serves no cryptographic operation, and cannot be wrapped again."""
     wrapper = os.urandom(32)
-    wrapped = keywrap.aes_key_wrap(wrapper, os.urandom(32))
+    plain = os.urandom(32)
+    wrapped = keywrap.aes_key_wrap(wrapper, plain)
+    wrapping_key_id = str(uuid.uuid4())
     key = pie.SymmetricKey(
         Alg.AES,
         256,
@@ -1607,14 +1612,32 @@ def test_register_of_a_wrapped_key_is_feature_not_supported(client: ProxyKmipCli
         key_wrapping_data={
             "wrapping_method": enums.WrappingMethod.ENCRYPT,
             "encryption_key_information": {
-                "unique_identifier": str(uuid.uuid4()),
+                "unique_identifier": wrapping_key_id,
                 "cryptographic_parameters": {"block_cipher_mode": Mode_.NIST_KEY_WRAP},
             },
             "encoding_option": enums.EncodingOption.NO_ENCODING,
         },
     )
-    with refused(R.FEATURE_NOT_SUPPORTED):
-        client.register(key)
+    uid = client.register(key)
+    got = client.get(uid)
+    assert got.value == wrapped
+    assert keywrap.aes_key_unwrap(wrapper, got.value) == plain
+    data = got.key_wrapping_data
+    assert data["wrapping_method"] is enums.WrappingMethod.ENCRYPT
+    assert data["encryption_key_information"]["unique_identifier"] == wrapping_key_id
+    assert (
+        data["encryption_key_information"]["cryptographic_parameters"]["block_cipher_mode"]
+        is Mode_.NIST_KEY_WRAP
+    )
+    assert data["encoding_option"] is enums.EncodingOption.NO_ENCODING
+    assert (got.cryptographic_algorithm, got.cryptographic_length) == (Alg.AES, 256)
+    client.activate(uid)
+    with refused(R.INVALID_FIELD, R.PERMISSION_DENIED):
+        client.encrypt(b"x" * 16, uid=uid)
+    client.revoke(enums.RevocationReasonCode.KEY_COMPROMISE, uid)
+    client.destroy(uid)
+    with refused(R.ITEM_NOT_FOUND):
+        client.get(uid)
 
 
 # -- Get with key wrapping ----------------------------------------------------------------------

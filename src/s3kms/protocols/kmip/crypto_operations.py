@@ -459,6 +459,8 @@ class CryptoOperations(Operations):
         wrapper = self._uid(call, info.unique_identifier)
         check = self._usable(call, Op.GET, wrapper, M.WRAP_KEY.value, _PROTECT)
         block = answer.secret.key_block
+        if block.key_wrapping_data is not None:
+            raise KmipFailure(R.FEATURE_NOT_SUPPORTED, f"Object {uid} is wrapped already")
         material = block.key_value.key_material.value
         wrapped = await self._run(self._crypto().wrap(wrapper, material, access=check))
         block.key_value.key_material = KeyMaterial(wrapped)  # (a new one: it has a length)

@@ -74,10 +74,10 @@ def registered(managed: Any) -> tuple[str, str, bytes, dict[str, Any]]:
     """(key spec, key usage, material, record fields) of a Register's object."""
     if managed is None:
         raise KmipFailure(R.INVALID_FIELD, "Register needs a managed object")
+    block: Any = getattr(managed, "key_block", None)
+    if block is not None and block.key_wrapping_data is not None:
+        return _registered_wrapped(managed, block)
     if isinstance(managed, secrets.PrivateKey):  # (pie's class knows only 3 key formats)
-        block = managed.key_block
-        if block.key_wrapping_data is not None:
-            raise KmipFailure(R.FEATURE_NOT_SUPPORTED, "Wrapped key material is not supported")
         key_format = block.key_format_type.value
         spec, der = private_key_spec(bytes(block.key_value.key_material.value), key_format)
         fields = {
@@ -155,6 +155,89 @@ def _transparent_symmetric(material: bytes) -> Any:
     return struct
 
 
+# The core classes of the objects that may be registered wrapped (Split Key is not).
+_WRAPPABLE = {
+    secrets.SymmetricKey: OT.SYMMETRIC_KEY,
+    secrets.PrivateKey: OT.PRIVATE_KEY,
+    secrets.PublicKey: OT.PUBLIC_KEY,
+    secrets.SecretData: OT.SECRET_DATA,
+}
+
+
+def _registered_wrapped(managed: Any, block: Any) -> tuple[str, str, bytes, dict[str, Any]]:
+    """A key registered wrapped: kept as given, wrapped (s3kms does not unwrap it), and given
+    back by Get with its Key Wrapping Data; it serves no cryptographic operation (its spec is
+    OPAQUE_DATA: bytes)."""
+    kind = _WRAPPABLE.get(type(managed))
+    data = block.key_wrapping_data
+    if kind is None:
+        raise KmipFailure(R.FEATURE_NOT_SUPPORTED, "This object cannot be registered wrapped")
+    if data.wrapping_method is not enums.WrappingMethod.ENCRYPT:
+        raise KmipFailure(R.FEATURE_NOT_SUPPORTED, "Only keys wrapped by encryption")
+    info = data.encryption_key_information
+    if info is None or not info.unique_identifier:
+        raise KmipFailure(R.INVALID_FIELD, "Encryption Key Information is missing")
+    parameters = info.cryptographic_parameters
+    mode = parameters.block_cipher_mode if parameters is not None else None
+    material = block.key_value.key_material
+    if not isinstance(getattr(material, "value", None), bytes):
+        raise KmipFailure(R.INVALID_FIELD, "A wrapped Key Value is a byte string")
+    algorithm = block.cryptographic_algorithm
+    length = block.cryptographic_length
+    encoding = data.encoding_option or enums.EncodingOption.NO_ENCODING
+    fields: dict[str, Any] = {
+        "object_type": kind.value,
+        "algorithm": algorithm.value.value if algorithm is not None else None,
+        "length": length.value if length is not None else None,
+        "key_format": block.key_format_type.value.value,
+        "wrapping": (
+            data.wrapping_method.value, info.unique_identifier,
+            mode.value if mode is not None else 0, encoding.value,
+        ),
+    }  # fmt: skip
+    if kind is OT.SECRET_DATA:
+        fields["data_type"] = managed.secret_data_type.value.value
+    return "OPAQUE_DATA", "ENCRYPT_DECRYPT", bytes(material.value), fields
+
+
+def _wrapped_object(record: KmipRecord, material: bytes) -> Any:
+    """The object a key registered wrapped was, with its material and Key Wrapping Data."""
+    method, uid, mode, encoding = record.wrapping
+    parameters = (
+        core_attributes.CryptographicParameters(block_cipher_mode=enums.BlockCipherMode(mode))
+        if mode
+        else None
+    )
+    block = cobjects.KeyBlock(
+        key_format_type=misc.KeyFormatType(enums.KeyFormatType(record.key_format)),
+        key_compression_type=None,
+        key_value=cobjects.KeyValue(cobjects.KeyMaterial(material)),
+        cryptographic_algorithm=(
+            core_attributes.CryptographicAlgorithm(Alg(record.algorithm))
+            if record.algorithm is not None
+            else None
+        ),
+        cryptographic_length=(
+            core_attributes.CryptographicLength(record.length)
+            if record.length is not None
+            else None
+        ),
+        key_wrapping_data=cobjects.KeyWrappingData(
+            wrapping_method=enums.WrappingMethod(method),
+            encryption_key_information=cobjects.EncryptionKeyInformation(
+                unique_identifier=uid, cryptographic_parameters=parameters
+            ),
+            encoding_option=enums.EncodingOption(encoding),
+        ),
+    )
+    kind = OT(record.object_type)
+    if kind is OT.SECRET_DATA:
+        data_type = secrets.SecretData.SecretDataType(enums.SecretDataType(record.data_type))
+        return secrets.SecretData(data_type, block)
+    cls = {v: k for k, v in _WRAPPABLE.items()}[kind]
+    return cls(block)
+
+
 def _refuse_format(key_format: Any) -> KmipFailure:
     return KmipFailure(
         R.KEY_FORMAT_TYPE_NOT_SUPPORTED, f"Key Format Type {key_format.name} is not supported"
@@ -166,6 +249,10 @@ def core_object(record: KmipRecord, material: bytes, key_format: Any) -> Any:
     s3kms does not produce (symmetric keys: Raw; Secret Data: Opaque; private keys: PKCS#8,
     PKCS#1 for RSA, EC Private Key for EC; public keys: X.509, PKCS#1 for RSA)."""
     kind = OT(record.object_type)
+    if record.wrapping:
+        if key_format not in (None, enums.KeyFormatType(record.key_format)):
+            raise _refuse_format(key_format)
+        return _wrapped_object(record, material)
     if kind is OT.PRIVATE_KEY:
         chosen = key_format or enums.KeyFormatType(
             record.key_format or enums.KeyFormatType.PKCS_8.value

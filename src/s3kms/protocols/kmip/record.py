@@ -54,6 +54,9 @@ class KmipRecord:
     # A Split Key's Split Key Parts, Key Part Identifier, Split Key Threshold, Split Key Method,
     # Prime Field Size (0: none).
     split: tuple[int, ...] = ()
+    # A key registered wrapped, kept as given: its Key Wrapping Data's Wrapping Method, the
+    # wrapping key's Unique Identifier, Block Cipher Mode (0: none) and Encoding Option.
+    wrapping: tuple[Any, ...] = ()
     operation_policy_name: str | None = None
     sensitive: bool = False
     contact_information: str | None = None
@@ -69,7 +72,7 @@ class KmipRecord:
     @classmethod
     def load(cls, text: str) -> KmipRecord:
         data: dict[str, Any] = json.loads(text)
-        for name in ("names", "object_groups", "split"):
+        for name in ("names", "object_groups", "split", "wrapping"):
             data[name] = tuple(data.get(name, ()))
         for name in ("app_info", "custom", "links"):
             data[name] = tuple(tuple(pair) for pair in data.get(name, ()))
