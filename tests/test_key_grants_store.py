@@ -555,7 +555,9 @@ def test_local_keystore_of_the_previous_release_opens_and_keeps_working(tmp_path
         r[1] for r in sqlite3.connect(tmp_path / "keystore.db").execute("PRAGMA table_info(keys)")
     ]
     # Every later column added by the migration, in release order.
-    assert columns[-6:] == ["policy", "grants", "origin", "materials", "multi_region", "kmip"]
+    assert columns[-7:] == [
+        "policy", "grants", "origin", "materials", "multi_region", "kmip", "lookup",
+    ]  # fmt: skip
 
 
 def test_restore_of_a_backup_made_before_policies_and_grants(tmp_path: Path) -> None:

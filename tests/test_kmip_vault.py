@@ -407,3 +407,21 @@ def test_another_node_uses_a_key_pair_made_on_the_first(
     mac_key = create(client, Alg.HMAC_SHA256, 256, [Mask.MAC_GENERATE])
     client.activate(mac_key)
     assert other_node.mac(b"data", uid=mac_key)[1] == client.mac(b"data", uid=mac_key)[1]
+
+
+def test_a_rename_on_one_node_is_located_on_the_other_at_once(
+    client: ProxyKmipClient, other_node: ProxyKmipClient
+) -> None:
+    """Locate by Name reads the keystore's lookup index (KV entries, never cached): a Name
+    changed through one node is found, and the old one no longer, through the other at once."""
+    old, new = unique("vault-old"), unique("vault-new")
+    uid = client.create(Alg.AES, 256, name=old)
+    assert other_node.locate(attributes=[attr(A.NAME, old)]) == [uid]
+    got_uid, _ = client.modify_attribute(uid, attribute=FACTORY.create_attribute(A.NAME, new, 0))
+    assert got_uid == uid
+    assert other_node.locate(attributes=[attr(A.NAME, new)]) == [uid]
+    assert other_node.locate(attributes=[attr(A.NAME, old)]) == []
+    assert uid in other_node.locate()  # by owner: the caller's objects
+    other_node.destroy(uid)
+    assert client.locate(attributes=[attr(A.NAME, new)]) == []
+    assert uid not in client.locate()

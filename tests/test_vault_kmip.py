@@ -50,7 +50,7 @@ from s3kms.keystore.vault.store import (
     _record_to_meta,
 )
 from s3kms.model import DOES_NOT_EXPIRE, KeyMaterial, KeyMetadata, KeyState, KeyVersion
-from s3kms.protocols.kmip.record import KmipRecord
+from s3kms.protocols.kmip.record import KmipRecord, name_term, owner_term
 from s3kms.service import KeyService
 
 from openbao import VaultApi
@@ -251,7 +251,8 @@ def test_a_kmip_objects_record_has_its_text_and_no_other_record_changes() -> Non
     kmip = _meta_to_record(replace(meta, kmip=KMIP), versions)
     assert kmip == {**plain, "kmip": KMIP}
     # Two strings more (the field and its one string, however many attributes), and a KMIP
-    # object is single-Region: 37 + 2 per tag with a key policy.
+    # object is single-Region: 37 + 2 per tag with a key policy (39 with its lookup terms, two
+    # more: tests/test_vault_lookup.py).
     for record in (plain, kmip):
         assert _json_strings(record) + _KV_WRITE_STRINGS == (35 if record is plain else 37)
     many = KmipRecord(
@@ -625,7 +626,8 @@ def test_half_made_kmip_objects(bao: VaultApi, prefix: str) -> None:
 @pytest.mark.vault
 def test_kmip_objects_with_the_documented_policy(bao: VaultApi, prefix: str) -> None:
     """docs/vault.md's least-privilege policy (read from the document) covers KMIP objects:
-    exportable transit keys and their export, the material key and the KV-held materials."""
+    exportable transit keys and their export, the material key, the KV-held materials and the
+    lookup index (its entries written, listed and deleted)."""
     text = (Path(__file__).resolve().parent.parent / "docs" / "vault.md").read_text()
     hcl = text.split("```hcl\n", 1)[1].split("```", 1)[0]
     assert 'path "transit/export/*"' in hcl
@@ -662,12 +664,29 @@ def test_kmip_objects_with_the_documented_policy(bao: VaultApi, prefix: str) -> 
                     kmip=KMIP,
                 ),
             ]
+            named = KmipRecord(
+                owner=OWNER,
+                object_type=2,
+                state=1,
+                initial_date=0,
+                last_change_date=0,
+                names=("by-policy",),
+            )
+            term = name_term(OWNER, "by-policy")
+            made.append(await svc.create_key(kmip=named.dump(), lookup=named.terms()))
+            assert [m.key_id for m in await svc.find_keys(term)] == [made[-1].key_id]
+            unnamed = replace(named, names=())
+            await svc.modify(
+                made[-1].key_id, lambda m: replace(m, kmip=unnamed.dump(), lookup=unnamed.terms())
+            )
+            assert await svc.store.find_keys(term, limit=10) == []
             for meta in made:
                 assert (await svc.export_material(meta.key_id))[1]
                 await svc.modify(meta.key_id, lambda m: replace(m, description="changed"))
                 await svc.destroy_now(meta.key_id)
                 assert transit_key(bao, meta.key_id) is None
                 assert kv_entry(bao, prefix, f"material/{meta.key_id}") is None
+            assert await svc.store.find_keys(owner_term(OWNER), limit=10) == []
 
     run(main())
 

@@ -128,6 +128,10 @@ class KeyMetadata:
     # and the keystores, which store it with the record); None: a key not made through KMIP.
     # Only such a key's material may leave the keystore (KMIP Get: KeyService.export_material).
     kmip: str | None = None
+    # Terms a protocol finds the key by (KMIP: its owner, and each Name with its owner; opaque
+    # strings of [0-9a-z:-]): the keystore indexes them, and `KeyStore.find_keys(term)` answers
+    # the keys holding one without reading every key.
+    lookup: tuple[str, ...] = field(default=())
 
     @property
     def multi_region(self) -> bool:

@@ -497,6 +497,7 @@ class KeyService:
         multi_region: bool = False,
         kmip: str | None = None,
         state: KeyState = KeyState.ENABLED,
+        lookup: tuple[str, ...] = (),
     ) -> KeyMetadata:
         """A new key of `key_spec` for `key_usage` (None: ENCRYPT_DECRYPT, which only a symmetric
         key may leave out, as in AWS); refused when the spec, usage or backend do not fit.
@@ -527,6 +528,7 @@ class KeyService:
             key_usage=key_usage or keyspecs.ENCRYPT_DECRYPT,
             policy=policy,
             kmip=kmip,
+            lookup=lookup,
         )
         return await self.store.create_key(meta)
 
@@ -586,6 +588,19 @@ class KeyService:
         if access is not None:
             access(meta)
         return meta
+
+    async def find_keys(self, term: str, *, limit: int = 10_000) -> list[KeyMetadata]:
+        """The keys whose lookup terms hold `term` (KeyMetadata.lookup), read and checked: an
+        index entry of a key that no longer holds the term is left out."""
+        found = []
+        for key_id in await self.store.find_keys(term, limit=limit):
+            try:
+                meta = await self.store.get_key(key_id)
+            except KeyNotFound:
+                continue
+            if term in meta.lookup:
+                found.append(meta)
+        return found
 
     async def list_keys(
         self, *, after: str | None = None, limit: int = 1000, prefix: str = ""
@@ -1103,6 +1118,7 @@ class KeyService:
         key_usage: str | None = None,
         kmip: str | None = None,
         state: KeyState = KeyState.ENABLED,
+        lookup: tuple[str, ...] = (),
     ) -> KeyMetadata:
         """An EXTERNAL key of `key_spec` made with `material` at once, never expiring: a KMIP
         Register (`kmip`: its record; `state`: Disabled while the object is Pre-Active). The
@@ -1123,6 +1139,7 @@ class KeyService:
             key_spec=info.name,
             key_usage=key_usage or keyspecs.ENCRYPT_DECRYPT,
             kmip=kmip,
+            lookup=lookup,
         )
         meta = await self.store.create_key(meta)
         stored, _ = await self._store_material(
@@ -1171,8 +1188,15 @@ class KeyService:
                     key_id=meta.key_id,
                 )
             new = change(meta)
-            # What a KMIP change may touch: its record, the key's state and description.
-            return replace(meta, kmip=new.kmip, state=new.state, description=new.description)
+            # What a KMIP change may touch: its record and lookup terms, the key's state and
+            # description.
+            return replace(
+                meta,
+                kmip=new.kmip,
+                lookup=new.lookup,
+                state=new.state,
+                description=new.description,
+            )
 
         return await self._modify(ref, kmip_change, access)
 

@@ -101,6 +101,12 @@ class KeyStore(Protocol):
         nothing. Never raises for a key that does not exist."""
         ...
 
+    async def find_keys(self, term: str, *, limit: int) -> Sequence[str]:
+        """Up to `limit` ids of keys whose `meta.lookup` holds `term`, sorted. A backend whose
+        index is written apart from the record (Vault) may also answer a key that no longer
+        holds it, never miss one that does: the caller reads each key and checks."""
+        ...
+
     async def list_keys(
         self, *, after: str | None, limit: int, prefix: str = ""
     ) -> Sequence[KeyMetadata]:

@@ -74,8 +74,15 @@ CREATE TABLE IF NOT EXISTS keys (
     origin TEXT NOT NULL DEFAULT 'AWS_KMS',
     materials TEXT NOT NULL DEFAULT '[]',
     multi_region TEXT,
-    kmip TEXT
+    kmip TEXT,
+    lookup TEXT
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS key_lookup (
+    term TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    PRIMARY KEY (term, key_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS key_lookup_by_key ON key_lookup (key_id);
 CREATE TABLE IF NOT EXISTS key_versions (
     key_id TEXT NOT NULL,
     version INTEGER NOT NULL,
@@ -101,9 +108,9 @@ CREATE TABLE IF NOT EXISTS key_last_use (
 _KEY_COLUMNS = (
     "key_id, state, created_at, description, current_version, deletion_date, pending_window_days,"
     " rotation_enabled, rotation_period_days, next_rotation, tags, revision, key_spec, key_usage,"
-    " policy, grants, origin, materials, multi_region, kmip"
+    " policy, grants, origin, materials, multi_region, kmip, lookup"
 )
-_KEY_PLACEHOLDERS = ",".join("?" * 20)
+_KEY_PLACEHOLDERS = ",".join("?" * 21)
 # Columns added after the first release: (name, definition) for ALTER TABLE on an older database.
 # A key of a release before key policies and grants reads as: the default key policy (NULL), no
 # grants ('[]'), exactly what the model means by those defaults.
@@ -118,6 +125,7 @@ _ADDED_KEY_COLUMNS = (
     # NULL: a single-Region key; else {"primary": region, "replicas": [region, ...]}.
     ("multi_region", "TEXT"),
     ("kmip", "TEXT"),  # NULL: not a KMIP object; else protocols/kmip/record.py's JSON
+    ("lookup", "TEXT"),  # NULL: no lookup terms; else a JSON list (indexed in key_lookup)
 )
 
 
@@ -145,6 +153,7 @@ def _row_to_meta(
         materials=load_materials(row[17]),
         **_regions_of(row[18]),
         kmip=row[19],
+        lookup=tuple(json.loads(row[20])) if row[20] else (),
     )
 
 
@@ -183,7 +192,22 @@ def _meta_values(meta: KeyMetadata) -> tuple[Any, ...]:
         dump_materials(meta.materials),
         _regions_text(meta),
         meta.kmip,
+        _lookup_text(meta),
     )
+
+
+def _lookup_text(meta: KeyMetadata) -> str | None:
+    return json.dumps(list(meta.lookup)) if meta.lookup else None
+
+
+def _index_lookup(conn: sqlite3.Connection, meta: KeyMetadata) -> None:
+    """The key_lookup rows of a key, as its metadata names them (in the record's transaction)."""
+    conn.execute("DELETE FROM key_lookup WHERE key_id = ?", (meta.key_id,))
+    if meta.lookup:
+        conn.executemany(
+            "INSERT OR IGNORE INTO key_lookup VALUES (?, ?)",
+            [(term, meta.key_id) for term in meta.lookup],
+        )
 
 
 def _wrap_aad(name: str, version: int) -> bytes:
@@ -423,6 +447,8 @@ class LocalKeyStore:
                 )
             except sqlite3.IntegrityError:
                 raise KeyAlreadyExists(key_id=meta.key_id) from None
+            if meta.lookup:
+                _index_lookup(conn, meta)
             if wrapped is not None:
                 conn.execute(
                     "INSERT INTO key_versions VALUES (?, 1, ?, NULL, ?)",
@@ -482,6 +508,16 @@ class LocalKeyStore:
 
         return await self._run(select)
 
+    async def find_keys(self, term: str, *, limit: int) -> Sequence[str]:
+        def select() -> list[str]:
+            rows = self._conn.execute(
+                "SELECT key_id FROM key_lookup WHERE term = ? ORDER BY key_id LIMIT ?",
+                (term, limit),
+            )
+            return [row[0] for row in rows]
+
+        return await self._run(select)
+
     async def count_keys(self) -> int:
         def count() -> int:
             value: int = self._conn.execute("SELECT count(*) FROM keys").fetchone()[0]
@@ -529,7 +565,8 @@ class LocalKeyStore:
             cursor = conn.execute(
                 "UPDATE keys SET state=?, description=?, deletion_date=?, pending_window_days=?,"
                 " rotation_enabled=?, rotation_period_days=?, next_rotation=?, tags=?, revision=?,"
-                " policy=?, grants=?, current_version=?, materials=?, multi_region=?, kmip=?"
+                " policy=?, grants=?, current_version=?, materials=?, multi_region=?, kmip=?,"
+                " lookup=?"
                 " WHERE key_id=? AND revision=?",
                 (
                     new.state.value,
@@ -547,6 +584,7 @@ class LocalKeyStore:
                     dump_materials(new.materials),
                     _regions_text(new),
                     new.kmip,
+                    _lookup_text(new),
                     meta.key_id,
                     meta.revision,
                 ),
@@ -555,6 +593,8 @@ class LocalKeyStore:
                 if self._select_key(meta.key_id) is None:
                     raise KeyNotFound(key_id=meta.key_id)
                 raise WriteConflict(meta.key_id)
+            if new.lookup or new.kmip is not None:  # (only KMIP objects have terms)
+                _index_lookup(conn, new)
             if change_material is not None:
                 change_material(conn)
 
@@ -612,6 +652,7 @@ class LocalKeyStore:
                 conn.execute("DELETE FROM key_versions WHERE key_id = ?", (material_name(key_id),))
             conn.execute("DELETE FROM aliases WHERE key_id = ?", (key_id,))
             conn.execute("DELETE FROM key_last_use WHERE key_id = ?", (key_id,))
+            conn.execute("DELETE FROM key_lookup WHERE key_id = ?", (key_id,))
 
         await self._write(delete)
         self._grants.drop(key_id)
@@ -670,9 +711,20 @@ class LocalKeyStore:
         return await self._run(select)
 
     async def export_material(self, key_id: str, version: int) -> bytes:
+        # The material cache of `_material` (a KMIP client such as Ceph RGW fetches the same
+        # key for every request): no SQLite read or unwrapping once it is there.
+        self._fresh_caches()
+        cached = self._material_cache.get(key_id)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        seen = self._seen_generation
         material = await self._run(self._load_material, key_id, version)
         if material is None:
             raise KeyNotFound(key_id=key_id)
+        if seen == self._seen_generation == self._generation.current():
+            if len(self._material_cache) >= MAX_CACHED_KEYS:
+                self._material_cache.clear()
+            self._material_cache[key_id] = (version, material)
         return material
 
     async def import_key(
@@ -693,6 +745,7 @@ class LocalKeyStore:
                 f"INSERT INTO keys ({_KEY_COLUMNS}) VALUES ({_KEY_PLACEHOLDERS})",
                 _meta_values(meta),
             )
+            _index_lookup(conn, meta)
             conn.executemany(
                 "INSERT INTO key_versions VALUES (?, ?, ?, ?, ?)",
                 [

@@ -36,6 +36,11 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
+# Extra ids a non-home region's find_keys asks for: other regions' holders of the same term
+# (KMIP, which uses it, serves the home region only).
+_REGION_SLACK = 1000
+
+
 def _bare_errors(
     method: Callable[Concatenate[RegionalKeyStore, P], Coroutine[Any, Any, T]],
 ) -> Callable[Concatenate[RegionalKeyStore, P], Coroutine[Any, Any, T]]:
@@ -154,6 +159,17 @@ class RegionalKeyStore:
     async def forget(self, key_id: str) -> None:
         if SEPARATOR not in key_id:
             await self.store.forget(self._q + key_id)
+
+    @_bare_errors
+    async def find_keys(self, term: str, *, limit: int) -> Sequence[str]:
+        """This region's keys holding the term (the index spans every region: a region's term
+        is found under each region's ids, and the others' are left out). Home ids sort before
+        qualified ones, so another region's view asks for more and cuts after filtering."""
+        if self._home:
+            found = await self.store.find_keys(term, limit=limit)
+            return [k for k in found if not k.startswith(SEPARATOR)]
+        found = await self.store.find_keys(term, limit=limit + _REGION_SLACK)
+        return [k[len(self._q) :] for k in found if k.startswith(self._q)][:limit]
 
     @_bare_errors
     async def list_keys(

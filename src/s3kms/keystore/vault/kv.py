@@ -61,6 +61,19 @@ class KVStore:
             return None
         raise resp.unexpected(f"write {self.mount}/data/{path}")
 
+    async def create(self, path: str, data: dict[str, Any]) -> bool:
+        """Write `data` at `path` only if nothing is there (check-and-set 0, no `write_id`: for
+        entries whose content never changes). True: written; False: an entry was there (this
+        write's earlier try, resent, or another's), which a check-and-set 0 leaves as it is
+        without writing anything to storage."""
+        body = {"options": {"cas": 0}, "data": data}
+        resp = await self._auth.call("POST", f"{self.mount}/data/{path}", json=body)
+        if resp.status in (200, 204):
+            return True
+        if resp.status == 400 and "check-and-set" in resp.errors:
+            return False
+        raise resp.unexpected(f"write {self.mount}/data/{path}")
+
     async def delete(self, path: str) -> None:
         """Delete the record at `path` with all its versions; nothing there is no error."""
         resp = await self._auth.call("DELETE", f"{self.mount}/metadata/{path}")

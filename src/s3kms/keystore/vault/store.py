@@ -23,7 +23,15 @@ that window; 0 makes every request read it. The layout:
                                                     AWS_KMS with none, one whose versions are a
                                                     list (older) is read, and converted by its
                                                     next write; a KMIP object's has "kmip", its
-                                                    KMIP record's text (no other record has it)
+                                                    KMIP record's text, and "lookup", its lookup
+                                                    terms (one JSON string; no other record has
+                                                    either)
+    <kv_mount>/data/<kv_prefix>/lookup/<term>/<id>  the lookup index: one entry ({"format": 1})
+                                                    per term of a key's `lookup` (KMIP: hashes
+                                                    of its owner and Names), which find_keys
+                                                    LISTs; written apart from the record, in an
+                                                    order that never misses a key holding the
+                                                    term (see `_write_indexed`)
     <kv_mount>/data/<kv_prefix>/material/<bare id>  a KV-held KMIP object's material (the specs
                                                     transit has no key type for, SEALED_SPECS):
                                                     each version sealed under the material key
@@ -94,6 +102,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -227,8 +236,10 @@ MAX_RECORD_BYTES = 1_000_000
 #       single-Region key's multi_region is null: no string);
 #   2   per tag (a [key, value] pair);
 #   2   a KMIP object's "kmip" and its text (one string, however many attributes; the field is
-#       absent from any other key's record). A KMIP object is never multi-Region (a null
-#       multi_region): at most 37 + 2 per tag, 481 tags.
+#       absent from any other key's record);
+#   2   a KMIP object's "lookup" and its terms (one string, however many terms; absent from a
+#       record without terms). A KMIP object is never multi-Region (a null multi_region): at
+#       most 39 + 2 per tag, 480 tags.
 # So 36 + 2 per tag: 136 with AWS's 50 tags per key. Nothing else in the record grows, so a
 # rotation or an import never adds a string, and at most 482 tags fit; a create or update over
 # the limit is refused with LimitExceeded before anything is sent. (Versions as a list of objects, as the
@@ -236,6 +247,13 @@ MAX_RECORD_BYTES = 1_000_000
 # versions, 243 with 2 tags, and every rotation after that failed once transit had rotated.)
 MAX_REQUEST_STRINGS = 1_000
 _KV_WRITE_STRINGS = 5
+# A lookup term (KeyMetadata.lookup, e.g. `kmip-name:<40 hex>`): one path segment of the index
+# `<prefix>/lookup/<term>/<key id>`, so no "/" and no "." (never "..").
+MAX_TERM_LENGTH = 128
+LOOKUP_TERM = re.compile(rf"[0-9a-z:-]{{1,{MAX_TERM_LENGTH}}}")
+# An index entry's value: the path says everything (term and key id), so the value is a
+# constant, the same for every entry (KV v2 needs one).
+_LOOKUP_ENTRY: Mapping[str, Any] = MappingProxyType({"format": 1})
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +321,37 @@ def _meta_to_record(
         # Only a KMIP object's record has the field, so any other key's record is what it was
         # (its strings too: MAX_REQUEST_STRINGS).
         record["kmip"] = meta.kmip
+    if meta.lookup:
+        # Its lookup terms (KeyMetadata.lookup, indexed under `<prefix>/lookup/`): one string,
+        # a JSON list, however many terms; like "kmip", absent from any other key's record.
+        record["lookup"] = _dump_lookup(meta)
     return record
+
+
+def _dump_lookup(meta: KeyMetadata) -> str:
+    """The lookup terms as one compact JSON list; InvalidRequest for a term that is no path
+    segment of the index (LOOKUP_TERM)."""
+    for term in meta.lookup:
+        if not isinstance(term, str) or not LOOKUP_TERM.fullmatch(term):
+            raise InvalidRequest(
+                f"Key {meta.key_id}: lookup term {term!r} is not 1 to {MAX_TERM_LENGTH} "
+                "characters of [0-9a-z:-]",
+                key_id=meta.key_id,
+            )
+    return json.dumps(list(dict.fromkeys(meta.lookup)), separators=(",", ":"))
+
+
+def _record_lookup(value: Any) -> tuple[str, ...]:
+    """A record's lookup terms; none in a record without the field (any key but a KMIP
+    object's, and records written before the index)."""
+    if value is None:
+        return ()
+    if not isinstance(value, str):
+        raise TypeError("a key record's lookup must be a string")
+    terms = json.loads(value)
+    if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
+        raise TypeError("a key record's lookup must be a JSON list of strings")
+    return tuple(terms)
 
 
 def _dump_regions(meta: KeyMetadata) -> str | None:
@@ -396,6 +444,15 @@ def _record_kmip(value: Any) -> str | None:
     return value
 
 
+def _stored_terms(record: Record) -> tuple[str, ...]:
+    """A record's lookup terms, without reading the rest of it; none when malformed (a
+    deletion of such a key goes on, and leaves what entries it has: extra entries only)."""
+    try:
+        return _record_lookup(record.data.get("lookup"))
+    except (TypeError, ValueError):
+        return ()
+
+
 def _opt_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
@@ -430,6 +487,7 @@ def _record_to_meta(record: Record, memo: GrantsMemo | None = None) -> KeyMetada
             **_record_regions(d.get("multi_region")),
             # Records written before KMIP, and every other key's: not a KMIP object.
             kmip=_record_kmip(d.get("kmip")),
+            lookup=_record_lookup(d.get("lookup")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise InternalError(f"malformed key metadata in Vault for key {d.get('key_id')!r}") from exc
@@ -722,6 +780,13 @@ class VaultKeyStore:
         short = name[len(_ALIAS_PREFIX) :] if name.startswith(_ALIAS_PREFIX) else name
         return f"{self._prefix}/aliases/{quote(short, safe='/')}"
 
+    def _lookup_dir(self, term: str) -> str:
+        # (a term is of LOOKUP_TERM's characters, all of them safe in a URL path)
+        return f"{self._prefix}/lookup/{quote(term, safe=':')}"
+
+    def _lookup_path(self, term: str, key_id: str) -> str:
+        return f"{self._lookup_dir(term)}/{quote(key_id, safe='')}"
+
     async def _read_key(self, key_id: str) -> Record:
         if not key_id:
             raise KeyNotFound(key_id=key_id)
@@ -753,9 +818,8 @@ class VaultKeyStore:
                 key_id=meta.key_id,
             )
         if meta.external:  # no material (no transit key) until set_material imports it
-            revision = await self._kv.write(path, _checked_record(_meta_to_record(meta, [])), cas=0)
-            if revision is None:
-                raise KeyAlreadyExists(key_id=meta.key_id)
+            data = _checked_record(_meta_to_record(meta, []))
+            revision = await self._create_record(meta, data)
             return replace(meta, revision=revision)
         # A record too large (too many tags) is refused before the transit key is made.
         _checked_record(_meta_to_record(meta, [KeyVersion(1, meta.created_at, None)]))
@@ -782,12 +846,20 @@ class VaultKeyStore:
                 KeyVersion(v, created(v), RotationType.ON_DEMAND) for v in range(2, latest + 1)
             ]
             new = replace(meta, current_version=latest)
-        revision = await self._kv.write(
-            path, _checked_record(_meta_to_record(new, versions)), cas=0
-        )
+        revision = await self._create_record(new, _checked_record(_meta_to_record(new, versions)))
+        return replace(new, revision=revision)
+
+    async def _create_record(self, meta: KeyMetadata, data: dict[str, Any]) -> int:
+        """Write a new key's record (check-and-set 0: only if absent), its lookup terms'
+        index entries before and after it (`_write_indexed`); KeyAlreadyExists."""
+
+        async def write() -> int | None:
+            return await self._kv.write(self._key_path(meta.key_id), data, cas=0)
+
+        revision = await self._write_indexed(meta.key_id, (), meta.lookup, write)
         if revision is None:
             raise KeyAlreadyExists(key_id=meta.key_id)
-        return replace(new, revision=revision)
+        return revision
 
     async def _create_transit_key(
         self, meta: KeyMetadata, info: keyspecs.KeySpecInfo, key_type: str, *, replica: bool
@@ -905,6 +977,8 @@ class VaultKeyStore:
             self._cache.invalidate(meta.key_id)  # (also after a failure: it may have been applied)
 
     async def _update_key(self, meta: KeyMetadata) -> KeyMetadata:
+        # The record read for the check-and-set is the stored one: its lookup terms, compared
+        # with `meta`'s, tell the index change (none: no index call) without another read.
         record = await self._current_record(meta)
         return await self._commit(meta, *self._record_update(meta, record))
 
@@ -917,11 +991,11 @@ class VaultKeyStore:
 
     def _record_update(
         self, meta: KeyMetadata, record: Record, imported: int | None = None
-    ) -> tuple[KeyMetadata, dict[str, Any], str]:
+    ) -> tuple[KeyMetadata, dict[str, Any], str, tuple[str, ...]]:
         """What an update writes over `record`: `meta` with the fields that never change (the
         creation date, origin, spec and usage) as stored, the versions after it
         (`_versions_after`; `imported`: the version an import gave material to), checked
-        against the record limits; and its grants' text."""
+        against the record limits; its grants' text; and the stored record's lookup terms."""
         stored = _record_to_meta(record, self._grants)
         # The current version is written too: the check-and-set on the revision makes that
         # safe against a concurrent rotation (whose write moves the revision), and an EXTERNAL
@@ -937,13 +1011,24 @@ class VaultKeyStore:
             stored, new, _record_versions(record.data), time.time(), imported
         )
         grants = self._grants.dump(meta.key_id, new.grants)
-        return new, _checked_record(_meta_to_record(new, versions, grants)), grants
+        data = _checked_record(_meta_to_record(new, versions, grants))
+        return new, data, grants, stored.lookup
 
     async def _commit(
-        self, meta: KeyMetadata, new: KeyMetadata, data: dict[str, Any], grants: str
+        self,
+        meta: KeyMetadata,
+        new: KeyMetadata,
+        data: dict[str, Any],
+        grants: str,
+        before: tuple[str, ...],
     ) -> KeyMetadata:
-        """Write `data` (of `new`) with check-and-set on `meta.revision`."""
-        revision = await self._kv.write(self._key_path(meta.key_id), data, cas=meta.revision)
+        """Write `data` (of `new`) with check-and-set on `meta.revision`, and the index entries
+        of the lookup terms it adds or removes over the stored ones, `before` (`_write_indexed`)."""
+
+        async def write() -> int | None:
+            return await self._kv.write(self._key_path(meta.key_id), data, cas=meta.revision)
+
+        revision = await self._write_indexed(meta.key_id, before, new.lookup, write)
         if revision is None:
             if await self._kv.read(self._key_path(meta.key_id)) is None:
                 raise KeyNotFound(key_id=meta.key_id)
@@ -999,7 +1084,7 @@ class VaultKeyStore:
         if material is None:
             return await self._destroy_material(meta, record, version)
         # The record is made (and checked against the limits) before anything is sent.
-        new, data, grants = self._record_update(meta, record, imported=version)
+        new, data, grants, before = self._record_update(meta, record, imported=version)
         payload = imports.transit_material(info, material)
         # A KMIP object's material is imported exportable (KMIP Get releases it), any other not.
         exportable = stored.kmip is not None
@@ -1013,7 +1098,7 @@ class VaultKeyStore:
                 "replace or destroy one version of a key",
                 key_id=meta.key_id,
             )
-        return await self._commit(meta, new, data, grants)
+        return await self._commit(meta, new, data, grants, before)
 
     async def _set_sealed_material(
         self, meta: KeyMetadata, record: Record, version: int, material: bytes | None
@@ -1025,9 +1110,9 @@ class VaultKeyStore:
             written = await self._commit(meta, *self._record_update(meta, record))
             await self._drop_sealed(meta.key_id, version)
             return written
-        new, data, grants = self._record_update(meta, record, imported=version)
+        new, data, grants, before = self._record_update(meta, record, imported=version)
         await self._put_sealed(meta.key_id, version, material, fresh=False)
-        return await self._commit(meta, new, data, grants)
+        return await self._commit(meta, new, data, grants, before)
 
     async def _import_material(
         self,
@@ -1146,7 +1231,7 @@ class VaultKeyStore:
         the record stops naming the material before it is destroyed; importing the same
         material again makes a new transit key that opens every old ciphertext), and with more
         versions nothing is written. A version transit lacks leaves only the record to write."""
-        new, data, grants = self._record_update(meta, record)
+        new, data, grants, before = self._record_update(meta, record)
         key = await self._transit_key_if_any(meta.key_id)
         latest = 0 if key is None else int(key.get("latest_version") or 0)
         if version <= latest and latest > 1:
@@ -1156,7 +1241,7 @@ class VaultKeyStore:
                 f"{latest} versions, which only deleting the key destroys",
                 key_id=meta.key_id,
             )
-        written = await self._commit(meta, new, data, grants)
+        written = await self._commit(meta, new, data, grants, before)
         if version <= latest:  # the transit key's one version
             await self._delete_transit_key(meta.key_id)
         return written
@@ -1386,6 +1471,68 @@ class VaultKeyStore:
             versions = [v for v in versions if v.version in held]
         return versions
 
+    # -- the lookup index: `<prefix>/lookup/<term>/<key id>`, one KV entry per term of a key --
+    #
+    # Written apart from the record, in an order that never lets `find_keys` miss a key whose
+    # record holds a term (it may answer one that no longer does: KeyService.find_keys reads
+    # each key and checks). A write that adds terms writes their entries before the record and
+    # once more after it (a create of an entry that exists writes nothing); a write that removes
+    # terms deletes their entries after the record, then reads the record once and writes again
+    # the entries of the terms it holds by then. So with two nodes, one removing a term and one
+    # adding it back at once, the entry is there in the end whichever order their calls took: a
+    # deletion after the adder's second write is followed by the remover's read, which sees the
+    # adder's record (written before that second write), and a deletion before it is undone by
+    # it. A write that does not change the terms (nearly every write) costs no index call.
+
+    async def _index(self, key_id: str, terms: Sequence[str]) -> None:
+        """Make the entries of `terms` for the key (those there are left as they are)."""
+        await _bounded_gather(
+            (self._kv.create(self._lookup_path(t, key_id), dict(_LOOKUP_ENTRY)) for t in terms),
+            _READ_CONCURRENCY,
+        )
+
+    async def _unindex(self, key_id: str, terms: Sequence[str]) -> None:
+        """Delete the entries of `terms` (after the record write that removed them), then
+        write again those of the terms the key's record holds by then (a concurrent write, or a
+        create of the same id after a deletion, added them back)."""
+        if not terms:
+            return
+        await _bounded_gather(
+            (self._kv.delete(self._lookup_path(t, key_id)) for t in terms), _READ_CONCURRENCY
+        )
+        record = await self._kv.read(self._key_path(key_id))
+        if record is not None:
+            held = set(_stored_terms(record))
+            await self._index(key_id, [t for t in terms if t in held])
+
+    async def _write_indexed(
+        self,
+        key_id: str,
+        before: Sequence[str],
+        after: Sequence[str],
+        write: Callable[[], Awaitable[int | None]],
+    ) -> int | None:
+        """`write()`, the record's check-and-set write (its new revision, or None: not written),
+        with the index moved from the terms `before` to those `after` (see above): no index
+        call when they are the same terms. A write that was not made leaves the index as it
+        was, but for the entries of the terms it would have added (extra entries)."""
+        added = [t for t in dict.fromkeys(after) if t not in before]
+        removed = [t for t in dict.fromkeys(before) if t not in after]
+        await self._index(key_id, added)
+        revision = await write()
+        if revision is not None:
+            await self._index(key_id, added)
+            await self._unindex(key_id, removed)
+        return revision
+
+    async def find_keys(self, term: str, *, limit: int) -> Sequence[str]:
+        """One KV LIST of `<prefix>/lookup/<term>/`: the ids below it, sorted, at most `limit`.
+        Not cached: a term written through another node is found at once."""
+        if limit <= 0 or not LOOKUP_TERM.fullmatch(term):
+            return []  # (no key can hold a term the index cannot store)
+        names = await self._kv.list_dir(self._lookup_dir(term))
+        return sorted(n for n in names if not n.endswith("/"))[:limit]
+
     async def export_material(self, key_id: str, version: int) -> bytes:
         """A KMIP object's version: transit's export of its exportable key (`GET
         <mount>/export/<kind>/<name>/<version>`, converted by exports.from_export), or its
@@ -1480,13 +1627,18 @@ class VaultKeyStore:
 
     async def _delete_key(self, key_id: str, keep_material: bool) -> None:
         """The material first (the transit key, and a KMIP object's KV-held material, asked
-        of every key: a deletion is idempotent and needs no read), then the record: a failure
-        half way leaves a key whose next deletion completes, never material no record names."""
+        of every key: a deletion is idempotent), then the record: a failure half way leaves a
+        key whose next deletion completes, never material no record names. The record is read
+        first for its lookup terms, whose index entries go after it (`_unindex`; a failure
+        before leaves extra entries only)."""
         self._grants.drop(key_id)
+        record = await self._kv.read(self._key_path(key_id)) if key_id else None
+        terms = () if record is None else _stored_terms(record)
         if not keep_material:  # (another region's replica of a multi-Region key still uses it)
             await self._delete_transit_key(key_id)
             await self._kv.delete(self._material_path(key_id))
         await self._kv.delete(self._key_path(key_id))
+        await self._unindex(key_id, terms)
         await self._kv.delete(self._use_path(key_id))
         aliases = [a for a in await self.list_aliases() if a.key_id == key_id]
         await _bounded_gather(

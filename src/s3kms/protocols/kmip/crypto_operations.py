@@ -292,6 +292,7 @@ class CryptoOperations(Operations):
             key_spec=spec,
             key_usage=kobjects.usage_of_private(spec),
             kmip=private_record.dump(),
+            lookup=private_record.terms(),
             state=private_record.key_state(),
         )
         spki = await self._crypto().public_key(private_uid)
@@ -301,6 +302,7 @@ class CryptoOperations(Operations):
             key_spec="PUBLIC_KEY",
             key_usage="ENCRYPT_DECRYPT",
             kmip=public_record.dump(),
+            lookup=public_record.terms(),
             state=public_record.key_state(),
         )
         answer = payloads.CreateKeyPairResponsePayload(
@@ -341,6 +343,7 @@ class CryptoOperations(Operations):
             key_spec=meta.key_spec,
             key_usage=meta.key_usage,
             kmip=fresh.dump(),
+            lookup=fresh.terms(),
             state=fresh.key_state(),
         )
 
@@ -396,6 +399,7 @@ class CryptoOperations(Operations):
             key_spec=spec,
             key_usage=usage,
             kmip=record.dump(),
+            lookup=record.terms(),
             state=record.key_state(),
         )
         return payloads.DeriveKeyResponsePayload(unique_identifier=uid), uid

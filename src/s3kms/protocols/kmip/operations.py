@@ -11,6 +11,7 @@ or destroys it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -33,6 +34,8 @@ from s3kms.protocols.kmip.record import (
     DEACTIVATED,
     PRE_ACTIVE,
     KmipRecord,
+    name_term,
+    owner_term,
     record_of,
 )
 from s3kms.service import KeyService
@@ -44,6 +47,7 @@ OT = enums.ObjectType
 # The protocol versions served, newest first (DiscoverVersions' answer without a list).
 VERSIONS = ((2, 0), (1, 4), (1, 3), (1, 2), (1, 1), (1, 0))
 MAX_LOCATE = 1000  # identifiers per Locate answer without Maximum Items
+MAX_CANDIDATES = 100_000  # of the caller's objects a Locate considers
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +60,7 @@ class Call:
     placeholder: str | None
 
 
+@functools.cache
 def action(operation: enums.Operation) -> str:
     """`kmip:GetAttributes`: the policy action of a KMIP operation, as the specification names
     it without spaces (policy actions match case-insensitively)."""
@@ -188,7 +193,12 @@ class Operations:
         uid = self.service.new_key_id()
         call.principal.authorize(action(Op.CREATE), uid)
         await self.service.create_key(
-            uid, key_spec=spec, key_usage=usage, kmip=record.dump(), state=record.key_state()
+            uid,
+            key_spec=spec,
+            key_usage=usage,
+            kmip=record.dump(),
+            lookup=record.terms(),
+            state=record.key_state(),
         )
         return payloads.CreateResponsePayload(
             object_type=OT.SYMMETRIC_KEY, unique_identifier=uid
@@ -210,6 +220,7 @@ class Operations:
             key_spec=spec,
             key_usage=usage,
             kmip=record.dump(),
+            lookup=record.terms(),
             state=record.key_state(),
         )
         return payloads.RegisterResponsePayload(unique_identifier=uid), uid
@@ -225,7 +236,7 @@ class Operations:
             if name not in _LOCATABLE and not attrs.is_custom(name):
                 raise KmipFailure(R.INVALID_FIELD, f"Locate by {name} is not supported")
         found: list[tuple[int, str]] = []
-        async for meta in self.service.iter_keys():
+        for meta in await self._candidates(principal, wanted):
             record = record_of(meta)
             if record is None or (record.owner != principal.arn and not principal.is_root):
                 continue
@@ -238,6 +249,19 @@ class Operations:
         located = len(found) if call.version >= (1, 3) else None
         answer = payloads.LocateResponsePayload(located_items=located, unique_identifiers=chosen)
         return answer, chosen[0] if len(chosen) == 1 else None
+
+    async def _candidates(self, principal: Principal, wanted: Sequence[Any]) -> list[KeyMetadata]:
+        """The objects a Locate must look at, by the keystore's lookup index (record.terms):
+        the caller's objects of the Name asked for, or all the caller's objects; never a scan of
+        every key (Ceph RGW sends a Locate by Name for every S3 request)."""
+        if principal.is_root:
+            return [meta async for meta in self.service.iter_keys()]
+        names = [attrs.plain_value(a) for a in wanted if a.attribute_name.value == "Name"]
+        if names and isinstance(names[0], str):
+            term = name_term(principal.arn, names[0])
+        else:
+            term = owner_term(principal.arn)
+        return await self.service.find_keys(term, limit=MAX_CANDIDATES)
 
     async def get(self, call: Call, payload: Any) -> tuple[Any, str | None]:
         if payload.key_wrapping_specification is not None:

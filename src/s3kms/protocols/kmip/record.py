@@ -14,6 +14,7 @@ is Active.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -90,7 +91,14 @@ class KmipRecord:
         state = meta.state
         if record.state != before.state and meta.state in _FOLLOWS:
             state = record.key_state()
-        return replace(meta, kmip=record.dump(), state=state)
+        return replace(meta, kmip=record.dump(), state=state, lookup=record.terms())
+
+    def terms(self) -> tuple[str, ...]:
+        """The lookup terms the keystore indexes this object by (KeyMetadata.lookup): its owner,
+        and each of its Names with its owner, so that Locate reads the caller's objects (by
+        Name: those of that Name) and no other key."""
+        names = dict.fromkeys(name_term(self.owner, name) for name in self.names)
+        return (owner_term(self.owner), *names)
 
     def held_elsewhere(self, meta: KeyMetadata) -> str | None:
         """Why the key may not serve KMIP now although its KMIP state would let it: another API
@@ -104,6 +112,15 @@ class KmipRecord:
 
 # The key states a KMIP state decides (others, PendingDeletion, are the AWS API's).
 _FOLLOWS = frozenset({KeyState.ENABLED, KeyState.DISABLED})
+
+
+def owner_term(owner: str) -> str:
+    return "kmip-owner:" + hashlib.sha256(owner.encode()).hexdigest()[:40]
+
+
+def name_term(owner: str, name: str) -> str:
+    digest = hashlib.sha256(owner.encode() + b"\x00" + name.encode()).hexdigest()
+    return "kmip-name:" + digest[:40]
 
 
 def record_of(meta: KeyMetadata) -> KmipRecord | None:
