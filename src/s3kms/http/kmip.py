@@ -27,10 +27,10 @@ import socket
 import struct
 from collections import deque
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 from s3kms.http.connection import ConnectionLimits
-from s3kms.http.mtls import Handshakes, TlsProtocol, server_context
+from s3kms.http.mtls import listen, server_context
 from s3kms.protocols.kmip.api import KmipAPI
 
 log = logging.getLogger("s3kms.kmip")
@@ -179,21 +179,17 @@ class KmipServer:
         return [] if self._server is None else list(self._server.sockets)
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
         limits = self._limits
-        handshakes = Handshakes(limits.max_connections)
 
         def plaintext() -> asyncio.Protocol:
             return KmipConnection(
                 self.api, self._connections, self._max_message, limits.body_timeout
             )
 
-        def connection() -> asyncio.Protocol:
-            return TlsProtocol(self._context, plaintext, handshakes, limits.header_timeout)
-
-        self._server = await loop.create_server(
-            connection, self.host, self.port, reuse_port=self._reuse_port or None, backlog=2048
-        )
+        self._server = await listen(
+            self._context, plaintext, host=self.host, port=self.port, limits=limits,
+            reuse_port=self._reuse_port,
+        )  # fmt: skip
 
     async def close(self, timeout: float = 5.0) -> None:
         server, self._server = self._server, None
@@ -204,7 +200,3 @@ class KmipServer:
             connection.close()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(server.wait_closed(), timeout)
-
-
-def _unused(value: Any) -> None:  # pragma: no cover
-    del value

@@ -340,6 +340,29 @@ class TlsProtocol(asyncio.Protocol):
             self.raw.abort()
 
 
+async def listen(
+    context: SSL.Context,
+    plaintext: Callable[[], asyncio.Protocol],
+    *,
+    host: str,
+    port: int,
+    limits: ConnectionLimits,
+    reuse_port: bool,
+) -> asyncio.Server:
+    """Bind a mutual-TLS port whose connections hand their plaintext to `plaintext()`'s
+    protocols (the KES port's HTTP, the KMIP port's TTLV framing), under the handshake cap and
+    deadline of `limits`."""
+    loop = asyncio.get_running_loop()
+    handshakes = Handshakes(limits.max_connections)
+
+    def connection() -> asyncio.Protocol:
+        return TlsProtocol(context, plaintext, handshakes, limits.header_timeout)
+
+    return await loop.create_server(
+        connection, host, port, reuse_port=reuse_port or None, backlog=2048
+    )
+
+
 class MtlsServer:
     """The KES port of one process: `start` binds and serves the ASGI `app`, `close` stops."""
 
@@ -382,17 +405,14 @@ class MtlsServer:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         config, state, limits = self._config, self._state, self._limits
-        handshakes = Handshakes(limits.max_connections)
 
         def http() -> asyncio.Protocol:
             return KesHttpProtocol(config, state, {}, loop, limits=limits)
 
-        def connection() -> asyncio.Protocol:
-            return TlsProtocol(self._context, http, handshakes, limits.header_timeout)
-
-        self._server = await loop.create_server(
-            connection, self.host, self.port, reuse_port=self._reuse_port or None, backlog=2048
-        )
+        self._server = await listen(
+            self._context, http, host=self.host, port=self.port, limits=limits,
+            reuse_port=self._reuse_port,
+        )  # fmt: skip
 
     async def close(self, timeout: float = 5.0) -> None:
         server, self._server = self._server, None
