@@ -66,6 +66,9 @@ class KmipConnection(asyncio.Protocol):
         self._worker: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._paused = False
+        self._partial = False  # a message has begun and its deadline runs
+        self._writable = asyncio.Event()  # cleared while the client does not read its answers
+        self._writable.set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport = cast(asyncio.Transport, transport)
@@ -85,6 +88,12 @@ class KmipConnection(asyncio.Protocol):
         if self._worker is not None and not self._worker.done():
             self._worker.cancel()
 
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
     # -- framing --------------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
@@ -102,8 +111,12 @@ class KmipConnection(asyncio.Protocol):
                 break
             self._queue.append(bytes(self._buffer[:end]))
             del self._buffer[:end]
-        if self._buffer and self._worker is None:
-            self._arm(self._message_timeout)  # a message begun must arrive whole in time
+            self._partial = False
+        if self._buffer and not self._partial and self._worker is None:
+            # A message begun must arrive whole within the deadline from its first bytes
+            # (armed once: bytes trickling in do not move it).
+            self._partial = True
+            self._arm(self._message_timeout)
         if self._queue:
             if len(self._queue) > _QUEUED and not self._paused:
                 self._paused = True
@@ -119,10 +132,17 @@ class KmipConnection(asyncio.Protocol):
                 if self._paused and len(self._queue) <= _QUEUED:
                     self._paused = False
                     self._transport.resume_reading()
+                # Answers the client does not read stop the work, within the deadline.
+                if not self._writable.is_set():
+                    await asyncio.wait_for(self._writable.wait(), self._message_timeout)
                 response = await self._api.handle(message, self._identity, self._peer)
                 if self._transport is None:
                     return
                 self._transport.write(response)  # one write: one TLS record
+        except TimeoutError:
+            log.debug("KMIP: %s does not read its answers, closing", self._peer)
+            self.close()
+            return
         except Exception:
             log.exception("KMIP connection from %s failed", self._peer)
             self.close()
@@ -130,6 +150,7 @@ class KmipConnection(asyncio.Protocol):
         finally:
             self._worker = None
         if self._transport is not None:
+            self._partial = bool(self._buffer)
             self._arm(self._message_timeout if self._buffer else IDLE_TIMEOUT)
 
     # -- deadlines ------------------------------------------------------------------------------
