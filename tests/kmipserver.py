@@ -21,11 +21,21 @@ the `bao` fixture of conftest.py, as tests/test_awskms.py makes them).
 
     user = kmip.user(["kmip:*"])
     client = kmip.client(user, kmip_version=enums.KMIPVersion.KMIP_1_0)
+
+For the KMIP test modules (test_kmip.py, test_kmip_crypto.py, test_kmip_vault.py), what they
+share: short names of PyKMIP's enumerations (`R`, `A`, `Alg`, `Mask`, `OT`...); module-scoped
+fixtures on the module's own `kmip` and `alice` fixtures (`client`, `client10`, `client14`,
+`client20`: Alice's clients in a protocol version; `kms`: boto3's KMS client as root), imported
+by their function names (`client_fixture`...); and the helpers: attributes (`attr`,
+`attributes_of`, `one`), outcomes (`ok`, `refused`, `reason_of`), objects (`create`, `active`,
+`active_pair`, `register_core`, `self_signed_certificate`) and cryptography checked offline
+(`spki`, `aes_offline`, `gcm_encrypt`/`gcm_decrypt`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import socket
 import ssl
@@ -33,17 +43,28 @@ import struct
 import time
 import uuid
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import boto3
+import pytest
 import trustme
+from botocore.config import Config
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from kmip.core import enums, objects, utils
-from kmip.core.messages import contents, messages
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import padding as block_padding
+from cryptography.hazmat.primitives.asymmetric import ec, padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.x509.oid import NameOID
+from kmip.core import attributes as core_attributes
+from kmip.core import enums, misc, objects, secrets, utils
+from kmip.core import exceptions as core_exceptions
+from kmip.core.factories.attributes import AttributeFactory
+from kmip.core.messages import contents, messages, payloads
+from kmip.pie import exceptions
 from kmip.pie.client import ProxyKmipClient
 
 from s3kms.auth.certificates import identity_of
@@ -52,6 +73,14 @@ from s3kms.keystore.vault import VaultSettings
 
 from kmsserver import ROOT_PASSWORD, ROOT_USER, KmsThread, free_port, thread_settings
 
+R = enums.ResultReason
+A = enums.AttributeType
+Alg = enums.CryptographicAlgorithm
+Hash = enums.HashingAlgorithm
+Mask = enums.CryptographicUsageMask
+Op = enums.Operation
+OT = enums.ObjectType
+State = enums.State
 V = enums.KMIPVersion
 VERSIONS: dict[enums.KMIPVersion, tuple[int, int]] = {
     V.KMIP_1_0: (1, 0),
@@ -488,3 +517,323 @@ def ttlv_values(data: bytes, tag: enums.Tags) -> list[Any]:
         else:
             found.append(value)
     return found
+
+
+# -- the KMIP test modules' fixtures ----------------------------------------------------------
+# Module-scoped, on the requesting module's own `kmip` (a KmipTestServer) and `alice` (a
+# KmipIdentity) fixtures; a module imports the functions it uses (`client_fixture`...): pytest
+# knows them by their fixture names (`client`...).
+
+
+@pytest.fixture(scope="module", name="client")
+def client_fixture(kmip: KmipTestServer, alice: KmipIdentity) -> ProxyKmipClient:
+    """Alice's client, in PyKMIP's default protocol version (1.2)."""
+    return kmip.client(alice)
+
+
+@pytest.fixture(scope="module", name="client10")
+def client10_fixture(kmip: KmipTestServer, alice: KmipIdentity) -> ProxyKmipClient:
+    return kmip.client(alice, V.KMIP_1_0)
+
+
+@pytest.fixture(scope="module", name="client14")
+def client14_fixture(kmip: KmipTestServer, alice: KmipIdentity) -> ProxyKmipClient:
+    """1.4: the first version with the Authenticated Encryption Additional Data and Tag."""
+    return kmip.client(alice, V.KMIP_1_4)
+
+
+@pytest.fixture(scope="module", name="client20")
+def client20_fixture(kmip: KmipTestServer, alice: KmipIdentity) -> ProxyKmipClient:
+    return kmip.client(alice, V.KMIP_2_0)
+
+
+@pytest.fixture(scope="module", name="kms")
+def kms_fixture(kmip: KmipTestServer) -> Any:
+    """boto3's KMS client for the server's AWS endpoint, as root."""
+    return boto3.client(
+        "kms",
+        endpoint_url=kmip.url,
+        region_name="us-east-1",
+        aws_access_key_id=ROOT_USER,
+        aws_secret_access_key=ROOT_PASSWORD,
+        config=Config(retries={"max_attempts": 1}),
+    )
+
+
+# -- the KMIP test modules' helpers -----------------------------------------------------------
+
+FACTORY = AttributeFactory()
+ENCRYPT_DECRYPT = [Mask.ENCRYPT, Mask.DECRYPT]
+PSS_SHA256 = {
+    "padding_method": enums.PaddingMethod.PSS,
+    "cryptographic_algorithm": Alg.RSA,
+    "hashing_algorithm": Hash.SHA_256,
+}
+# RSA-PSS with SHA-256 as a verifier reads it offline (any salt length).
+PSS_AUTO = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.AUTO)
+# What a failed operation raises: the pie client's own methods, or KMIPProxy's
+# send_request_payload (Modify/Set/Delete Attribute, Encrypt/Decrypt with AAD).
+FAILURES = (exceptions.KmipOperationFailure, core_exceptions.OperationFailure)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def attr(name: enums.AttributeType | str, value: Any, index: int | None = None) -> Any:
+    return FACTORY.create_attribute(name, value, index)
+
+
+@contextlib.contextmanager
+def refused(*reasons: enums.ResultReason) -> Iterator[None]:
+    """`with refused(R.X):` - the operation fails with Result Reason X (or one of those given);
+    otherwise the reason and message it got are the assertion's."""
+    wanted = " or ".join(r.name for r in reasons)
+    try:
+        yield
+    except FAILURES as exc:
+        assert exc.reason in reasons, f"{wanted} expected, got {exc.reason.name}: {exc}"
+        return
+    pytest.fail(f"{wanted} expected, but the operation succeeded")
+
+
+def reason_of(call: Callable[[], Any]) -> enums.ResultReason | None:
+    """The Result Reason `call` fails with; None when it succeeds."""
+    try:
+        call()
+    except FAILURES as exc:
+        reason: enums.ResultReason = exc.reason
+        return reason
+    return None
+
+
+def ok(result: Any) -> Any:
+    """A KMIPProxy result (an object, or the dict of its derive_key), or its failure raised as
+    the pie client raises it."""
+    if isinstance(result, dict):
+        if result["result_status"] is not enums.ResultStatus.SUCCESS:
+            raise exceptions.KmipOperationFailure(
+                result["result_status"], result["result_reason"], result["result_message"]
+            )
+        return result
+    if result.result_status.value is not enums.ResultStatus.SUCCESS:
+        raise exceptions.KmipOperationFailure(
+            result.result_status.value, result.result_reason.value, result.result_message.value
+        )
+    return result
+
+
+def create(
+    client: ProxyKmipClient,
+    algorithm: enums.CryptographicAlgorithm,
+    length: int,
+    masks: list[enums.CryptographicUsageMask],
+    *extra: Any,
+) -> str:
+    """A symmetric key with exactly `masks` and the template's attributes `extra` besides
+    algorithm, length and usage mask (KMIPProxy's create: the pie client's create takes no other
+    attributes, and adds Encrypt and Decrypt to any mask)."""
+    template = [
+        attr(A.CRYPTOGRAPHIC_ALGORITHM, algorithm),
+        attr(A.CRYPTOGRAPHIC_LENGTH, length),
+        attr(A.CRYPTOGRAPHIC_USAGE_MASK, masks),
+        *extra,
+    ]
+    result = ok(
+        client.proxy.create(OT.SYMMETRIC_KEY, objects.TemplateAttribute(attributes=template))
+    )
+    uid: str = result.uuid
+    return uid
+
+
+def active(client: ProxyKmipClient, uid: str) -> str:
+    client.activate(uid)
+    return uid
+
+
+def active_pair(
+    client: ProxyKmipClient,
+    algorithm: enums.CryptographicAlgorithm,
+    length: int,
+    public_masks: list[enums.CryptographicUsageMask],
+    private_masks: list[enums.CryptographicUsageMask],
+) -> tuple[str, str]:
+    """A key pair with these usage masks, its private key then its public key activated:
+    (public uid, private uid)."""
+    public, private = client.create_key_pair(
+        algorithm, length, public_usage_mask=public_masks, private_usage_mask=private_masks
+    )
+    client.activate(private)
+    client.activate(public)
+    return public, private
+
+
+_CORE_KEYS: dict[enums.ObjectType, Any] = {
+    OT.SYMMETRIC_KEY: secrets.SymmetricKey,
+    OT.PRIVATE_KEY: secrets.PrivateKey,
+    OT.PUBLIC_KEY: secrets.PublicKey,
+}
+
+
+def register_core(
+    client: ProxyKmipClient,
+    object_type: enums.ObjectType,
+    value: bytes,
+    key_format: enums.KeyFormatType,
+    algorithm: enums.CryptographicAlgorithm,
+    length: int,
+) -> str:
+    """Register a key built of PyKMIP's core classes (KMIPProxy's register: the pie objects
+    check what they hold, and take fewer key formats)."""
+    block = objects.KeyBlock(
+        key_format_type=misc.KeyFormatType(key_format),
+        key_value=objects.KeyValue(objects.KeyMaterial(value)),
+        cryptographic_algorithm=core_attributes.CryptographicAlgorithm(algorithm),
+        cryptographic_length=core_attributes.CryptographicLength(length),
+    )
+    result = ok(
+        client.proxy.register(
+            object_type, objects.TemplateAttribute(), _CORE_KEYS[object_type](block)
+        )
+    )
+    uid: str = result.uuid
+    return uid
+
+
+def plain(value: Any) -> Any:
+    """The plain value of an attribute value object."""
+    if isinstance(value, core_attributes.Name):
+        return value.name_value.value
+    if isinstance(value, core_attributes.ApplicationSpecificInformation):
+        return (value.application_namespace, value.application_data)
+    return value.value
+
+
+def attributes_of(
+    client: ProxyKmipClient, uid: str, names: list[str] | None = None
+) -> dict[str, list[Any]]:
+    """GetAttributes as name -> [plain values] (several for a multi-valued attribute)."""
+    got_uid, found = client.get_attributes(uid, names)
+    assert got_uid == uid
+    out: dict[str, list[Any]] = {}
+    for attribute in found:
+        out.setdefault(attribute.attribute_name.value, []).append(plain(attribute.attribute_value))
+    return out
+
+
+def one(client: ProxyKmipClient, uid: str, name: str) -> Any:
+    values = attributes_of(client, uid, [name]).get(name, [])
+    assert len(values) == 1, (name, values)
+    return values[0]
+
+
+def self_signed_certificate(prefix: str = "kmip-cert") -> bytes:
+    """A new self-signed EC certificate (DER), its Common Name `prefix` made unique."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, unique(prefix))])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def spki(key: Any) -> bytes:
+    """A public key's SubjectPublicKeyInfo (DER), as Get returns an X.509 public key."""
+    der: bytes = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return der
+
+
+def aes_offline(key: bytes, mode: str, iv: bytes | None, data: bytes, pad: bool) -> bytes:
+    """What AES in `mode` (CBC, CTR or ECB) makes of `data` (PKCS#7 padding when `pad`)."""
+    if pad:
+        padder = block_padding.PKCS7(128).padder()
+        data = padder.update(data) + padder.finalize()
+    chosen: Any
+    if mode == "CBC":
+        assert iv is not None
+        chosen = modes.CBC(iv)
+    elif mode == "CTR":
+        assert iv is not None
+        chosen = modes.CTR(iv)
+    else:
+        chosen = modes.ECB()  # noqa: S305 (the mode under test)
+    encryptor = Cipher(algorithms.AES(key), chosen).encryptor()
+    return encryptor.update(data) + encryptor.finalize()
+
+
+def _gcm(
+    client: ProxyKmipClient,
+    operation: enums.Operation,
+    payload: Any,
+    uid: str,
+    data: bytes,
+    iv: bytes | None,
+    aad: bytes | None,
+    tag_length: int | None,
+    algorithm: enums.CryptographicAlgorithm | None,
+    **fields: Any,
+) -> Any:
+    """An Encrypt or Decrypt request in GCM (the payload directly: the pie client's methods
+    take no AAD); the response payload."""
+    params = core_attributes.CryptographicParameters(
+        block_cipher_mode=enums.BlockCipherMode.GCM,
+        cryptographic_algorithm=algorithm,
+        tag_length=tag_length,
+    )
+    return client.proxy.send_request_payload(
+        operation,
+        payload(
+            unique_identifier=uid,
+            cryptographic_parameters=params,
+            data=data,
+            iv_counter_nonce=iv,
+            auth_additional_data=aad,
+            **fields,
+        ),
+    )
+
+
+def gcm_encrypt(
+    client: ProxyKmipClient,
+    uid: str,
+    data: bytes,
+    *,
+    iv: bytes | None = None,
+    aad: bytes | None = None,
+    tag_length: int | None = None,
+    algorithm: enums.CryptographicAlgorithm | None = Alg.AES,
+) -> Any:
+    """Encrypt in GCM with Authenticated Encryption Additional Data; the response payload. The
+    Cryptographic Parameters name `algorithm` (None: none) and `tag_length`."""
+    payload = payloads.EncryptRequestPayload
+    return _gcm(client, Op.ENCRYPT, payload, uid, data, iv, aad, tag_length, algorithm)
+
+
+def gcm_decrypt(
+    client: ProxyKmipClient,
+    uid: str,
+    data: bytes,
+    iv: bytes,
+    tag: bytes | None,
+    aad: bytes | None = None,
+    *,
+    tag_length: int | None = None,
+    algorithm: enums.CryptographicAlgorithm | None = Alg.AES,
+) -> bytes:
+    """Decrypt in GCM with the Authenticated Encryption Additional Data and Tag; the plaintext."""
+    payload = payloads.DecryptRequestPayload
+    answer = _gcm(
+        client, Op.DECRYPT, payload, uid, data, iv, aad, tag_length, algorithm, auth_tag=tag
+    )
+    opened: bytes = answer.data
+    return opened

@@ -10,55 +10,65 @@ import ssl
 import struct
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 import trustme
-from botocore.config import Config
 from botocore.exceptions import ClientError
 from kmip.core import attributes as core_attributes
-from kmip.core import enums, misc, secrets
-from kmip.core import exceptions as core_exceptions
+from kmip.core import enums, misc
 from kmip.core import objects as cobjects
-from kmip.core.factories.attributes import AttributeFactory
 from kmip.core.messages import contents, payloads
-from kmip.pie import exceptions
 from kmip.pie import objects as pie
 from kmip.pie.client import ProxyKmipClient
 
 from kmipserver import (
+    ENCRYPT_DECRYPT,
     HEAD,
+    OT,
     VERSIONS,
+    A,
+    Alg,
     KmipIdentity,
     KmipTestServer,
+    Mask,
+    Op,
+    R,
+    State,
+    V,
     allow,
+    attr,
+    attributes_of,
     batch_item,
+    create,
     decode_response,
     encode_request,
+    ok,
+    one,
     open_client,
+    plain,
+    reason_of,
+    refused,
+    register_core,
     response_version,
     ttlv_items,
     ttlv_values,
+    unique,
 )
+
+# kmipserver.py's fixtures client, client20 and kms (imported for pytest, hence `x as x`)
+from kmipserver import client20_fixture as client20_fixture
+from kmipserver import client_fixture as client_fixture
+from kmipserver import kms_fixture as kms_fixture
 from kmsserver import ROOT_PASSWORD, ROOT_USER
 
-R = enums.ResultReason
-A = enums.AttributeType
-Alg = enums.CryptographicAlgorithm
-Mask = enums.CryptographicUsageMask
-Op = enums.Operation
-OT = enums.ObjectType
-State = enums.State
-V = enums.KMIPVersion
 ALL_VERSIONS = list(VERSIONS)
-FACTORY = AttributeFactory()
-ENCRYPT_DECRYPT = [Mask.ENCRYPT, Mask.DECRYPT]
 REQUEST_HEAD = b"\x42\x00\x78\x01"  # Request Message, Structure
 
 
 # -- fixtures ---------------------------------------------------------------------------------
+# (and kmipserver.py's: client, in PyKMIP's default protocol version, 1.2; client20; kms)
 
 
 @pytest.fixture(scope="module")
@@ -72,115 +82,7 @@ def alice(kmip: KmipTestServer) -> KmipIdentity:
     return kmip.user(["kmip:*"], name="alice")
 
 
-@pytest.fixture(scope="module")
-def client(kmip: KmipTestServer, alice: KmipIdentity) -> ProxyKmipClient:
-    """Alice's client, in PyKMIP's default protocol version (1.2)."""
-    return kmip.client(alice)
-
-
-@pytest.fixture(scope="module")
-def client20(kmip: KmipTestServer, alice: KmipIdentity) -> ProxyKmipClient:
-    return kmip.client(alice, V.KMIP_2_0)
-
-
-@pytest.fixture(scope="module")
-def kms(kmip: KmipTestServer) -> Any:
-    """boto3's KMS client for the server's AWS endpoint, as root."""
-    return boto3.client(
-        "kms",
-        endpoint_url=kmip.url,
-        region_name="us-east-1",
-        aws_access_key_id=ROOT_USER,
-        aws_secret_access_key=ROOT_PASSWORD,
-        config=Config(retries={"max_attempts": 1}),
-    )
-
-
 # -- helpers ----------------------------------------------------------------------------------
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def attr(name: enums.AttributeType | str, value: Any, index: int | None = None) -> Any:
-    return FACTORY.create_attribute(name, value, index)
-
-
-# What a failed operation raises: the pie client's own methods, or KMIPProxy's
-# send_request_payload (Modify/Set/Delete Attribute).
-FAILURES = (exceptions.KmipOperationFailure, core_exceptions.OperationFailure)
-
-
-def refused(reason: enums.ResultReason) -> Any:
-    """`with refused(R.X):` - the operation fails with Result Reason X."""
-    return pytest.raises(FAILURES, check=lambda e: e.reason is reason)
-
-
-def reason_of(call: Callable[[], Any]) -> enums.ResultReason | None:
-    try:
-        call()
-    except FAILURES as exc:
-        reason: enums.ResultReason = exc.reason
-        return reason
-    return None
-
-
-def ok(result: Any) -> Any:
-    """A KMIPProxy result, or its failure raised as the pie client raises it."""
-    if result.result_status.value is not enums.ResultStatus.SUCCESS:
-        raise exceptions.KmipOperationFailure(
-            result.result_status.value, result.result_reason.value, result.result_message.value
-        )
-    return result
-
-
-def create(
-    client: ProxyKmipClient,
-    algorithm: enums.CryptographicAlgorithm = Alg.AES,
-    length: int | None = 256,
-    *extra: Any,
-    masks: list[enums.CryptographicUsageMask] | None = None,
-) -> str:
-    """Create a symmetric key with the template's attributes `extra` besides algorithm, length
-    and usage mask (KMIPProxy's create: the pie client's takes no other attributes)."""
-    template = [attr(A.CRYPTOGRAPHIC_ALGORITHM, algorithm)]
-    if length is not None:
-        template.append(attr(A.CRYPTOGRAPHIC_LENGTH, length))
-    template.append(attr(A.CRYPTOGRAPHIC_USAGE_MASK, masks or ENCRYPT_DECRYPT))
-    template += extra
-    result = ok(
-        client.proxy.create(OT.SYMMETRIC_KEY, cobjects.TemplateAttribute(attributes=template))
-    )
-    uid: str = result.uuid
-    return uid
-
-
-def plain(value: Any) -> Any:
-    """The plain value of an attribute value object."""
-    if isinstance(value, core_attributes.Name):
-        return value.name_value.value
-    if isinstance(value, core_attributes.ApplicationSpecificInformation):
-        return (value.application_namespace, value.application_data)
-    return value.value
-
-
-def attributes_of(
-    client: ProxyKmipClient, uid: str, names: list[str] | None = None
-) -> dict[str, list[Any]]:
-    """GetAttributes as name -> [values] (several for a multi-valued attribute)."""
-    got_uid, found = client.get_attributes(uid, names)
-    assert got_uid == uid
-    out: dict[str, list[Any]] = {}
-    for attribute in found:
-        out.setdefault(attribute.attribute_name.value, []).append(plain(attribute.attribute_value))
-    return out
-
-
-def one(client: ProxyKmipClient, uid: str, name: str) -> Any:
-    values = attributes_of(client, uid, [name]).get(name, [])
-    assert len(values) == 1, (name, values)
-    return values[0]
 
 
 def raw_request(
@@ -287,7 +189,7 @@ def test_create_hmac_makes_a_key_of_the_hash_length(
     client: ProxyKmipClient, algorithm: enums.CryptographicAlgorithm, length: int
 ) -> None:
     # (the pie client's create adds Encrypt and Decrypt to any mask: KMIPProxy's create here)
-    uid = create(client, algorithm, length, masks=[Mask.MAC_GENERATE, Mask.MAC_VERIFY])
+    uid = create(client, algorithm, length, [Mask.MAC_GENERATE, Mask.MAC_VERIFY])
     key = client.get(uid)
     assert isinstance(key, pie.SymmetricKey)
     assert key.cryptographic_algorithm is algorithm
@@ -328,7 +230,7 @@ def test_create_of_another_object_type_is_refused(client: ProxyKmipClient) -> No
 
 def test_create_refuses_an_attribute_the_server_sets(client: ProxyKmipClient) -> None:
     with refused(R.INVALID_FIELD):
-        create(client, Alg.AES, 256, attr(A.STATE, State.ACTIVE))
+        create(client, Alg.AES, 256, ENCRYPT_DECRYPT, attr(A.STATE, State.ACTIVE))
 
 
 # -- Register, Get ------------------------------------------------------------------------------
@@ -355,17 +257,9 @@ def test_register_symmetric_key_then_get_returns_its_bytes(
 
 
 def test_register_aes_whose_length_is_not_its_material_is_refused(client: ProxyKmipClient) -> None:
-    key = cobjects.KeyBlock(
-        key_format_type=misc.KeyFormatType(enums.KeyFormatType.RAW),
-        key_value=cobjects.KeyValue(cobjects.KeyMaterial(os.urandom(32))),
-        cryptographic_algorithm=core_attributes.CryptographicAlgorithm(Alg.AES),
-        cryptographic_length=core_attributes.CryptographicLength(128),
-    )
     with refused(R.INVALID_FIELD):
-        ok(
-            client.proxy.register(
-                OT.SYMMETRIC_KEY, cobjects.TemplateAttribute(), secrets.SymmetricKey(key)
-            )
+        register_core(
+            client, OT.SYMMETRIC_KEY, os.urandom(32), enums.KeyFormatType.RAW, Alg.AES, 128
         )
 
 
@@ -489,7 +383,7 @@ class Located:
         try:
             clock.offset = -400.0
             self.a = create(
-                self.client, Alg.AES, 128,
+                self.client, Alg.AES, 128, ENCRYPT_DECRYPT,
                 attr(A.NAME, self.names["a"]),
                 attr(A.OBJECT_GROUP, f"group-1-{tag}"),
                 attr(A.APPLICATION_SPECIFIC_INFORMATION,
@@ -498,7 +392,7 @@ class Located:
             self.a_date = one(self.client, self.a, "Initial Date")
             clock.offset = -300.0
             self.b = create(
-                self.client, Alg.AES, 256,
+                self.client, Alg.AES, 256, ENCRYPT_DECRYPT,
                 attr(A.NAME, self.names["b"]),
                 attr(A.OBJECT_GROUP, f"group-2-{tag}"),
             )  # fmt: skip
@@ -506,8 +400,8 @@ class Located:
             self.b_date = one(self.client, self.b, "Initial Date")
             clock.offset = -200.0
             self.c = create(
-                self.client, Alg.HMAC_SHA256, 256, attr(A.NAME, self.names["c"]),
-                masks=[Mask.MAC_GENERATE, Mask.MAC_VERIFY],
+                self.client, Alg.HMAC_SHA256, 256, [Mask.MAC_GENERATE, Mask.MAC_VERIFY],
+                attr(A.NAME, self.names["c"]),
             )  # fmt: skip
             self.c_date = one(self.client, self.c, "Initial Date")
             clock.offset = -100.0
@@ -619,7 +513,7 @@ def test_locate_ceph_pattern_name_only_in_1_0_finds_exactly_one(
     Unique Identifier back; then Get of it, Raw, 32 bytes."""
     ceph = kmip.client(located.user, V.KMIP_1_0)
     name = core_attributes.Name.create(located.names["b"], enums.NameType.UNINTERPRETED_TEXT_STRING)
-    found = ceph.locate(attributes=[FACTORY.create_attribute(A.NAME, name)])
+    found = ceph.locate(attributes=[attr(A.NAME, name)])
     assert found == [located.b]
     key = ceph.get(found[0])
     assert isinstance(key, pie.SymmetricKey) and len(key.value) == 32
@@ -673,7 +567,7 @@ def test_get_attributes_in_2_0_of_an_object_with_a_custom_attribute(
     """An x- attribute set in 1.x has no KMIP 2.0 tag (PyKMIP's 2.0 payloads convert attributes
     by tag): a 2.0 GetAttributes of the object must still be answered (read raw: PyKMIP's 2.0
     client cannot decode some attributes, see above)."""
-    uid = create(client, Alg.AES, 256, attr("x-tenant-id", "blue"))
+    uid = create(client, Alg.AES, 256, ENCRYPT_DECRYPT, attr("x-tenant-id", "blue"))
     item = batch_item(
         Op.GET_ATTRIBUTES, payloads.GetAttributesRequestPayload(unique_identifier=uid)
     )
@@ -709,7 +603,14 @@ def test_modify_attribute_changes_a_name_in_1_x(client: ProxyKmipClient) -> None
 
 
 def test_modify_attribute_changes_an_object_group(client: ProxyKmipClient) -> None:
-    uid = create(client, Alg.AES, 256, attr(A.OBJECT_GROUP, "before"), attr(A.OBJECT_GROUP, "kept"))
+    uid = create(
+        client,
+        Alg.AES,
+        256,
+        ENCRYPT_DECRYPT,
+        attr(A.OBJECT_GROUP, "before"),
+        attr(A.OBJECT_GROUP, "kept"),
+    )
     client.modify_attribute(uid, attribute=attr(A.OBJECT_GROUP, "after", 0))
     assert attributes_of(client, uid)["Object Group"] == ["after", "kept"]
     with refused(R.ITEM_NOT_FOUND):  # no value at index 5
@@ -717,7 +618,7 @@ def test_modify_attribute_changes_an_object_group(client: ProxyKmipClient) -> No
 
 
 def test_custom_attributes_are_set_modified_and_deleted(client: ProxyKmipClient) -> None:
-    uid = create(client, Alg.AES, 256, attr("x-tenant-id", "blue"))
+    uid = create(client, Alg.AES, 256, ENCRYPT_DECRYPT, attr("x-tenant-id", "blue"))
     assert attributes_of(client, uid)["x-tenant-id"] == ["blue"]
     assert "x-tenant-id" in client.get_attribute_list(uid)
     _, answered = client.modify_attribute(uid, attribute=attr("x-tenant-id", "green"))
@@ -742,7 +643,7 @@ def test_modify_attribute_answer_is_well_formed_for_text_of_8_bytes(
     """Modify Attribute (1.x) answers the attribute it set. A text of 8, 16, ... bytes (a Name
     such as `pykmip-1`, a custom attribute named `x-tenant`) must be encoded without padding."""
     kind: enums.AttributeType | str = A.NAME if name == "Name" else name
-    uid = create(client, Alg.AES, 256, attr(kind, "start"))
+    uid = create(client, Alg.AES, 256, ENCRYPT_DECRYPT, attr(kind, "start"))
     item = batch_item(
         Op.MODIFY_ATTRIBUTE,
         payloads.ModifyAttributeRequestPayload(
@@ -761,7 +662,7 @@ def test_modify_attribute_answer_is_well_formed_for_text_of_8_bytes(
 
 def test_delete_attribute_removes_a_name_in_1_x(client: ProxyKmipClient) -> None:
     first, second = unique("first"), unique("second")
-    uid = create(client, Alg.AES, 256, attr(A.NAME, first), attr(A.NAME, second))
+    uid = create(client, Alg.AES, 256, ENCRYPT_DECRYPT, attr(A.NAME, first), attr(A.NAME, second))
     assert attributes_of(client, uid)["Name"] == [first, second]
     got_uid, deleted = client.delete_attribute(uid, attribute_name="Name", attribute_index=0)
     assert got_uid == uid
@@ -772,7 +673,7 @@ def test_delete_attribute_removes_a_name_in_1_x(client: ProxyKmipClient) -> None
 
 
 def test_delete_of_an_object_group(client: ProxyKmipClient) -> None:
-    uid = create(client, Alg.AES, 256, attr(A.OBJECT_GROUP, "gone"))
+    uid = create(client, Alg.AES, 256, ENCRYPT_DECRYPT, attr(A.OBJECT_GROUP, "gone"))
     client.delete_attribute(uid, attribute_name="Object Group")
     assert "Object Group" not in attributes_of(client, uid)
 
@@ -943,10 +844,12 @@ def test_destroy_of_a_pre_active_or_compromised_object_works(client: ProxyKmipCl
 
 def test_create_with_an_activation_date_in_the_past_is_active(client: ProxyKmipClient) -> None:
     past = int(time.time()) - 600
-    uid = create(client, Alg.AES, 256, attr(A.ACTIVATION_DATE, past))
+    uid = create(client, Alg.AES, 256, ENCRYPT_DECRYPT, attr(A.ACTIVATION_DATE, past))
     found = attributes_of(client, uid)
     assert found["State"] == [State.ACTIVE] and found["Activation Date"] == [past]
-    future = create(client, Alg.AES, 256, attr(A.ACTIVATION_DATE, int(time.time()) + 86400))
+    future = create(
+        client, Alg.AES, 256, ENCRYPT_DECRYPT, attr(A.ACTIVATION_DATE, int(time.time()) + 86400)
+    )
     assert one(client, future, "State") is State.PRE_ACTIVE
 
 

@@ -12,7 +12,6 @@ the session's).
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import hmac
 import os
@@ -21,51 +20,53 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives import padding as block_padding
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.x509.oid import NameOID
 from kmip.core import enums
-from kmip.core import exceptions as core_exceptions
-from kmip.core import objects as cobjects
-from kmip.core.attributes import CryptographicParameters
-from kmip.core.factories.attributes import AttributeFactory
-from kmip.core.messages import payloads
-from kmip.pie import exceptions
 from kmip.pie import objects as pie
 from kmip.pie.client import ProxyKmipClient
 
 from s3kms.keystore.vault import VaultSettings
 
-from kmipserver import KmipIdentity, KmipTestServer
+from kmipserver import (
+    PSS_AUTO,
+    PSS_SHA256,
+    A,
+    Alg,
+    Hash,
+    KmipIdentity,
+    KmipTestServer,
+    Mask,
+    R,
+    State,
+    active,
+    active_pair,
+    aes_offline,
+    attr,
+    create,
+    gcm_decrypt,
+    gcm_encrypt,
+    one,
+    refused,
+    self_signed_certificate,
+    spki,
+    unique,
+)
+
+# kmipserver.py's fixtures client and client14 (imported for pytest, hence `x as x`)
+from kmipserver import client14_fixture as client14_fixture
+from kmipserver import client_fixture as client_fixture
 from openbao import VaultApi
 
 pytestmark = pytest.mark.vault
 
-R = enums.ResultReason
-A = enums.AttributeType
-Alg = enums.CryptographicAlgorithm
-Mask = enums.CryptographicUsageMask
-Op = enums.Operation
-OT = enums.ObjectType
-State = enums.State
-V = enums.KMIPVersion
-Hash = enums.HashingAlgorithm
-FACTORY = AttributeFactory()
 USER = "kmip-vault-user"
 MESSAGE = b"signed on the Vault backend"
-PSS_SHA256 = {
-    "padding_method": enums.PaddingMethod.PSS,
-    "cryptographic_algorithm": Alg.RSA,
-    "hashing_algorithm": Hash.SHA_256,
-}
-FAILURES = (exceptions.KmipOperationFailure, core_exceptions.OperationFailure)
 
 
 # -- fixtures ---------------------------------------------------------------------------------
+# (and kmipserver.py's: client, in PyKMIP's default protocol version, 1.2; client14)
 
 
 @pytest.fixture(scope="module")
@@ -104,16 +105,6 @@ def alice(kmip: KmipTestServer) -> KmipIdentity:
 
 
 @pytest.fixture(scope="module")
-def client(kmip: KmipTestServer, alice: KmipIdentity) -> ProxyKmipClient:
-    return kmip.client(alice)
-
-
-@pytest.fixture(scope="module")
-def client14(kmip: KmipTestServer, alice: KmipIdentity) -> ProxyKmipClient:
-    return kmip.client(alice, V.KMIP_1_4)
-
-
-@pytest.fixture(scope="module")
 def other_node(node2: KmipTestServer) -> ProxyKmipClient:
     """The same user (the same name, so the same principal ARN: the objects' owner) on the
     second node, with a certificate of that node's CA."""
@@ -123,67 +114,14 @@ def other_node(node2: KmipTestServer) -> ProxyKmipClient:
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def refused(reason: enums.ResultReason) -> Any:
-    return pytest.raises(FAILURES, check=lambda e: e.reason is reason)
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def attr(name: enums.AttributeType, value: Any) -> Any:
-    return FACTORY.create_attribute(name, value)
-
-
-def create(
-    client: ProxyKmipClient,
-    algorithm: enums.CryptographicAlgorithm,
-    length: int,
-    masks: list[enums.CryptographicUsageMask],
-    *extra: Any,
-) -> str:
-    """A symmetric key with exactly `masks` (KMIPProxy's create)."""
-    template = [
-        attr(A.CRYPTOGRAPHIC_ALGORITHM, algorithm),
-        attr(A.CRYPTOGRAPHIC_LENGTH, length),
-        attr(A.CRYPTOGRAPHIC_USAGE_MASK, masks),
-        *extra,
-    ]
-    result = client.proxy.create(OT.SYMMETRIC_KEY, cobjects.TemplateAttribute(attributes=template))
-    assert result.result_status.value is enums.ResultStatus.SUCCESS, result.result_message
-    uid: str = result.uuid
-    return uid
-
-
 def state_of(client: ProxyKmipClient, uid: str) -> enums.State:
-    _, found = client.get_attributes(uid, ["State"])
-    (attribute,) = found
-    value: enums.State = attribute.attribute_value.value
-    return value
-
-
-def certificate() -> bytes:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, unique("vault-cert"))])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.DER)
+    state: enums.State = one(client, uid, "State")
+    return state
 
 
 def cbc(key: bytes, iv: bytes, data: bytes) -> bytes:
-    padder = block_padding.PKCS7(128).padder()
-    padded = padder.update(data) + padder.finalize()
-    encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
-    return encryptor.update(padded) + encryptor.finalize()
+    """AES-CBC with PKCS#7 padding, offline."""
+    return aes_offline(key, "CBC", iv, data, True)
 
 
 # -- symmetric keys -----------------------------------------------------------------------------
@@ -205,8 +143,7 @@ def test_create_activate_locate_and_get_aes(client: ProxyKmipClient, length: int
 
 @pytest.mark.parametrize("length", [128, 192, 256])
 def test_encrypt_decrypt_aes_cbc(client: ProxyKmipClient, length: int) -> None:
-    uid = create(client, Alg.AES, length, [Mask.ENCRYPT, Mask.DECRYPT])
-    client.activate(uid)
+    uid = active(client, create(client, Alg.AES, length, [Mask.ENCRYPT, Mask.DECRYPT]))
     key = client.get(uid).value
     params = {"block_cipher_mode": enums.BlockCipherMode.CBC}
     data = b"a plaintext on the vault backend"
@@ -219,34 +156,16 @@ def test_encrypt_decrypt_aes_cbc(client: ProxyKmipClient, length: int) -> None:
 
 
 def test_encrypt_decrypt_aes_gcm(client14: ProxyKmipClient) -> None:
-    uid = create(client14, Alg.AES, 256, [Mask.ENCRYPT, Mask.DECRYPT])
-    client14.activate(uid)
+    uid = active(client14, create(client14, Alg.AES, 256, [Mask.ENCRYPT, Mask.DECRYPT]))
     key = client14.get(uid).value
-    params = CryptographicParameters(block_cipher_mode=enums.BlockCipherMode.GCM, tag_length=16)
     iv, aad, data = os.urandom(12), b"header", b"sealed by KMIP on Vault"
-    answer = client14.proxy.send_request_payload(
-        Op.ENCRYPT,
-        payloads.EncryptRequestPayload(
-            unique_identifier=uid,
-            cryptographic_parameters=params,
-            data=data,
-            iv_counter_nonce=iv,
-            auth_additional_data=aad,
-        ),
-    )
+    # (Cryptographic Parameters naming GCM and a Tag Length of 16, no Cryptographic Algorithm)
+    answer = gcm_encrypt(client14, uid, data, iv=iv, aad=aad, tag_length=16, algorithm=None)
     assert answer.data + answer.auth_tag == AESGCM(key).encrypt(iv, data, aad)
-    opened = client14.proxy.send_request_payload(
-        Op.DECRYPT,
-        payloads.DecryptRequestPayload(
-            unique_identifier=uid,
-            cryptographic_parameters=params,
-            data=answer.data,
-            iv_counter_nonce=iv,
-            auth_additional_data=aad,
-            auth_tag=answer.auth_tag,
-        ),
+    opened = gcm_decrypt(
+        client14, uid, answer.data, iv, answer.auth_tag, aad, tag_length=16, algorithm=None
     )
-    assert opened.data == data
+    assert opened == data
 
 
 @pytest.mark.parametrize(
@@ -261,8 +180,7 @@ def test_encrypt_decrypt_aes_gcm(client14: ProxyKmipClient) -> None:
 def test_hmac_mac(
     client: ProxyKmipClient, algorithm: enums.CryptographicAlgorithm, length: int, digest: Any
 ) -> None:
-    uid = create(client, algorithm, length, [Mask.MAC_GENERATE, Mask.MAC_VERIFY])
-    client.activate(uid)
+    uid = active(client, create(client, algorithm, length, [Mask.MAC_GENERATE, Mask.MAC_VERIFY]))
     key = client.get(uid).value
     assert len(key) * 8 == length
     data = b"authenticated on vault " + os.urandom(8)
@@ -278,7 +196,7 @@ def test_register_secret_data_opaque_and_certificate_get_the_same_bytes(
 ) -> None:
     secret = b"a password kept in vault " + os.urandom(8)
     opaque = os.urandom(3000)
-    der = certificate()
+    der = self_signed_certificate("vault-cert")
     uids = {
         "secret": client.register(pie.SecretData(secret, enums.SecretDataType.PASSWORD)),
         "opaque": client.register(pie.OpaqueObject(opaque, enums.OpaqueDataType.NONE)),
@@ -302,27 +220,13 @@ def test_register_a_symmetric_key_then_get_it(client: ProxyKmipClient) -> None:
 
 
 def test_create_key_pair_sign_and_verify(client: ProxyKmipClient) -> None:
-    public, private = client.create_key_pair(
-        Alg.RSA, 2048, public_usage_mask=[Mask.VERIFY], private_usage_mask=[Mask.SIGN]
-    )
-    client.activate(private)
-    client.activate(public)
+    public, private = active_pair(client, Alg.RSA, 2048, [Mask.VERIFY], [Mask.SIGN])
     got_private, got_public = client.get(private), client.get(public)
     key = serialization.load_der_private_key(got_private.value, password=None)
     assert isinstance(key, rsa.RSAPrivateKey) and key.key_size == 2048
-    assert (
-        key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        == got_public.value
-    )
+    assert spki(key.public_key()) == got_public.value
     signature = client.sign(MESSAGE, uid=private, cryptographic_parameters=PSS_SHA256)
-    key.public_key().verify(
-        signature,
-        MESSAGE,
-        padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.AUTO),
-        hashes.SHA256(),
-    )
+    key.public_key().verify(signature, MESSAGE, PSS_AUTO, hashes.SHA256())
     verify = client.signature_verify
     assert (
         verify(MESSAGE, signature, uid=public, cryptographic_parameters=PSS_SHA256)
@@ -394,18 +298,13 @@ def test_another_node_sees_and_gets_the_same_objects(
 def test_another_node_uses_a_key_pair_made_on_the_first(
     client: ProxyKmipClient, other_node: ProxyKmipClient
 ) -> None:
-    public, private = client.create_key_pair(
-        Alg.RSA, 2048, public_usage_mask=[Mask.VERIFY], private_usage_mask=[Mask.SIGN]
-    )
-    client.activate(private)
-    client.activate(public)
+    public, private = active_pair(client, Alg.RSA, 2048, [Mask.VERIFY], [Mask.SIGN])
     signature = other_node.sign(MESSAGE, uid=private, cryptographic_parameters=PSS_SHA256)
     assert (
         client.signature_verify(MESSAGE, signature, uid=public, cryptographic_parameters=PSS_SHA256)
         is enums.ValidityIndicator.VALID
     )
-    mac_key = create(client, Alg.HMAC_SHA256, 256, [Mask.MAC_GENERATE])
-    client.activate(mac_key)
+    mac_key = active(client, create(client, Alg.HMAC_SHA256, 256, [Mask.MAC_GENERATE]))
     assert other_node.mac(b"data", uid=mac_key)[1] == client.mac(b"data", uid=mac_key)[1]
 
 
@@ -417,7 +316,7 @@ def test_a_rename_on_one_node_is_located_on_the_other_at_once(
     old, new = unique("vault-old"), unique("vault-new")
     uid = client.create(Alg.AES, 256, name=old)
     assert other_node.locate(attributes=[attr(A.NAME, old)]) == [uid]
-    got_uid, _ = client.modify_attribute(uid, attribute=FACTORY.create_attribute(A.NAME, new, 0))
+    got_uid, _ = client.modify_attribute(uid, attribute=attr(A.NAME, new, 0))
     assert got_uid == uid
     assert other_node.locate(attributes=[attr(A.NAME, new)]) == [uid]
     assert other_node.locate(attributes=[attr(A.NAME, old)]) == []
