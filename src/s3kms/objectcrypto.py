@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from s3kms.crypto import keyspecs, raw
 from s3kms.crypto.raw import CipherParams
+
+__all__ = ["CipherParams", "ObjectCrypto"]  # CipherParams: the parameters' words, for callers
 from s3kms.errors import InvalidKeyUsage, InvalidRequest
 from s3kms.keystore.base import StateCheck
 from s3kms.model import KeyMetadata
@@ -136,12 +138,40 @@ class ObjectCrypto:
             raise _refuse(meta, "have a public key")
         return raw.public_of(material)
 
-    async def base_material(self, ref: str, *, access: StateCheck | None = None) -> bytes:
-        """A derivation base's material: a symmetric key, an HMAC key or secret data."""
+    async def derive(
+        self,
+        ref: str,
+        method: str,
+        length: int,
+        *,
+        params: CipherParams,
+        data: bytes = b"",
+        salt: bytes | None = None,
+        iterations: int | None = None,
+        iv: bytes | None = None,
+        access: StateCheck | None = None,
+    ) -> bytes:
+        """`length` bytes derived from the base object `ref` by `method`: PBKDF2, NIST800_108_C
+        (counter mode, HMAC), HMAC (RFC 5869 HKDF, as PyKMIP does) or ENCRYPT (the data
+        encrypted under the base). The base is a symmetric key, an HMAC key or secret data."""
+        if method == "ENCRYPT":
+            ciphertext, _, _ = await self.encrypt(ref, params, data, iv, access=access)
+            return bytes(ciphertext[:length])
         meta, material = await self._material(ref, access)
         if _family(meta) not in ("symmetric", "aes", "hmac") and meta.key_spec != "SECRET_DATA":
             raise _refuse(meta, "be a derivation base")
-        return material
+        try:
+            if method == "PBKDF2":
+                if salt is None or iterations is None:
+                    raise InvalidRequest("PBKDF2 needs a Salt and an Iteration Count")
+                return raw.pbkdf2(material, params.hash, salt, iterations, length)
+            if method == "NIST800_108_C":
+                return raw.nist_800_108_counter(material, params.hash, data, length)
+            if method == "HMAC":
+                return raw.hkdf(material, params.hash, salt, data, length)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
+        raise InvalidRequest(f"Derivation Method {method} is not supported")
 
     async def wrap(self, ref: str, material: bytes, *, access: StateCheck | None = None) -> bytes:
         """NIST AES Key Wrap of `material` under the AES key `ref` (KMIP Get's wrapping)."""

@@ -19,11 +19,10 @@ from kmip.core.attributes import UniqueIdentifier
 from kmip.core.messages import payloads
 from kmip.core.objects import KeyMaterial, KeyWrappingData, MACData
 
-from s3kms.crypto.raw import CipherParams
+from s3kms.auth.identity import KeyGate
 from s3kms.errors import KeyNotFound
-from s3kms.keystore.base import StateCheck
 from s3kms.model import KeyMetadata
-from s3kms.objectcrypto import ObjectCrypto
+from s3kms.objectcrypto import CipherParams, ObjectCrypto
 from s3kms.protocols.kmip import attributes as attrs
 from s3kms.protocols.kmip import objects as kobjects
 from s3kms.protocols.kmip.errors import KmipFailure
@@ -37,6 +36,12 @@ OT = enums.ObjectType
 M = enums.CryptographicUsageMask
 LINK = enums.LinkType
 
+_DERIVATIONS = {
+    enums.DerivationMethod.PBKDF2: "PBKDF2",
+    enums.DerivationMethod.NIST800_108_C: "NIST800_108_C",
+    enums.DerivationMethod.HMAC: "HMAC",
+    enums.DerivationMethod.ENCRYPT: "ENCRYPT",
+}
 _PROTECT = frozenset({ACTIVE})
 _PROCESS = frozenset({ACTIVE, DEACTIVATED, COMPROMISED})
 _MODES = {
@@ -119,7 +124,7 @@ def cipher_params(parameters: Any) -> CipherParams:
 class CryptoOperations(Operations):
     def _usable(
         self, call: Call, operation: enums.Operation, uid: str, mask: int, states: frozenset[int]
-    ) -> StateCheck:
+    ) -> KeyGate:
         """The check run on the object's metadata before its material is read."""
         gate = self._owner_check(call, uid, call.principal.gate(action(operation), uid))
 
@@ -404,37 +409,25 @@ class CryptoOperations(Operations):
         )
         return payloads.DeriveKeyResponsePayload(unique_identifier=uid), uid
 
-    async def _derive(self, base: str, payload: Any, length: int, check: StateCheck) -> bytes:
-        from s3kms.crypto import raw
-
+    async def _derive(self, base: str, payload: Any, length: int, check: KeyGate) -> bytes:
         method = payload.derivation_method
         parameters = payload.derivation_parameters
         if parameters is None:
             raise KmipFailure(R.INVALID_FIELD, "Derivation Parameters are missing")
-        crypto = self._crypto()
-        params = cipher_params(parameters.cryptographic_parameters)
-        data = parameters.derivation_data or b""
-        try:
-            if method is enums.DerivationMethod.ENCRYPT:
-                ciphertext, _, _ = await crypto.encrypt(
-                    base, params, data, parameters.initialization_vector, access=check
-                )
-                return bytes(ciphertext[:length])
-            material = await crypto.base_material(base, access=check)
-            if method is enums.DerivationMethod.PBKDF2:
-                if parameters.salt is None or parameters.iteration_count is None:
-                    raise KmipFailure(R.INVALID_FIELD, "PBKDF2 needs a Salt and an Iteration Count")
-                return raw.pbkdf2(
-                    material, params.hash, parameters.salt, parameters.iteration_count, length
-                )
-            if method is enums.DerivationMethod.NIST800_108_C:
-                return raw.nist_800_108_counter(material, params.hash, data, length)
-            if method is enums.DerivationMethod.HMAC:
-                return raw.hkdf(material, params.hash, parameters.salt, data, length)
-        except ValueError as exc:
-            raise KmipFailure(R.INVALID_FIELD, str(exc)) from None
-        name = getattr(method, "name", method)
-        raise KmipFailure(R.INVALID_FIELD, f"Derivation Method {name} is not supported")
+        if method not in _DERIVATIONS:
+            name = getattr(method, "name", method)
+            raise KmipFailure(R.INVALID_FIELD, f"Derivation Method {name} is not supported")
+        return await self._crypto().derive(
+            base,
+            _DERIVATIONS[method],
+            length,
+            params=cipher_params(parameters.cryptographic_parameters),
+            data=parameters.derivation_data or b"",
+            salt=parameters.salt,
+            iterations=parameters.iteration_count,
+            iv=parameters.initialization_vector,
+            access=check,
+        )
 
     # -- Get, with key wrapping -------------------------------------------------------------
 

@@ -20,9 +20,8 @@ from kmip.core import attributes as core_attributes
 from kmip.core import enums, misc, objects
 from kmip.core.messages import contents, payloads
 
-from s3kms.auth.identity import Principal
+from s3kms.auth.identity import KeyGate, Principal
 from s3kms.errors import KeyNotFound
-from s3kms.keystore.base import StateCheck
 from s3kms.model import KEY_NAME_RE, KeyMetadata
 from s3kms.protocols.kmip import attributes as attrs
 from s3kms.protocols.kmip import objects as kobjects
@@ -94,7 +93,7 @@ class Operations:
         return uid
 
     @staticmethod
-    def _owner_check(call: Call, uid: str, access: StateCheck) -> StateCheck:
+    def _owner_check(call: Call, uid: str, access: KeyGate) -> KeyGate:
         """The policy's check, then the owner's: another identity's object is not found."""
         principal = call.principal
 
