@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from s3kms.crypto import keyspecs, raw
 from s3kms.crypto.raw import CipherParams
-
-__all__ = ["CipherParams", "ObjectCrypto"]  # CipherParams: the parameters' words, for callers
 from s3kms.errors import InvalidKeyUsage, InvalidRequest
 from s3kms.keystore.base import StateCheck
 from s3kms.model import KeyMetadata
 from s3kms.service import KeyService
+
+# CipherParams: the words of the modes and parameters, for the protocols that name them.
+__all__ = ["CipherParams", "ObjectCrypto"]
 
 _SYMMETRIC = frozenset({"symmetric", "aes"})
 _PRIVATE = frozenset({"rsa", "ecc", "ed25519"})
