@@ -269,17 +269,29 @@ class Operations:
             raise KmipFailure(
                 R.KEY_COMPRESSION_TYPE_NOT_SUPPORTED, "Key compression is not supported"
             )
-        uid, meta, record, kmip = await self._object(call, Op.GET, payload.unique_identifier)
-        if not kmip or not record.extractable:
-            raise KmipFailure(
-                R.PERMISSION_DENIED,
-                f"The material of object {uid} is not extractable"
-                + ("" if kmip else ": it was made through the AWS or admin API"),
-            )
-        held = record.held_elsewhere(meta)
-        if held is not None:
-            raise KmipFailure(R.WRONG_KEY_LIFECYCLE_STATE, f"Object {uid} is {held}")
-        _, material = await self.service.export_material(uid)
+        uid = self._uid(call, payload.unique_identifier)
+        gate = self._owner_check(call, uid, call.principal.gate(action(Op.GET), uid))
+
+        def extractable(meta: KeyMetadata) -> None:
+            gate(meta)
+            record = record_of(meta)
+            if record is None or not record.extractable:
+                raise KmipFailure(
+                    R.PERMISSION_DENIED,
+                    f"The material of object {uid} is not extractable"
+                    + ("" if record else ": it was made through the AWS or admin API"),
+                )
+            held = record.held_elsewhere(meta)
+            if held is not None:
+                raise KmipFailure(R.WRONG_KEY_LIFECYCLE_STATE, f"Object {uid} is {held}")
+
+        # One read of the object: its checks run on the metadata the material is read with.
+        try:
+            meta, material = await self.service.export_material(uid, access=extractable)
+        except KeyNotFound:
+            raise KmipFailure(R.ITEM_NOT_FOUND, f"Object {uid} not found") from None
+        record = record_of(meta)
+        assert record is not None  # (extractable() refused any other key)
         secret = kobjects.core_object(record, material, payload.key_format_type)
         answer = payloads.GetResponsePayload(
             object_type=OT(record.object_type), unique_identifier=uid, secret=secret
