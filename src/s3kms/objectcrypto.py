@@ -121,11 +121,17 @@ class ObjectCrypto:
             raise InvalidRequest(str(exc)) from None
 
     async def mac(
-        self, ref: str, hash_name: str, data: bytes, *, access: StateCheck | None = None
+        self, ref: str, hash_name: str | None, data: bytes, *, access: StateCheck | None = None
     ) -> bytes:
+        """The HMAC of `data`; `hash_name` None: the HMAC key's own (HMAC_256: SHA256)."""
         meta, material = await self._material(ref, access)
-        if _family(meta) not in ("hmac", "symmetric", "aes"):
+        info = keyspecs.spec(meta.key_spec)
+        if info.family not in ("hmac", "symmetric", "aes"):
             raise _refuse(meta, "compute a MAC")
+        if hash_name is None:
+            if info.family != "hmac":
+                raise InvalidRequest("The MAC algorithm is missing")
+            hash_name = f"SHA{info.size}"
         try:
             return raw.mac(material, hash_name, data)
         except ValueError as exc:

@@ -232,7 +232,7 @@ class CryptoOperations(Operations):
         if payload.data is None:
             raise KmipFailure(R.INVALID_FIELD, "MAC needs Data")
         data = payload.data.value  # (this payload holds objects, not values)
-        hash_name = await self._mac_hash(call, uid, payload.cryptographic_parameters)
+        hash_name = cipher_params(payload.cryptographic_parameters).hash  # None: the key's own
         digest = await self._run(self._crypto().mac(uid, hash_name, data, access=check))
         answer = payloads.MACResponsePayload(
             unique_identifier=UniqueIdentifier(uid), mac_data=MACData(digest)
@@ -244,21 +244,10 @@ class CryptoOperations(Operations):
         check = self._usable(call, Op.MAC_VERIFY, uid, M.MAC_VERIFY.value, _PROCESS)
         if payload.data is None or payload.mac_data is None:
             raise KmipFailure(R.INVALID_FIELD, "MAC Verify needs Data and MAC Data")
-        hash_name = await self._mac_hash(call, uid, payload.cryptographic_parameters)
+        hash_name = cipher_params(payload.cryptographic_parameters).hash  # None: the key's own
         digest = await self._run(self._crypto().mac(uid, hash_name, payload.data, access=check))
         valid = hmac.compare_digest(digest, payload.mac_data)
         return MACVerifyResponsePayload(unique_identifier=uid, valid=valid), uid
-
-    async def _mac_hash(self, call: Call, uid: str, parameters: Any) -> str:
-        """The hash of a MAC: the parameters', else the key's own algorithm (HMAC-SHA256...)."""
-        hash_name = cipher_params(parameters).hash
-        if hash_name is None:
-            _, _, record, _ = await self._object(call, Op.MAC, uid)
-            algorithm = enums.CryptographicAlgorithm(record.algorithm) if record.algorithm else None
-            hash_name = _MAC_HASHES.get(algorithm) if algorithm is not None else None
-            if hash_name is None:
-                raise KmipFailure(R.INVALID_FIELD, "The MAC algorithm is missing")
-        return hash_name
 
     # -- CreateKeyPair, ReKey, DeriveKey ----------------------------------------------------
 
