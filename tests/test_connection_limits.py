@@ -430,3 +430,50 @@ def test_limits_are_settings(tmp_path: Path) -> None:
     assert settings.keep_alive_timeout == 5.0 and settings.max_body_bytes == MIB
     with pytest.raises(ValueError, match="body_timeout"):
         resolve_settings({"body_timeout": 0.0}, {})
+
+
+class _RecordingTransport:
+    """The connection's transport, recording each write (set between requests, when idle)."""
+
+    def __init__(self, transport: object) -> None:
+        self.transport = transport
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+        self.transport.write(data)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.transport, name)
+
+
+@pytest.mark.parametrize(
+    ("request_head", "body_expected"),
+    [(b"GET /health/live HTTP/1.1\r\nHost: kms\r\n\r\n", True),
+     (b"HEAD /health/live HTTP/1.1\r\nHost: kms\r\n\r\n", False),
+     (b"GET /rustfs/admin/v3/kms/nothing HTTP/1.1\r\nHost: kms\r\n\r\n", True)],
+)  # fmt: skip
+def test_an_answer_leaves_in_one_write(
+    standard: KmsThread, request_head: bytes, body_expected: bool
+) -> None:
+    """uvicorn writes a response's head and body separately; the connection holds the head for
+    the body, so each answer is one write (one syscall, one TCP segment), HEAD's head alone."""
+    with connect(standard.port) as sock:
+        sock.sendall(HEALTH + b"\r\n")  # the connection is up and idle after its answer
+        read_response(sock)
+        conn = server_side(standard, sock)
+        assert conn is not None
+        recorder = _RecordingTransport(conn.transport)
+        conn.transport = recorder  # type: ignore[assignment]
+        sock.sendall(request_head)
+        if body_expected:
+            answer = read_response(sock)
+        else:
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                answer += sock.recv(65536)
+        wait_for(lambda: len(recorder.writes) > 0)
+        time.sleep(0.2)  # a second write, if there were one, would have come by now
+    assert recorder.writes == [answer]
+    assert answer.startswith(b"HTTP/1.1 ")
+    assert answer.endswith(b"\r\n\r\n") != body_expected

@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 
 import httptools
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 log = logging.getLogger("s3kms.http")
@@ -81,6 +81,43 @@ class ConnectionLimits:
         """What uvicorn's `http=` option takes. A partial of a module-level class, so it pickles
         into the `--workers` processes."""
         return functools.partial(LimitedHttpProtocol, limits=self)
+
+
+class _OneWrite:
+    """The transport as one request's cycle sees it. uvicorn writes a response's head and its
+    body separately: two syscalls and two TCP segments per answer, the head's alone a large part
+    of a small answer's cost. This holds the head until the body's first write and sends both in
+    one. A HEAD answer has no body write, so its head is never held."""
+
+    __slots__ = ("_cycle", "_head", "_held", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> None:
+        self._transport = transport
+        self._cycle = cycle
+        self._head: bytes | None = None
+        self._held = cycle.scope["method"] == "HEAD"  # True once the head has been seen
+
+    def write(self, data: bytes) -> None:
+        if self._head is not None:
+            data = self._head + data
+            self._head = None
+        elif not self._held and self._cycle.response_started:
+            self._head = data  # the head: the response has started and nothing was written
+            self._held = True
+            return
+        self._transport.write(data)
+
+    def close(self) -> None:
+        if self._head is not None:  # an answer given up after its head (the app failed)
+            self._transport.write(self._head)
+            self._head = None
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 class _Refused(Exception):
@@ -207,6 +244,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         # timer in place (due no later than the head) is left to move itself on.
         self._deadline += self.limits.body_timeout
         super().on_headers_complete()
+        cycle = self.cycle
+        cycle.transport = _OneWrite(self.transport, cycle)  # type: ignore[assignment]
 
     def on_chunk_header(self) -> None:
         self._budget = self._chunked_budget
