@@ -58,6 +58,7 @@ from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_tz
+from typing import Any
 from urllib.parse import (
     SplitResult,
     quote,
@@ -447,10 +448,30 @@ def _payload_hash(
     return sent
 
 
+@functools.lru_cache(maxsize=256)
+def _hmac_pads(key: bytes) -> tuple[Any, Any]:
+    """SHA-256 states after HMAC's inner and outer key blocks (RFC 2104), for a signing key."""
+    block = key.ljust(64, b"\0")  # a signing key is 32 bytes: never longer than the block
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+    outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+    return inner, outer
+
+
+def _hmac_sha256(key: bytes, message: bytes) -> bytes:
+    """HMAC-SHA256 from the key's cached pad states: half the cost of `hmac.new` per request,
+    which sets the key up again each time."""
+    inner, outer = _hmac_pads(key)
+    inner = inner.copy()
+    inner.update(message)
+    outer = outer.copy()
+    outer.update(inner.digest())
+    digest: bytes = outer.digest()
+    return digest
+
+
 def _matches(key: bytes, sts_head: str, creq: str, provided: bytes) -> bool:
     sts = f"{sts_head}{_sha256_hex(creq)}"
-    computed = hmac.new(key, sts.encode("utf-8"), hashlib.sha256).digest()
-    return hmac.compare_digest(computed, provided)
+    return hmac.compare_digest(_hmac_sha256(key, sts.encode("utf-8")), provided)
 
 
 def verify_request(
