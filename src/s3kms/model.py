@@ -146,7 +146,7 @@ class KeyMetadata:
         return self.state is KeyState.ENABLED
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per request, and a frozen one costs 3x to build
 class LastUse:
     """The last successful cryptographic operation with a key (GetKeyLastUsage)."""
 
@@ -163,7 +163,7 @@ class Alias:
     created_at: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per request, and a frozen one costs 3x to build
 class DataKey:
     plaintext: bytes
     ciphertext: bytes

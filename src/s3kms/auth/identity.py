@@ -104,7 +104,7 @@ class Principal:
         self.is_root = is_root
         self._policies: Sequence[Policy] = policies or ()
         # Whether an identity policy has a Condition: then its decision needs the request.
-        self._conditional = any(p.conditional for p in self._policies)
+        self._conditional = bool(policies) and any(p.conditional for p in self._policies)
         self._region = region
         self._account = account
         self.source_ip = source_ip  # aws:SourceIp
