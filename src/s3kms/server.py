@@ -256,6 +256,7 @@ def _settings_from_env() -> Settings:
 def app_factory() -> App:
     """Entry point for uvicorn worker processes (`--workers N`)."""
     app = build_app(_settings_from_env())
+    app.freeze_after_start = True
     ready = os.environ.get(_READY_ENV)
     if ready:
         app.on_started = functools.partial(_report_ready, ready)
@@ -637,6 +638,7 @@ def _serve(settings: Settings, *, temporary: bool = False) -> None:
         listen = dict.fromkeys(listen_url(_scheme(settings), host, port) for host, port in bound)
         log_start_summary(settings, app.runtime.config, list(listen), keys)
 
+    app.freeze_after_start = True
     server = _Server(uvicorn.Config(app, **options), ready)
     stop.server = server
     server.run()
