@@ -18,7 +18,8 @@ Starts, on loopback ports, in one run:
 
 Then drives each with wrk (`benchmarks/wrk_request.lua`: one SigV4-signed request, signed just
 before each wrk run and valid for it) for the AWS `GenerateDataKey`, `Decrypt`, `Encrypt`,
-`Sign`, `Verify` (an ECC_NIST_P256 key, ECDSA_SHA_256), `GenerateMac` (an HMAC_256 key) and the
+`Sign`, `Verify` (an ECC_NIST_P256 key, ECDSA_SHA_256; `Sign:RSA_2048`, `Verify:RSA_2048` an
+RSA_2048 key, RSASSA_PSS_SHA_256), `GenerateMac` (an HMAC_256 key) and the
 admin `key/status`, `key/list`, at 1, 32 and 256 connections (transit: its two ops, unsigned);
 prints a Markdown table (req/s counting 2xx answers only, p50/p99, non-2xx, ratios to bare, to moto
 and to transit, peak RSS, CPU) and writes it with the machine's description to
@@ -72,7 +73,13 @@ KEY_NAME = "bench"
 SCALE_PREFIX = "scale-"
 MAX_SKEW = 900.0  # what s3kms accepts; a signature made before a run must outlive it
 
-AWS_OPS = ("GenerateDataKey", "Decrypt", "Encrypt", "Sign", "Verify", "GenerateMac")
+# The same operations on an RSA_2048 signing key (RSASSA_PSS_SHA_256): the AWS operation is the
+# name before the ":".
+RSA_SIGN_OP, RSA_VERIFY_OP = "Sign:RSA_2048", "Verify:RSA_2048"
+AWS_OPS = (
+    "GenerateDataKey", "Decrypt", "Encrypt", "Sign", "Verify", RSA_SIGN_OP, RSA_VERIFY_OP,
+    "GenerateMac",
+)  # fmt: skip
 ADMIN_OPS = ("key/status", "key/list")
 # GenerateDataKey by a user whose only right is a grant, on a key with a 10-statement key policy
 # and 100 grants: the whole evaluation (docs/security.md#key-policies-and-grants). s3kms only.
@@ -84,7 +91,8 @@ ALL_OPS = AWS_OPS + ADMIN_OPS + (USER_OP, GRANTED_OP)
 GRANTEE, GRANTEE_SECRET = "bench-grantee", "bench-grantee-secret-0123456789"
 USER, USER_SECRET = "bench-user", "bench-user-secret-0123456789"
 POLICY_STATEMENTS, GRANTS = 10, 100
-ASYMMETRIC_OPS = ("Sign", "Verify", "GenerateMac")  # need keys beyond `bench`, made before the run
+# Need keys beyond `bench`, made before the run.
+ASYMMETRIC_OPS = ("Sign", "Verify", RSA_SIGN_OP, RSA_VERIFY_OP, "GenerateMac")
 BARE_OP = "GET /"
 TRANSIT_OPS = ("GenerateDataKey", "Decrypt")  # AWS names, so the rows line up with s3kms's
 TRANSIT_MOUNT = "transit"  # where start_bao enables transit, and s3kms's default mount path
@@ -93,7 +101,9 @@ PLAINTEXT = bytes(range(32))  # what Encrypt encrypts: a 32-byte data key's wort
 MESSAGE = bytes(range(100, 132))  # what Sign signs (RAW), Verify checks and GenerateMac MACs
 SIGN_KEY_SPEC, SIGNING_ALGORITHM = "ECC_NIST_P256", "ECDSA_SHA_256"
 MAC_KEY_SPEC, MAC_ALGORITHM = "HMAC_256", "HMAC_SHA_256"
+RSA_KEY_SPEC, RSA_SIGNING_ALGORITHM = "RSA_2048", "RSASSA_PSS_SHA_256"
 SIGN_ALIAS, MAC_ALIAS = "alias/bench-sign", "alias/bench-hmac"
+RSA_ALIAS = "alias/bench-sign-rsa"
 
 T = TypeVar("T")
 
@@ -319,6 +329,8 @@ class AwsKeys:
     ciphertext: str | None = None  # for Decrypt: a 32-byte data key under `symmetric`
     sign: str | None = None  # an ECC_NIST_P256 SIGN_VERIFY key
     signature: str | None = None  # for Verify: `sign`'s signature of MESSAGE
+    rsa_sign: str | None = None  # an RSA_2048 SIGN_VERIFY key
+    rsa_signature: str | None = None  # for Verify:RSA_2048: `rsa_sign`'s signature of MESSAGE
     mac: str | None = None  # an HMAC_256 key
 
 
@@ -335,19 +347,21 @@ def aws_body(op: str, keys: AwsKeys) -> dict[str, Any]:
         if keys.ciphertext is None:
             raise ValueError("no ciphertext to decrypt")
         return {"CiphertextBlob": keys.ciphertext}
-    if op in ("Sign", "Verify"):
-        if keys.sign is None:
+    if op in ("Sign", "Verify", RSA_SIGN_OP, RSA_VERIFY_OP):
+        rsa = op in (RSA_SIGN_OP, RSA_VERIFY_OP)
+        key, signature = (keys.rsa_sign, keys.rsa_signature) if rsa else (keys.sign, keys.signature)
+        if key is None:
             raise ValueError("no signing key")
         body = {
-            "KeyId": keys.sign,
+            "KeyId": key,
             "Message": _b64(MESSAGE),
             "MessageType": "RAW",
-            "SigningAlgorithm": SIGNING_ALGORITHM,
+            "SigningAlgorithm": RSA_SIGNING_ALGORITHM if rsa else SIGNING_ALGORITHM,
         }
-        if op == "Verify":
-            if keys.signature is None:
+        if op in ("Verify", RSA_VERIFY_OP):
+            if signature is None:
                 raise ValueError("no signature to verify")
-            body["Signature"] = keys.signature
+            body["Signature"] = signature
         return body
     if op == "GenerateMac":
         if keys.mac is None:
@@ -385,7 +399,7 @@ def answer_problem(target: str, op: str, response: httpx.Response) -> str | None
     a transit answer without its data)."""
     if target == "transit":
         return transit_answer_problem(op, response)
-    if op == "Verify":
+    if op in ("Verify", RSA_VERIFY_OP):
         with contextlib.suppress(ValueError):
             if response.json().get("SignatureValid") is True:
                 return None
@@ -396,7 +410,7 @@ def answer_problem(target: str, op: str, response: httpx.Response) -> str | None
 def aws_request(url: str, op: str, body: dict[str, Any], access: str, secret: str) -> Request:
     headers = {
         "Content-Type": "application/x-amz-json-1.1",
-        "X-Amz-Target": f"TrentService.{op}",
+        "X-Amz-Target": f"TrentService.{op.partition(':')[0]}",
     }
     data = json.dumps(body, separators=(",", ":")).encode()
     return signed(
@@ -476,6 +490,15 @@ def asymmetric_keys(
         if keys.sign is None:
             unavailable["Sign"] = why
     try:
+        keys.rsa_sign = key_for(RSA_ALIAS, RSA_KEY_SPEC, "SIGN_VERIFY")
+        body = aws_body(RSA_SIGN_OP, keys)
+        keys.rsa_signature = aws_call(client, url, "Sign", body, access, secret)["Signature"]
+    except SetupError as exc:
+        why = f"no {RSA_KEY_SPEC} key or signature: {exc}"
+        unavailable[RSA_VERIFY_OP] = why
+        if keys.rsa_sign is None:
+            unavailable[RSA_SIGN_OP] = why
+    try:
         keys.mac = key_for(MAC_ALIAS, MAC_KEY_SPEC, "GENERATE_VERIFY_MAC")
     except SetupError as exc:
         unavailable["GenerateMac"] = f"no {MAC_KEY_SPEC} key: {exc}"
@@ -498,13 +521,9 @@ class Target:
     backend: Server | None = None
 
 
-def granted_key(url: str, account: str = "000000000000") -> str:
-    """A new key with a 10-statement key policy and 100 grants, the last of them letting GRANTEE
-    (a user with no identity policy) call GenerateDataKey: every statement and grant is looked at
-    before that one allows. Made through s3kms's own client, as an operator would."""
-    from s3kms import errors
-    from s3kms.client import Client
-
+def granted_policy(account: str) -> str:
+    """The 10-statement key policy of GRANTED_OP's key: the account's statement, then nine whose
+    conditions never hold for the measured request."""
     root = f"arn:aws:iam::{account}:root"
     statements: list[dict[str, Any]] = [
         {"Sid": "Enable IAM User Permissions", "Effect": "Allow",
@@ -521,7 +540,18 @@ def granted_key(url: str, account: str = "000000000000") -> str:
                 "Condition": {"StringEquals": {f"kms:EncryptionContext:tenant-{n}": f"t{n}"}},
             }
         )
-    policy = json.dumps({"Version": "2012-10-17", "Statement": statements})
+    return json.dumps({"Version": "2012-10-17", "Statement": statements})
+
+
+def granted_key(url: str, account: str = "000000000000") -> str:
+    """A new key with a 10-statement key policy and 100 grants, the last of them letting GRANTEE
+    (a user with no identity policy) call GenerateDataKey: every statement and grant is looked at
+    before that one allows. Made through s3kms's own client, as an operator would."""
+    from s3kms import errors
+    from s3kms.client import Client
+
+    root = f"arn:aws:iam::{account}:root"
+    policy = granted_policy(account)
     with Client(url, ROOT_USER, ROOT_PASSWORD, region=REGION) as kms:
         with contextlib.suppress(errors.KMSError):  # there already, with a reused --data-dir
             kms.add_user(GRANTEE, [], GRANTEE_SECRET)
@@ -666,10 +696,30 @@ def start_moto(args: argparse.Namespace, work: Path) -> Target:
         with httpx.Client(timeout=30.0) as client:
             unavailable = asymmetric_keys(client, url, "testing", "testing", keys)
 
+    granted: str | None = None
+    if GRANTED_OP in args.ops:
+        # The same key policy and 100 grants (moto stores them; it enforces neither, and every
+        # request is its account root's).
+        account = "123456789012"  # moto's default account
+        granted = kms.create_key(Description="s3kms benchmark")["KeyMetadata"]["KeyId"]
+        kms.put_key_policy(KeyId=granted, PolicyName="default", Policy=granted_policy(account))
+        for n in range(GRANTS - 1):
+            kms.create_grant(
+                KeyId=granted, GranteePrincipal=f"arn:aws:iam::{account}:root",
+                Operations=["Encrypt"], Constraints={"EncryptionContextEquals": {"volume": f"vol-{n}"}},
+            )  # fmt: skip
+        kms.create_grant(
+            KeyId=granted, GranteePrincipal=f"arn:aws:iam::{account}:user/{GRANTEE}",
+            Operations=["GenerateDataKey"],
+        )  # fmt: skip
+
     def build(op: str) -> Request:
+        if op == GRANTED_OP and granted is not None:
+            body = aws_body("GenerateDataKey", AwsKeys(granted))
+            return aws_request(url, "GenerateDataKey", body, "testing", "testing")
         return aws_request(url, op, aws_body(op, keys), "testing", "testing")
 
-    return Target("moto", server, build, AWS_OPS, unavailable)
+    return Target("moto", server, build, (*AWS_OPS, GRANTED_OP), unavailable)
 
 
 def start_bao(work: Path) -> tuple[Server, str]:
@@ -904,6 +954,30 @@ class Row:
     wrk: dict[str, Any] = field(default_factory=dict)
 
 
+@contextlib.contextmanager
+def profiled(target: Target, op: str, connections: int, args: argparse.Namespace) -> Iterator[None]:
+    """With --profile DIR: py-spy samples the s3kms server for the measured run, into
+    DIR/<op>-<connections>c.txt (collapsed stacks, one line per stack, its sample count last)."""
+    if args.profile is None or target.name != "s3kms" or target.server.proc is None:
+        yield
+        return
+    spy = _script("py-spy") or ["py-spy"]
+    args.profile.mkdir(parents=True, exist_ok=True)
+    stem = args.profile / f"{op.replace('/', '-').replace(':', '-')}-{connections}c"
+    out = stem.with_suffix(".txt")
+    sampler = subprocess.Popen(
+        [*spy, "record", "--pid", str(target.server.proc.pid), "--rate", "200",
+         "--duration", str(args.duration), "--nonblocking", "--format", "raw",
+         "--output", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        yield
+    finally:
+        sampler.wait(timeout=args.duration + 60)
+    log(f"profile: {out}")
+
+
 def measure(target: Target, op: str, connections: int, args: argparse.Namespace, work: Path) -> Row:
     row = Row(target.name, op, connections)
     if op in target.unavailable:
@@ -933,7 +1007,8 @@ def measure(target: Target, op: str, connections: int, args: argparse.Namespace,
         target.backend.reset_peak_rss()
         backend_cpu = target.backend.cpu_seconds()
     busy_before = system_busy_seconds()
-    result, wrk_cpu = run_wrk(url, spec, connections, args.duration, args.timeout)
+    with profiled(target, op, connections, args):
+        result, wrk_cpu = run_wrk(url, spec, connections, args.duration, args.timeout)
     busy = system_busy_seconds() - busy_before
     server_cpu = target.server.cpu_seconds() - cpu_before
     if target.backend is not None:
@@ -1148,6 +1223,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--timeout", type=int, default=10, help="wrk request timeout, seconds")
     parser.add_argument(
+        "--profile",
+        type=Path,
+        help="sample s3kms with py-spy during each measured run, into DIR/<op>-<conns>c.txt",
+    )
+    parser.add_argument(
         "--output", type=Path, help="JSON results file; unset: benchmarks/results/<timestamp>.json"
     )
     args = parser.parse_args(argv)
@@ -1275,7 +1355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # bao is in `servers` once already: the transit target shares it, not stopped twice
                 targets.append(start_transit(bao, s3kms.server.url))  # right before s3kms
             targets.append(s3kms)
-            if not args.skip_moto and any(op in AWS_OPS for op in args.ops):
+            if not args.skip_moto and any(op in (*AWS_OPS, GRANTED_OP) for op in args.ops):
                 moto = start_moto(args, work)
                 servers.append(moto.server)
                 targets.append(moto)

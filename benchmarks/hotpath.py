@@ -1,0 +1,227 @@
+"""The hot path without the HTTP server: s3kms's ASGI app called in-process, per request.
+
+    .venv/bin/python benchmarks/hotpath.py                      # CPU microseconds per request
+    .venv/bin/python benchmarks/hotpath.py --callgrind          # instructions per request
+    .venv/bin/python benchmarks/hotpath.py --callgrind --source /tmp/base/src   # another tree
+
+`run.py` measures what a client sees, through uvicorn and the kernel, and on a shared 2-core
+machine its figures move by 10 to 40 % between runs. This measures only what s3kms's own code
+costs per request: the app (`server.build_app`, the settings `s3kms server` has by default: Local
+backend, audit log and metrics on) gets the same signed requests as run.py's, as uvicorn would hand
+them over (the ASGI scope, one body message), on the standard asyncio loop.
+
+- Without `--callgrind`: the CPU time of `--requests` requests per operation, after 500 warm-up
+  requests. Still subject to the machine's noise, but without the load generator's.
+- With `--callgrind`: the same run under valgrind's callgrind, which counts the instructions the
+  process executes (`callgrind_control --dump` before and after each operation's requests); the
+  count per request is the same from one run to the next whatever else the machine does, so
+  two source trees compare exactly (`--source DIR` runs with `PYTHONPATH=DIR`, e.g. a `git
+  archive` of an earlier commit's `src`). It leaves out the kernel's share (system calls).
+  About 1 minute per tree with the defaults. Needs valgrind (`apt-get install valgrind`).
+- `--cprofile`: print cProfile's top functions for each operation (cProfile slows Python code
+  2 to 3 times more than C code: use it for call counts, py-spy for proportions, see README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import cProfile
+import json
+import os
+import pstats
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+# benchmarks/kmip.py would shadow PyKMIP's `kmip`, which the server imports: this directory is
+# not needed on the path.
+sys.path[:] = [p for p in sys.path if p != os.path.dirname(os.path.realpath(__file__))]
+
+ROOT_USER = "benchroot"
+ROOT_PASSWORD = "bench-root-password-0123456789"
+MASTER_KEY = base64.b64encode(bytes(range(1, 33))).decode()
+HOST = "127.0.0.1:9000"
+OPS = ("GenerateDataKey", "Decrypt", "Encrypt", "GenerateMac", "Sign", "key/status")
+WARMUP = 500
+Message = MutableMapping[str, Any]
+Request = tuple[str, str, dict[str, str], bytes]  # method, path?query, headers, body
+
+
+def signed(method: str, target: str, headers: dict[str, str], body: bytes, service: str) -> Request:
+    from s3kms.auth.sigv4 import sign_headers
+
+    out = sign_headers(
+        method, f"http://{HOST}{target}", headers, body, access_key=ROOT_USER,
+        secret_key=ROOT_PASSWORD, region="us-east-1", service=service, now=time.time(),
+        s3_flavour=service == "s3",
+    )  # fmt: skip
+    if body:
+        out["Content-Length"] = str(len(body))  # as wrk sends it
+    return method, target, out, body
+
+
+def aws(op: str, params: dict[str, Any]) -> Request:
+    body = json.dumps(params, separators=(",", ":")).encode()
+    headers = {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": f"TrentService.{op}"}
+    return signed("POST", "/", headers, body, "kms")
+
+
+def admin(method: str, route: str) -> Request:
+    return signed(method, f"/rustfs/admin/v3/kms/{route}", {}, b"", "s3")
+
+
+def scope_of(req: Request) -> Message:
+    """The scope uvicorn's httptools protocol builds for this request."""
+    method, target, headers, _ = req
+    path, _, query = target.partition("?")
+    return {
+        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}, "http_version": "1.1",
+        "server": ("127.0.0.1", 9000), "client": ("127.0.0.1", 50000), "scheme": "http",
+        "method": method, "root_path": "", "path": path, "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+    }  # fmt: skip
+
+
+async def call(app: Callable[..., Awaitable[None]], req: Request) -> tuple[int, bytes]:
+    scope = scope_of(req)
+    body = req[3]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def dump(label: str) -> None:
+    """Under callgrind: write the counts since the last dump, labelled, and start again."""
+    subprocess.run(
+        ["callgrind_control", "--dump=" + label, str(os.getpid())], capture_output=True, check=True
+    )
+
+
+async def measure(args: argparse.Namespace) -> None:
+    from s3kms.config import Settings
+    from s3kms.server import build_app
+
+    os.environ["S3KMS_MASTER_KEY"] = MASTER_KEY
+    data_dir = Path(tempfile.mkdtemp(prefix="s3kms-hotpath-"))
+    app = build_app(Settings(data_dir=data_dir, root_user=ROOT_USER, root_password=ROOT_PASSWORD))
+    lifespan: asyncio.Queue[Message] = asyncio.Queue()
+    started = asyncio.Event()
+
+    async def life_send(message: Message) -> None:
+        assert message["type"].endswith(".complete"), message
+        started.set()
+
+    await lifespan.put({"type": "lifespan.startup"})
+    life = asyncio.create_task(app({"type": "lifespan"}, lifespan.get, life_send))
+    await started.wait()
+    status, body = await call(app, admin("POST", "key/create?keyName=bench"))
+    assert status == 200, body
+    status, body = await call(app, aws("GenerateDataKey", {"KeyId": "bench", "NumberOfBytes": 32}))
+    assert status == 200, body
+    made = {}
+    for spec, usage in (("HMAC_256", "GENERATE_VERIFY_MAC"), ("ECC_NIST_P256", "SIGN_VERIFY")):
+        status, created = await call(app, aws("CreateKey", {"KeySpec": spec, "KeyUsage": usage}))
+        assert status == 200, created
+        made[spec] = json.loads(created)["KeyMetadata"]["KeyId"]
+    message = base64.b64encode(bytes(range(100, 132))).decode()
+    requests = {
+        "GenerateDataKey": aws("GenerateDataKey", {"KeyId": "bench", "NumberOfBytes": 32}),
+        "Decrypt": aws("Decrypt", {"CiphertextBlob": json.loads(body)["CiphertextBlob"]}),
+        "Encrypt": aws("Encrypt", {"KeyId": "bench", "Plaintext": base64.b64encode(bytes(32))
+                                   .decode()}),
+        "GenerateMac": aws("GenerateMac", {"KeyId": made["HMAC_256"], "Message": message,
+                                           "MacAlgorithm": "HMAC_SHA_256"}),
+        "Sign": aws("Sign", {"KeyId": made["ECC_NIST_P256"], "Message": message,
+                             "MessageType": "RAW", "SigningAlgorithm": "ECDSA_SHA_256"}),
+        "key/status": admin("GET", "key/status?keyName=bench"),
+    }  # fmt: skip
+    for op in args.ops:
+        req = requests[op]
+        for _ in range(WARMUP):
+            status, body = await call(app, req)
+            assert status == 200, (op, body)
+        profile = cProfile.Profile() if args.cprofile else None
+        if args.under_callgrind:
+            dump(f"before-{op}")
+        if profile is not None:
+            profile.enable()
+        cpu = time.process_time()
+        for _ in range(args.requests):
+            await call(app, req)
+        cpu = time.process_time() - cpu
+        if profile is not None:
+            profile.disable()
+            pstats.Stats(profile).sort_stats("tottime").print_stats(25)
+        if args.under_callgrind:
+            dump(f"op-{op}")
+        print(f"cpu {op} {cpu / args.requests * 1e6:.1f}", flush=True)
+    await lifespan.put({"type": "lifespan.shutdown"})
+    await life
+
+
+def callgrind(args: argparse.Namespace) -> int:
+    """Run this script under callgrind and read the instruction count of each operation."""
+    out_dir = Path(tempfile.mkdtemp(prefix="s3kms-callgrind-"))
+    env = dict(os.environ)
+    if args.source is not None:
+        env["PYTHONPATH"] = str(args.source)
+    cmd = [
+        "valgrind", "--tool=callgrind", f"--callgrind-out-file={out_dir}/cg.out",
+        sys.executable, __file__, "--under-callgrind", "--requests", str(args.requests),
+        "--ops", ",".join(args.ops),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        print(done.stdout, done.stderr, file=sys.stderr)
+        return 1
+    counts: dict[str, int] = {}
+    for part in sorted(out_dir.glob("cg.out.*")):
+        text = part.read_text(errors="replace")
+        trigger = next((ln for ln in text.splitlines() if ln.startswith("desc: Trigger:")), "")
+        summary = next(ln for ln in text.splitlines() if ln.startswith("summary:"))
+        if "op-" in trigger:
+            counts[trigger.rsplit("op-", 1)[1].strip()] = int(summary.split()[1])
+    tree = args.source or "the working tree"
+    print(f"instructions per request ({args.requests} requests per op, {tree}):")
+    for op in args.ops:
+        print(f"  {op:16s} {counts[op] / args.requests:10,.0f}")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ops", default=",".join(OPS), help=f"from {', '.join(OPS)}")
+    parser.add_argument("--requests", type=int, default=None, help="per operation")
+    parser.add_argument("--callgrind", action="store_true", help="count instructions")
+    parser.add_argument("--source", type=Path, help="with --callgrind: PYTHONPATH of the tree")
+    parser.add_argument("--cprofile", action="store_true", help="print cProfile's top functions")
+    parser.add_argument("--under-callgrind", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.ops = [op for op in args.ops.split(",") if op]
+    unknown = set(args.ops) - set(OPS)
+    if unknown:
+        parser.error(f"unknown ops: {', '.join(sorted(unknown))}")
+    if args.requests is None:
+        args.requests = 1000 if args.callgrind or args.under_callgrind else 20000
+    if args.callgrind:
+        return callgrind(args)
+    asyncio.run(measure(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
