@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import cProfile
 import json
 import os
@@ -38,60 +37,56 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-# benchmarks/kmip.py would shadow PyKMIP's `kmip`, which the server imports: this directory is
-# not needed on the path.
-sys.path[:] = [p for p in sys.path if p != os.path.dirname(os.path.realpath(__file__))]
+# benchmarks/kmip.py would shadow PyKMIP's `kmip`, which the server imports: this directory goes
+# to the end of the path, where `import run` still finds benchmarks/run.py.
+sys.path.remove(os.path.dirname(os.path.realpath(__file__)))
+sys.path.append(os.path.dirname(os.path.realpath(__file__)))
 
-ROOT_USER = "benchroot"
-ROOT_PASSWORD = "bench-root-password-0123456789"
-MASTER_KEY = base64.b64encode(bytes(range(1, 33))).decode()
-HOST = "127.0.0.1:9000"
+from run import (
+    KEY_NAME,
+    MAC_KEY_SPEC,
+    MASTER_KEY,
+    ROOT_PASSWORD,
+    ROOT_USER,
+    SIGN_KEY_SPEC,
+    AwsKeys,
+    Request,
+    admin_request,
+    aws_body,
+    aws_request,
+)
+
+URL = "http://127.0.0.1:9000"  # what the requests are signed for; nothing listens there
 OPS = ("GenerateDataKey", "Decrypt", "Encrypt", "GenerateMac", "Sign", "key/status")
 WARMUP = 500
 Message = MutableMapping[str, Any]
-Request = tuple[str, str, dict[str, str], bytes]  # method, path?query, headers, body
-
-
-def signed(method: str, target: str, headers: dict[str, str], body: bytes, service: str) -> Request:
-    from s3kms.auth.sigv4 import sign_headers
-
-    out = sign_headers(
-        method, f"http://{HOST}{target}", headers, body, access_key=ROOT_USER,
-        secret_key=ROOT_PASSWORD, region="us-east-1", service=service, now=time.time(),
-        s3_flavour=service == "s3",
-    )  # fmt: skip
-    if body:
-        out["Content-Length"] = str(len(body))  # as wrk sends it
-    return method, target, out, body
 
 
 def aws(op: str, params: dict[str, Any]) -> Request:
-    body = json.dumps(params, separators=(",", ":")).encode()
-    headers = {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": f"TrentService.{op}"}
-    return signed("POST", "/", headers, body, "kms")
-
-
-def admin(method: str, route: str) -> Request:
-    return signed(method, f"/rustfs/admin/v3/kms/{route}", {}, b"", "s3")
+    return aws_request(URL, op, params, ROOT_USER, ROOT_PASSWORD)
 
 
 def scope_of(req: Request) -> Message:
-    """The scope uvicorn's httptools protocol builds for this request."""
-    method, target, headers, _ = req
-    path, _, query = target.partition("?")
+    """The scope uvicorn's httptools protocol builds for this request, with the Content-Length
+    wrk adds to a request with a body."""
+    parts = urlsplit(req.url)
+    headers = dict(req.headers)
+    if req.body:
+        headers["Content-Length"] = str(len(req.body))
     return {
         "type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}, "http_version": "1.1",
         "server": ("127.0.0.1", 9000), "client": ("127.0.0.1", 50000), "scheme": "http",
-        "method": method, "root_path": "", "path": path, "raw_path": path.encode(),
-        "query_string": query.encode(),
+        "method": req.method, "root_path": "", "path": parts.path,
+        "raw_path": parts.path.encode(), "query_string": parts.query.encode(),
         "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
     }  # fmt: skip
 
 
 async def call(app: Callable[..., Awaitable[None]], req: Request) -> tuple[int, bytes]:
     scope = scope_of(req)
-    body = req[3]
+    body = req.body
     sent: list[Message] = []
 
     async def receive() -> Message:
@@ -128,27 +123,22 @@ async def measure(args: argparse.Namespace) -> None:
     await lifespan.put({"type": "lifespan.startup"})
     life = asyncio.create_task(app({"type": "lifespan"}, lifespan.get, life_send))
     await started.wait()
-    status, body = await call(app, admin("POST", "key/create?keyName=bench"))
+    create = admin_request(URL, "POST", f"key/create?keyName={KEY_NAME}", ROOT_USER, ROOT_PASSWORD)
+    status, body = await call(app, create)
     assert status == 200, body
-    status, body = await call(app, aws("GenerateDataKey", {"KeyId": "bench", "NumberOfBytes": 32}))
+    keys = AwsKeys(KEY_NAME)
+    status, body = await call(app, aws("GenerateDataKey", aws_body("GenerateDataKey", keys)))
     assert status == 200, body
-    made = {}
-    for spec, usage in (("HMAC_256", "GENERATE_VERIFY_MAC"), ("ECC_NIST_P256", "SIGN_VERIFY")):
-        status, created = await call(app, aws("CreateKey", {"KeySpec": spec, "KeyUsage": usage}))
-        assert status == 200, created
-        made[spec] = json.loads(created)["KeyMetadata"]["KeyId"]
-    message = base64.b64encode(bytes(range(100, 132))).decode()
-    requests = {
-        "GenerateDataKey": aws("GenerateDataKey", {"KeyId": "bench", "NumberOfBytes": 32}),
-        "Decrypt": aws("Decrypt", {"CiphertextBlob": json.loads(body)["CiphertextBlob"]}),
-        "Encrypt": aws("Encrypt", {"KeyId": "bench", "Plaintext": base64.b64encode(bytes(32))
-                                   .decode()}),
-        "GenerateMac": aws("GenerateMac", {"KeyId": made["HMAC_256"], "Message": message,
-                                           "MacAlgorithm": "HMAC_SHA_256"}),
-        "Sign": aws("Sign", {"KeyId": made["ECC_NIST_P256"], "Message": message,
-                             "MessageType": "RAW", "SigningAlgorithm": "ECDSA_SHA_256"}),
-        "key/status": admin("GET", "key/status?keyName=bench"),
-    }  # fmt: skip
+    keys.ciphertext = json.loads(body)["CiphertextBlob"]
+    made: dict[str, str] = {}
+    for spec, usage in ((MAC_KEY_SPEC, "GENERATE_VERIFY_MAC"), (SIGN_KEY_SPEC, "SIGN_VERIFY")):
+        status, body = await call(app, aws("CreateKey", {"KeySpec": spec, "KeyUsage": usage}))
+        assert status == 200, body
+        made[spec] = json.loads(body)["KeyMetadata"]["KeyId"]
+    keys.mac, keys.sign = made[MAC_KEY_SPEC], made[SIGN_KEY_SPEC]
+    status_route = f"key/status?keyName={KEY_NAME}"
+    requests = {op: aws(op, aws_body(op, keys)) for op in OPS if op != "key/status"}
+    requests["key/status"] = admin_request(URL, "GET", status_route, ROOT_USER, ROOT_PASSWORD)
     for op in args.ops:
         req = requests[op]
         for _ in range(WARMUP):

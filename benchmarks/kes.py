@@ -131,6 +131,16 @@ class Row:
     server_cpu_us_per_req: float
 
 
+def wait_healthy(url: str, ca: Path) -> None:
+    """Until the server started at `url` answers its health check (at most about 10 s)."""
+    for _ in range(200):
+        try:
+            if httpx.get(f"{url}/health/live", verify=str(ca)).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+
+
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -262,12 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         url = f"https://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                if httpx.get(f"{url}/health/live", verify=str(pki["ca"])).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.05)
+        wait_healthy(url, pki["ca"])
         with Client(url, ROOT_USER, ROOT_PASSWORD, ca_cert=str(pki["ca"])) as kms:
             kms.create_key("bench")
             aws_ciphertext = kms.generate_data_key("bench", context=CONTEXT).ciphertext

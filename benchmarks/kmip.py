@@ -80,11 +80,9 @@ import uuid
 import warnings
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import httpx
 import trustme
 import uvloop
 from cryptography import x509
@@ -102,6 +100,7 @@ from kes import (
     aws_request,
     kes_request,
     make_pki,
+    wait_healthy,
 )
 from kmip.core import attributes as core_attributes
 from kmip.core import enums, misc, secrets, utils
@@ -109,7 +108,7 @@ from kmip.core import objects as core_objects
 from kmip.core.factories.attributes import AttributeFactory
 from kmip.core.messages import contents, messages, payloads
 from kmip.pie.client import ProxyKmipClient
-from run import source_digest
+from run import package_versions, source_digest
 
 from s3kms.auth.certificates import identity_of
 from s3kms.client import Client
@@ -602,12 +601,7 @@ def machine() -> dict[str, Any]:
         ),
         "?",
     )
-    versions: dict[str, str | None] = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+    versions = package_versions(PACKAGES)
     return {
         "nproc": len(os.sched_getaffinity(0)), "cpu_model": model,
         "python": platform.python_version(), "platform": platform.platform(),
@@ -685,12 +679,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     try:
         url = f"https://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                if httpx.get(f"{url}/health/live", verify=str(pki["ca"])).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.05)
+        wait_healthy(url, pki["ca"])
         with Client(url, ROOT_USER, ROOT_PASSWORD, ca_cert=str(pki["ca"])) as kms:
             kms.create_key("bench")
             aws_ciphertext = kms.generate_data_key("bench", context=CONTEXT).ciphertext

@@ -1045,6 +1045,17 @@ def measure(target: Target, op: str, connections: int, args: argparse.Namespace,
 # --------------------------------------------------------------------------------------------
 
 
+def package_versions(names: Sequence[str]) -> dict[str, str | None]:
+    """The installed version of each distribution, None where it is not installed."""
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
 def machine_info(with_bao: bool) -> dict[str, Any]:
     model = "?"
     mem_total = None
@@ -1057,12 +1068,7 @@ def machine_info(with_bao: bool) -> dict[str, Any]:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal:"):
                 mem_total = round(int(line.split()[1]) / 1024 / 1024, 1)
-    versions: dict[str, str | None] = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+    versions = package_versions(PACKAGES)
     info: dict[str, Any] = {
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)),
