@@ -280,7 +280,7 @@ def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
 
 def signature(key: bytes, string_to_sign: str) -> str:
     """The hex signature of a string to sign."""
-    return hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+    return _hmac_sha256(key, string_to_sign.encode("utf-8")).hex()
 
 
 def authorization_header(
