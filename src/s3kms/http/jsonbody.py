@@ -23,7 +23,7 @@ _decode = json.JSONDecoder().decode
 _fast_decode = msgspec.json.Decoder().decode
 # A surrogate escape (\uD800-\uDFFF). A valid pair decodes to one character; only a lone half stays.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE = re.compile(f"[{chr(0xD800)}-{chr(0xDFFF)}]")  # mypyc takes no surrogate literal
 
 
 def _has_lone_surrogate(value: Any) -> bool:

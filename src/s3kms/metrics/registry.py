@@ -277,7 +277,7 @@ class Totals:
             if family.kind != "histogram":
                 out.append((family.name, named, values[0]))
                 continue
-            cumulative: float = 0
+            cumulative = 0.0  # rendered as an integer when it is one (exposition.number)
             for bound, count in zip((*BUCKETS, float("inf")), values, strict=False):
                 cumulative += count
                 out.append((f"{family.name}_bucket", (*named, ("le", _bound(bound))), cumulative))
