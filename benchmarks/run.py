@@ -1089,17 +1089,19 @@ def machine_info(with_bao: bool) -> dict[str, Any]:
 
 
 def source_digest() -> dict[str, str]:
-    """Which s3kms code ran: its package directory and a SHA-256 over its Python sources (the
-    tree changes under an editable install; the digest tells two runs' code apart)."""
+    """Which s3kms code ran: its package directory, a SHA-256 over its Python sources (the
+    tree changes under an editable install; the digest tells two runs' code apart), and whether
+    its hot path ran compiled (a wheel) or interpreted (editable; hatch_build.py)."""
     import hashlib
 
     import s3kms
+    from s3kms import compiled
 
     root = Path(s3kms.__file__).resolve().parent
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
         digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return {"path": str(root), "sha256": digest.hexdigest()}
+    return {"path": str(root), "sha256": digest.hexdigest(), "hot_path": compiled.hot_path()}
 
 
 def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
@@ -1419,7 +1421,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"{machine['cpu_model']}, {machine['cpus_usable']} CPUs usable, Python {machine['python']}, "
         f"{machine['wrk']}; wrk -t1, {args.duration:g}s runs after {args.warmup:g}s warm-up; "
-        f"s3kms {args.backend} backend, {args.workers} worker(s)"
+        f"s3kms {args.backend} backend, {args.workers} worker(s), hot path "
+        f"{record['s3kms_source']['hot_path']}"
     )
     if "key_creation" in record:
         c = record["key_creation"]

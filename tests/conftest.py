@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +30,35 @@ from openbao import (
     start_cluster,
     start_dev_server,
 )
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuse to test an installed s3kms that is not this tree's `src/`.
+
+    The README's `pip install '.[test]'` installs a copy (with the compiled hot path,
+    hatch_build.py): once `src/` is edited, that copy is what the tests would still run."""
+    import s3kms
+
+    installed = Path(s3kms.__file__).resolve().parent
+    source = Path(__file__).resolve().parents[1] / "src" / "s3kms"
+    if installed == source or not source.is_dir():
+        return  # an editable install runs src/ itself
+    ours = {p.relative_to(source) for p in source.rglob("*.py")}
+    theirs = {p.relative_to(installed) for p in installed.rglob("*.py")}
+    differ = sorted(
+        str(rel)
+        for rel in ours | theirs
+        if rel not in ours
+        or rel not in theirs
+        or (source / rel).read_bytes() != (installed / rel).read_bytes()
+    )
+    if differ:
+        raise pytest.UsageError(
+            f"the s3kms installed in {installed} is not src/ as it is now ({', '.join(differ[:5])}"
+            f"{', ...' if len(differ) > 5 else ''} differ): reinstall it (.venv/bin/pip install "
+            "'.[test]'), or install src/ editable (.venv/bin/pip install -e '.[test]')"
+        )
+
 
 _EXTERNAL_SKIP = (
     f"${ENV_VAULT_ADDR} points the tests at an external Vault, which the harness cannot "

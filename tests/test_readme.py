@@ -47,7 +47,7 @@ from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-SERVER_COMMAND = "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/s3kms server"
+SERVER_COMMAND = "python3 -m venv .venv && .venv/bin/pip install . && .venv/bin/s3kms server"
 BLOCK_TIMEOUT = 60.0
 SHELLS = {"bash", "sh", "console"}
 
@@ -116,11 +116,13 @@ def rewrite_installs(text: str) -> tuple[str, list[list[str]]]:
 def missing_from_venv(pip_args: list[str]) -> list[str]:
     """What `pip install <pip_args>` would install that this environment lacks (direct deps).
 
-    `-e .[extras]` is this repository: s3kms installed editable from here, and the dependencies
-    pyproject.toml names now (the installed metadata is as old as the last install).
+    `.[extras]` is this repository: s3kms installed from here (`-e`: editable), and the
+    dependencies pyproject.toml names now (the installed metadata is as old as the last install).
+    An editable install stands in for a plain one: it runs the same source, interpreted.
     """
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     wanted: list[str] = []
+    editable = "-e" in pip_args
     for arg in (a for a in pip_args if a != "-e"):
         local = re.fullmatch(r"\.(?:\[([\w,-]+)\])?", arg)
         if not local:
@@ -129,8 +131,10 @@ def missing_from_venv(pip_args: list[str]) -> list[str]:
         direct = json.loads(
             importlib.metadata.distribution("s3kms").read_text("direct_url.json") or "{}"
         )
-        if not direct.get("dir_info", {}).get("editable") or direct.get("url") != ROOT.as_uri():
-            return [f"s3kms installed editable from {ROOT} (found: {direct or 'not editable'})"]
+        found_editable = direct.get("dir_info", {}).get("editable", False)
+        if direct.get("url") != ROOT.as_uri() or (editable and not found_editable):
+            how = "editable " if editable else ""
+            return [f"s3kms installed {how}from {ROOT} (found: {direct or 'not from a directory'})"]
         wanted += project["dependencies"]
         for extra in filter(None, (local.group(1) or "").split(",")):
             wanted += project["optional-dependencies"][extra]

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from s3kms import __version__
+from s3kms import __version__, compiled
 from s3kms.auth import sigv4
 from s3kms.client import Client
 from s3kms.logs import JsonFormatter, failure_line
@@ -138,12 +138,15 @@ def test_start_summary_fields(tmp_path: Path) -> None:
     server.restart()
     assert stop(server) == 0
     first, second = summaries(json_lines(server.log()))
+    # The test process imports the same installation the server runs.
+    hot_path = compiled.hot_path()
+    assert hot_path in ("compiled", "interpreted")
     assert second == {
         "time": second["time"],
         "level": "INFO",
         "logger": "s3kms",
         "message": f"s3kms {__version__} ready: backend local, data dir {data.absolute()}, "
-        f"listening on {server.url}, 1 worker, 2 keys, audit log off",
+        f"listening on {server.url}, 1 worker, 2 keys, audit log off, hot path {hot_path}",
         "event": "start",
         "version": __version__,
         "backend": "local",
@@ -152,6 +155,7 @@ def test_start_summary_fields(tmp_path: Path) -> None:
         "workers": 1,
         "keys": 2,
         "audit_log": "off",
+        "hot_path": hot_path,
     }
     assert first["keys"] == 0
 
@@ -266,6 +270,7 @@ def test_text_lines_and_summary(tmp_path: Path) -> None:
     assert ready[1].endswith(
         f" INFO s3kms: s3kms {__version__} ready: backend local, data dir {data.absolute()}, "
         f"listening on {server.url}, 1 worker, 1 key, audit log {data.absolute()}/audit/audit.log"
+        f", hot path {compiled.hot_path()}"
     )
 
 

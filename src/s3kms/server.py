@@ -25,7 +25,7 @@ from typing import Any
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
-from s3kms import __version__, credentials, logs, startup
+from s3kms import __version__, compiled, credentials, logs, startup
 from s3kms.audit import AuditLog
 from s3kms.auth.certificates import normalize_identity
 from s3kms.auth.identity import Authenticator
@@ -389,6 +389,7 @@ def start_summary(
         "workers": settings.workers,
         "keys": keys if config.kms_type == "local" else None,
         "audit_log": "off" if audit is None else str(audit.absolute()),
+        "hot_path": compiled.hot_path(),
     }
     parts = [
         f"backend {backend}",
@@ -403,6 +404,7 @@ def start_summary(
         fields["kes_listen"] = listen_url("https", host, port)
         parts.append(f"KES API on {fields['kes_listen']}")
     parts.append(f"audit log {fields['audit_log']}")
+    parts.append(f"hot path {fields['hot_path']}")
     return f"s3kms {__version__} ready: {', '.join(parts)}", fields
 
 
