@@ -20,6 +20,10 @@ them over (the ASGI scope, one body message), on the standard asyncio loop.
   About 1 minute per tree with the defaults. Needs valgrind (`apt-get install valgrind`).
 - `--cprofile`: print cProfile's top functions for each operation (cProfile slows Python code
   2 to 3 times more than C code: use it for call counts, py-spy for proportions, see README).
+- `--data-dir DIR` keeps the data directory (default: a temporary one), and `--keys N` first
+  creates keys `scale-0000000` ... up to N in it, as run.py's `--keys` does over HTTP. Create them
+  once without `--callgrind`, then count instructions on that directory: how a request's cost
+  moves with the number of keys, exactly (README, *A million keys*).
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from run import (
     MASTER_KEY,
     ROOT_PASSWORD,
     ROOT_USER,
+    SCALE_PREFIX,
     SIGN_KEY_SPEC,
     AwsKeys,
     Request,
@@ -99,6 +104,19 @@ async def call(app: Callable[..., Awaitable[None]], req: Request) -> tuple[int, 
     return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
 
 
+async def create_keys(app: Callable[..., Awaitable[None]], count: int) -> None:
+    """Keys `scale-0000000` ... up to `count`, as run.py names them; existing ones are kept."""
+    width = max(7, len(str(count - 1)))
+    started = time.perf_counter()
+    for index in range(count):
+        route = f"key/create?keyName={SCALE_PREFIX}{index:0{width}d}"
+        status, body = await call(app, admin_request(URL, "POST", route, ROOT_USER, ROOT_PASSWORD))
+        assert status in (200, 409), body
+        if index and index % 100_000 == 0:
+            print(f"{index:,} keys, {time.perf_counter() - started:.0f} s", flush=True)
+    print(f"{count:,} keys in {time.perf_counter() - started:.0f} s", flush=True)
+
+
 def dump(label: str) -> None:
     """Under callgrind: write the counts since the last dump, labelled, and start again."""
     subprocess.run(
@@ -111,7 +129,7 @@ async def measure(args: argparse.Namespace) -> None:
     from s3kms.server import build_app
 
     os.environ["S3KMS_MASTER_KEY"] = MASTER_KEY
-    data_dir = Path(tempfile.mkdtemp(prefix="s3kms-hotpath-"))
+    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="s3kms-hotpath-"))
     app = build_app(Settings(data_dir=data_dir, root_user=ROOT_USER, root_password=ROOT_PASSWORD))
     lifespan: asyncio.Queue[Message] = asyncio.Queue()
     started = asyncio.Event()
@@ -125,7 +143,9 @@ async def measure(args: argparse.Namespace) -> None:
     await started.wait()
     create = admin_request(URL, "POST", f"key/create?keyName={KEY_NAME}", ROOT_USER, ROOT_PASSWORD)
     status, body = await call(app, create)
-    assert status == 200, body
+    assert status in (200, 409), body  # 409: a reused --data-dir has it
+    if args.keys:
+        await create_keys(app, args.keys)
     keys = AwsKeys(KEY_NAME)
     status, body = await call(app, aws("GenerateDataKey", aws_body("GenerateDataKey", keys)))
     assert status == 200, body
@@ -173,6 +193,7 @@ def callgrind(args: argparse.Namespace) -> int:
         "valgrind", "--tool=callgrind", f"--callgrind-out-file={out_dir}/cg.out",
         sys.executable, __file__, "--under-callgrind", "--requests", str(args.requests),
         "--ops", ",".join(args.ops),
+        *(["--data-dir", str(args.data_dir)] if args.data_dir else []),
     ]  # fmt: skip
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -199,6 +220,8 @@ def main() -> int:
     parser.add_argument("--callgrind", action="store_true", help="count instructions")
     parser.add_argument("--source", type=Path, help="with --callgrind: PYTHONPATH of the tree")
     parser.add_argument("--cprofile", action="store_true", help="print cProfile's top functions")
+    parser.add_argument("--data-dir", type=Path, help="data directory to use and keep")
+    parser.add_argument("--keys", type=int, default=0, help="first create keys up to this many")
     parser.add_argument("--under-callgrind", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.ops = [op for op in args.ops.split(",") if op]
@@ -207,6 +230,8 @@ def main() -> int:
         parser.error(f"unknown ops: {', '.join(sorted(unknown))}")
     if args.requests is None:
         args.requests = 1000 if args.callgrind or args.under_callgrind else 20000
+    if args.keys and (args.callgrind or args.under_callgrind):
+        parser.error("create the keys first, without --callgrind")
     if args.callgrind:
         return callgrind(args)
     asyncio.run(measure(args))
