@@ -29,6 +29,7 @@ from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 COMPILED = (
     "s3kms/request.py",
+    "s3kms/service.py",
     "s3kms/auth/sigv4.py",
     "s3kms/auth/identity.py",
     "s3kms/http/app.py",

@@ -284,12 +284,14 @@ def test_configure_local_with_default_key(call: Signed) -> None:
 def test_unexpected_exception_is_500_with_request_id(
     srv: KmsThread, call: Signed, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from s3kms.service import KeyService
+    from s3kms.keystore.local import LocalKeyStore
 
-    async def explode(self: KeyService, *args: Any, **kwargs: Any) -> Any:
+    async def explode(self: LocalKeyStore, *args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("disk on fire: /secret/path")
 
-    monkeypatch.setattr(KeyService, "create_key", explode)
+    # The keystore's method, not the service's: a wheel's service.py is compiled (hatch_build.py)
+    # and its methods cannot be patched.
+    monkeypatch.setattr(LocalKeyStore, "create_key", explode)
     with caplog.at_level(logging.ERROR, logger="s3kms.http"):
         resp = call("POST", "/rustfs/admin/v3/kms/key/create?keyName=boom")
     assert resp.status_code == 500

@@ -34,7 +34,7 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Container, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from s3kms import granttoken, importing
@@ -373,6 +373,52 @@ class Decrypted:
         return f"Decrypted(key_id={self.key_id!r}, plaintext=<{len(self.plaintext)} bytes>)"
 
 
+class _KeyPages:
+    """KeyService.key_pages. Classes, not async generators: mypyc compiles no async generator
+    (hatch_build.py)."""
+
+    def __init__(self, store: KeyStore, prefix: str, page: int) -> None:
+        self._store = store
+        self._prefix = prefix
+        self._page = page
+        self._after: str | None = None
+        self._done = False
+
+    def __aiter__(self) -> _KeyPages:
+        return self
+
+    async def __anext__(self) -> Sequence[KeyMetadata]:
+        if self._done:
+            raise StopAsyncIteration
+        batch = await self._store.list_keys(
+            after=self._after, limit=self._page, prefix=self._prefix
+        )
+        if len(batch) < self._page:
+            self._done = True  # the last page
+        if not batch:
+            raise StopAsyncIteration
+        self._after = batch[-1].key_id
+        return batch
+
+
+class _Keys:
+    """KeyService.iter_keys: the keys of _KeyPages one by one."""
+
+    def __init__(self, pages: _KeyPages) -> None:
+        self._pages = pages
+        self._batch: Iterator[KeyMetadata] = iter(())
+
+    def __aiter__(self) -> _Keys:
+        return self
+
+    async def __anext__(self) -> KeyMetadata:
+        while True:
+            meta = next(self._batch, None)
+            if meta is not None:
+                return meta
+            self._batch = iter(await self._pages.__anext__())  # StopAsyncIteration ends it
+
+
 class KeyService:
     def __init__(
         self,
@@ -662,23 +708,14 @@ class KeyService:
         """The key a ciphertext names (to authorise against it before decrypting anything)."""
         return blob.decode(ciphertext).key_id
 
-    async def key_pages(
+    def key_pages(
         self, *, prefix: str = "", page: int = 1000
     ) -> AsyncIterator[Sequence[KeyMetadata]]:
         """Every key in key id order, a page at a time (never all at once)."""
-        after: str | None = None
-        while True:
-            batch = await self.store.list_keys(after=after, limit=page, prefix=prefix)
-            if batch:
-                yield batch
-            if len(batch) < page:
-                return
-            after = batch[-1].key_id
+        return _KeyPages(self.store, prefix, page)
 
-    async def iter_keys(self, *, prefix: str = "", page: int = 1000) -> AsyncIterator[KeyMetadata]:
-        async for batch in self.key_pages(prefix=prefix, page=page):
-            for meta in batch:
-                yield meta
+    def iter_keys(self, *, prefix: str = "", page: int = 1000) -> AsyncIterator[KeyMetadata]:
+        return _Keys(_KeyPages(self.store, prefix, page))
 
     async def _modify(
         self,
