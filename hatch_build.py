@@ -3,7 +3,7 @@
 `pip install .` (and any wheel build) compiles the modules in `COMPILED` to C extensions with
 mypyc, from the same typed source mypy --strict checks; the `.py` files ship beside them and are
 what Python runs where an extension is missing. A GenerateDataKey costs about 20 % fewer
-instructions compiled (benchmarks/README.md, *Compiled hot path*).
+instructions compiled (benchmarks/README.md, *The compiled hot path*).
 
 Not compiled:
 - an editable install (`pip install -e .`): Python runs the source tree as it is edited, where
