@@ -54,13 +54,13 @@ from run import (
     MASTER_KEY,
     ROOT_PASSWORD,
     ROOT_USER,
-    SCALE_PREFIX,
     SIGN_KEY_SPEC,
     AwsKeys,
     Request,
     admin_request,
     aws_body,
     aws_request,
+    scale_key_route,
 )
 
 URL = "http://127.0.0.1:9000"  # what the requests are signed for; nothing listens there
@@ -106,10 +106,9 @@ async def call(app: Callable[..., Awaitable[None]], req: Request) -> tuple[int, 
 
 async def create_keys(app: Callable[..., Awaitable[None]], count: int) -> None:
     """Keys `scale-0000000` ... up to `count`, as run.py names them; existing ones are kept."""
-    width = max(7, len(str(count - 1)))
     started = time.perf_counter()
     for index in range(count):
-        route = f"key/create?keyName={SCALE_PREFIX}{index:0{width}d}"
+        route = scale_key_route(index, count)
         status, body = await call(app, admin_request(URL, "POST", route, ROOT_USER, ROOT_PASSWORD))
         assert status in (200, 409), body
         if index and index % 100_000 == 0:

@@ -826,6 +826,13 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return status, body
 
 
+def scale_key_route(index: int, count: int) -> str:
+    """The admin route creating the index-th of `count` keys ``scale-0000000`` ... (zero-padded
+    to 7 digits or more, so the names sort by number)."""
+    width = max(7, len(str(count - 1)))
+    return f"key/create?keyName={SCALE_PREFIX}{index:0{width}d}"
+
+
 async def create_keys(url: str, count: int, concurrency: int) -> dict[str, Any]:
     """Create ``scale-0000000`` ... over ``concurrency`` keep-alive connections.
 
@@ -837,7 +844,6 @@ async def create_keys(url: str, count: int, concurrency: int) -> dict[str, Any]:
     names = iter(range(count))
     counts = {"created": 0, "existing": 0, "failed": 0}
     failures: list[str] = []
-    width = max(7, len(str(count - 1)))
     started = time.perf_counter()
     last_report = started
 
@@ -846,8 +852,9 @@ async def create_keys(url: str, count: int, concurrency: int) -> dict[str, Any]:
         reader, writer = await asyncio.open_connection(host, int(port))
         try:
             for index in names:
-                route = f"key/create?keyName={SCALE_PREFIX}{index:0{width}d}"
-                req = admin_request(url, "POST", route, ROOT_USER, ROOT_PASSWORD)
+                req = admin_request(
+                    url, "POST", scale_key_route(index, count), ROOT_USER, ROOT_PASSWORD
+                )
                 target = req.url.split("/", 3)[3]
                 head = "".join(f"{k}: {v}\r\n" for k, v in req.headers.items())
                 writer.write(f"POST /{target} HTTP/1.1\r\n{head}Content-Length: 0\r\n\r\n".encode())
